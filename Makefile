@@ -1,0 +1,55 @@
+# AtlasChat: `make run` serves the app, `make test` runs every check. Both do their own set-up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+VAR := var
+# The sandbox's Python is built from the system interpreter: only what is bound is visible
+# inside bubblewrap, and a pyenv or home-directory Python is not.
+SANDBOX_PY ?= /usr/bin/python3
+SANDBOX_ENV := $(VAR)/sandbox-env
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help setup system-packages run test lint bench sandboxd
+
+help:
+	@echo "make run    - set up everything and serve on http://$(HOST):$(PORT)"
+	@echo "make test   - set up everything and run ruff and the whole test suite"
+	@echo "make bench  - run the benchmarks under bench/"
+
+# --- set-up -------------------------------------------------------------------------------
+
+system-packages:
+	@bash scripts/system-packages.sh
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.requirements.stamp: requirements.txt | $(PY)
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(SANDBOX_ENV)/.stamp: sandboxd/sandbox-requirements.txt
+	$(SANDBOX_PY) -m venv --clear $(SANDBOX_ENV)
+	$(SANDBOX_ENV)/bin/pip install --quiet --only-binary=:all: -r sandboxd/sandbox-requirements.txt
+	touch $@
+
+setup: system-packages $(VENV)/.requirements.stamp $(SANDBOX_ENV)/.stamp
+
+# --- the two commands ---------------------------------------------------------------------
+
+run: setup
+	@bash scripts/run.sh
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@bash scripts/test.sh
+
+bench: setup
+	@bash scripts/bench.sh

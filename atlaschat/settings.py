@@ -1,0 +1,206 @@
+"""AtlasChat settings: one file, every knob an environment variable with a safe default.
+
+The README's configuration table lists each variable. Readers live in `atlaschat.env`
+and reject a malformed value with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from atlaschat.env import envbool, envfloat, envint, envlist, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(envstr("ATLASCHAT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = envbool("DEBUG", False)
+
+SECRET_KEY = envstr("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (`make run` generates one in .secret_key)"
+        )
+    SECRET_KEY = "insecure-debug-only-key-never-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "channels",
+    "django_htmx",
+    "accounts",
+    "execution",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "atlaschat.urls"
+WSGI_APPLICATION = "atlaschat.wsgi.application"
+ASGI_APPLICATION = "atlaschat.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite embedded; DATABASE_URL (PostgreSQL) in production ---
+DATABASE_URL = envstr("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            # Streaming output writes while pages read: wait for the lock, don't fail.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer: in-memory embedded; REDIS_URL in production ---
+REDIS_URL = envstr("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Accounts ---
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=envint("JWT_ACCESS_MINUTES", 15, min_value=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=envint("JWT_REFRESH_DAYS", 7, min_value=1)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AtlasChat code execution API",
+    "DESCRIPTION": "Run Python, JavaScript, TypeScript and Bash in sandboxes, with files, "
+    "packages, live output and an audit trail.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Internationalization ---
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static and media files ---
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static", ("vendor", BASE_DIR / "node_modules")]
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media"))))},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- Security headers (behind TLS termination set SECURE_* via a proxy) ---
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Sandboxes: which server the e2b SDK talks to ---
+# No E2B_API_KEY: the bundled sandboxd on loopback. E2B_API_KEY set: E2B's cloud, or a
+# self-hosted E2B at E2B_DOMAIN.
+E2B_API_KEY = envstr("E2B_API_KEY", "")
+E2B_DOMAIN = envstr("E2B_DOMAIN", "")
+SANDBOXD_URL = envstr("SANDBOXD_URL", "http://127.0.0.1:49982")
+SANDBOXD_API_KEY = envstr("SANDBOXD_API_KEY", "")
+SANDBOX_TEMPLATE = envstr("SANDBOX_TEMPLATE", "code-interpreter-v1")
+SANDBOX_TIMEOUT_SECONDS = envint("SANDBOX_TIMEOUT_SECONDS", 600, min_value=30)
+SANDBOX_IDLE_SECONDS = envint("SANDBOX_IDLE_SECONDS", 1800, min_value=60)
+
+# --- Execution policy and quotas (used by execution/services) ---
+EXECUTION_DEFAULT_TIMEOUT = envfloat("EXECUTION_DEFAULT_TIMEOUT", 60.0, min_value=1.0)
+EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
+EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
+EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
+EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
+EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
+EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
+EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 32, min_value=1)
+EXECUTION_DANGEROUS_PATTERNS = envlist("EXECUTION_DANGEROUS_PATTERNS", [])
+EXECUTION_SUSPICIOUS_EXTENSIONS = envlist("EXECUTION_SUSPICIOUS_EXTENSIONS", [])
+PACKAGE_DENY_LIST = envlist("PACKAGE_DENY_LIST", [])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+}

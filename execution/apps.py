@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ExecutionConfig(AppConfig):
+    name = "execution"
+    verbose_name = "Code execution"

@@ -1,0 +1,273 @@
+"""The domain of code execution: threads, runs, files, packages, agents and the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class Language(models.TextChoices):
+    PYTHON = "python", "Python"
+    JAVASCRIPT = "javascript", "JavaScript"
+    TYPESCRIPT = "typescript", "TypeScript"
+    BASH = "bash", "Bash"
+
+
+class Source(models.TextChoices):
+    BROWSER = "browser", "Browser"
+    API = "api", "API"
+    WEBSOCKET = "websocket", "Websocket"
+    AGENT = "agent", "Agent"
+    SYSTEM = "system", "System"
+
+
+class Thread(models.Model):
+    """A user's workspace: one sandbox at a time, its files, packages and executions."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads"
+    )
+    title = models.CharField(max_length=200, default="Untitled thread")
+    sandbox_id = models.CharField(max_length=128, blank=True, default="")
+    # Per-language code-interpreter context ids in the current sandbox: {"python": "…"}.
+    context_ids = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Agent(models.Model):
+    """A named agent; every tool call it makes is checked against `allowed_tools`."""
+
+    TOOL_NAMES = ("execute_code", "write_file", "read_file", "list_files", "install_packages")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agents"
+    )
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, default="")
+    allowed_tools = models.JSONField(default=list, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="agent_name_unique_per_owner")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        unknown = sorted(set(self.allowed_tools or []) - set(self.TOOL_NAMES))
+        if unknown:
+            raise ValidationError({"allowed_tools": f"Unknown tools: {', '.join(unknown)}"})
+
+    def allows(self, tool: str) -> bool:
+        return self.is_active and tool in (self.allowed_tools or [])
+
+
+class Execution(models.Model):
+    """One run of code: the job history and the audit trail. Never deleted by normal use."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+        ERROR = "error", "Error"
+
+    FINAL_STATUSES = frozenset(
+        {
+            Status.SUCCEEDED,
+            Status.FAILED,
+            Status.TIMED_OUT,
+            Status.CANCELLED,
+            Status.REJECTED,
+            Status.ERROR,
+        }
+    )
+    # Which status may follow which; a final status never changes again.
+    TRANSITIONS: dict[str, frozenset[str]] = {
+        Status.QUEUED: frozenset(
+            {Status.RUNNING, Status.CANCELLED, Status.REJECTED, Status.ERROR}
+        ),
+        Status.RUNNING: frozenset(
+            {Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.ERROR}
+        ),
+    }
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey(
+        Thread, on_delete=models.SET_NULL, null=True, blank=True, related_name="executions"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="executions"
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="executions"
+    )
+    language = models.CharField(max_length=16, choices=Language.choices)
+    code = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    # Rich results as the sandbox gave them: [{"text": …, "png": …, "html": …}, …]
+    results = models.JSONField(default=list, blank=True)
+    # {"name": …, "value": …, "traceback": …} or, for a rejection, {"code": …, "message": …}
+    error = models.JSONField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    truncated = models.BooleanField(default=False)
+    timeout_seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["thread", "-created_at"]),
+            models.Index(fields=["user", "-created_at"]),
+            models.Index(fields=["status"]),
+            models.Index(fields=["agent", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.language} run {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def can_transition_to(self, status: str) -> bool:
+        return status in self.TRANSITIONS.get(self.status, frozenset())
+
+    def transition_to(self, status: str) -> None:
+        """Set a new status in memory; raises ValueError for a transition that is not allowed."""
+        if not self.can_transition_to(status):
+            raise ValueError(f"execution {self.id}: {self.status} -> {status} is not allowed")
+        self.status = status
+
+
+def workspace_file_upload_to(instance: WorkspaceFile, filename: str) -> str:
+    # Content is stored by thread and a random name: the workspace path never becomes a
+    # storage path, so no user-chosen name can traverse the media directory.
+    return f"workspaces/{instance.thread_id}/{uuid.uuid4().hex}"
+
+
+class WorkspaceFile(models.Model):
+    """A file of a thread. The database is the source of truth; the sandbox is a cache."""
+
+    class WrittenBy(models.TextChoices):
+        USER = "user", "User"
+        CODE = "code", "Code"
+        AGENT = "agent", "Agent"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=1024)
+    content = models.FileField(upload_to=workspace_file_upload_to, max_length=255)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, default="")
+    written_by = models.CharField(
+        max_length=8, choices=WrittenBy.choices, default=WrittenBy.USER
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "path"], name="workspace_file_path_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @staticmethod
+    def digest(data: bytes) -> tuple[int, str]:
+        """Return (size, sha256 hex) of some content."""
+        return len(data), hashlib.sha256(data).hexdigest()
+
+
+class PackageInstall(models.Model):
+    """A requested install; a new sandbox for an old thread re-installs these."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="packages")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="package_installs"
+    )
+    agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, blank=True)
+    language = models.CharField(max_length=16, choices=Language.choices)
+    packages = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    log = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["thread", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.language}: {' '.join(self.packages)} ({self.status})"
+
+
+class SecurityEvent(models.Model):
+    """A refused request (validation, authorization, quota), kept for the audit."""
+
+    class Kind(models.TextChoices):
+        VALIDATION = "validation", "Validation"
+        AUTHORIZATION = "authorization", "Authorization"
+        QUOTA = "quota", "Quota"
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    code = models.CharField(max_length=64, help_text="Stable error code, e.g. path_outside_workspace")
+    message = models.TextField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, blank=True)
+    thread = models.ForeignKey(Thread, on_delete=models.SET_NULL, null=True, blank=True)
+    execution = models.ForeignKey(Execution, on_delete=models.SET_NULL, null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "-created_at"]), models.Index(fields=["code"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.code}"
