@@ -39,7 +39,10 @@ $(SANDBOX_ENV)/.stamp: sandboxd/sandbox-requirements.txt
 	$(SANDBOX_ENV)/bin/pip install --quiet --only-binary=:all: -r sandboxd/sandbox-requirements.txt
 	touch $@
 
+# Each part of the project that needs more set-up keeps it in its own scripts/setup-*.sh
+# (idempotent, fast when already done); they run in name order after the environments exist.
 setup: system-packages $(VENV)/.requirements.stamp $(SANDBOX_ENV)/.stamp
+	@for script in scripts/setup-*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
 
 # --- the two commands ---------------------------------------------------------------------
 
