@@ -143,6 +143,12 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The seq of the last live event whose effect is stored in this row (0 = the "execution"
+    # event). Written in the same UPDATE as that effect and before the event is published, so
+    # a websocket replay from the row plus live events with seq > last_seq has no gap or dup.
+    last_seq = models.PositiveIntegerField(default=0)
+    # Facts about the run that are not output: files not synced back, sandbox id, … (JSON).
+    details = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
