@@ -149,6 +149,9 @@ class Execution(models.Model):
     last_seq = models.PositiveIntegerField(default=0)
     # Facts about the run that are not output: files not synced back, sandbox id, … (JSON).
     details = models.JSONField(default=dict, blank=True)
+    # Set by a cancel request; the process running the execution watches it, so a cancel
+    # reaches the run even when it was asked through another server process.
+    cancel_requested = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
