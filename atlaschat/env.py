@@ -8,6 +8,7 @@ silently replaced by a default.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -67,9 +68,10 @@ def envfloat(
     default: float,
     *,
     min_value: float | None = None,
+    max_value: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> float:
-    """Return the variable as a float, at least min_value when given."""
+    """Return the variable as a finite float, within [min_value, max_value] when given."""
     value = _raw(name, env)
     if value is None:
         return default
@@ -77,8 +79,13 @@ def envfloat(
         number = float(value)
     except ValueError:
         raise ImproperEnvValue(f"{name} must be a number, got {value!r}") from None
+    # float() accepts "nan" and "inf"; neither is a usable limit or timeout.
+    if not math.isfinite(number):
+        raise ImproperEnvValue(f"{name} must be a finite number, got {value!r}")
     if min_value is not None and number < min_value:
         raise ImproperEnvValue(f"{name} must be at least {min_value}, got {number}")
+    if max_value is not None and number > max_value:
+        raise ImproperEnvValue(f"{name} must be at most {max_value}, got {number}")
     return number
 
 

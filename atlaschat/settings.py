@@ -6,13 +6,15 @@ and reject a malformed value with a message naming the variable.
 
 from __future__ import annotations
 
+import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from atlaschat.env import envbool, envfloat, envint, envlist, envstr
+from atlaschat.env import envbool, envchoice, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("ATLASCHAT_VAR_DIR", str(BASE_DIR / "var")))
@@ -21,11 +23,17 @@ DEBUG = envbool("DEBUG", False)
 
 SECRET_KEY = envstr("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG:
+    if DEBUG:
+        SECRET_KEY = "insecure-debug-only-key-never-use-in-production"  # noqa: S105
+    elif "PYTEST_VERSION" in os.environ:
+        # pytest sets PYTEST_VERSION before it loads any plugin or conftest, so a bare
+        # `pytest` works without the caller exporting a key. The key is random per process:
+        # nothing signed with it outlives the test run.
+        SECRET_KEY = secrets.token_urlsafe(50)
+    else:
         raise ImproperlyConfigured(
             "SECRET_KEY must be set when DEBUG is off (`make run` generates one in .secret_key)"
         )
-    SECRET_KEY = "insecure-debug-only-key-never-use-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
@@ -43,6 +51,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_htmx",
     "accounts",
@@ -147,6 +156,11 @@ SPECTACULAR_SETTINGS = {
     "packages, live output and an audit trail.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package's static files: the API
+    # docs work offline and no page of ours loads a script from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Internationalization ---
@@ -158,7 +172,17 @@ USE_TZ = True
 # --- Static and media files ---
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static", ("vendor", BASE_DIR / "node_modules")]
+# Front-end packages come from npm (scripts/setup-frontend.sh, package.json) into
+# node_modules/; only the built directory of each is published, as static/vendor/<package>/,
+# so collectstatic never copies a package's sources, tests or its own node_modules.
+FRONTEND_VENDOR_DIRS = {"htmx.org": "dist"}
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    *(
+        (f"vendor/{package}", BASE_DIR / "node_modules" / package / subdir)
+        for package, subdir in FRONTEND_VENDOR_DIRS.items()
+    ),
+]
 STORAGES = {
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -169,6 +193,8 @@ STORAGES = {
 
 # --- Security headers (behind TLS termination set SECURE_* via a proxy) ---
 SESSION_COOKIE_HTTPONLY = True
+# Cookies only over HTTPS: turn on when the site is served through TLS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -195,12 +221,29 @@ EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
 EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 32, min_value=1)
 EXECUTION_DANGEROUS_PATTERNS = envlist("EXECUTION_DANGEROUS_PATTERNS", [])
-EXECUTION_SUSPICIOUS_EXTENSIONS = envlist("EXECUTION_SUSPICIOUS_EXTENSIONS", [])
+# Windows executables and scripts have no use in a Linux workspace; their arrival is audited.
+EXECUTION_SUSPICIOUS_EXTENSIONS = envlist(
+    "EXECUTION_SUSPICIOUS_EXTENSIONS",
+    [".exe", ".dll", ".bat", ".cmd", ".com", ".scr", ".msi", ".ps1", ".vbs"],
+)
 PACKAGE_DENY_LIST = envlist("PACKAGE_DENY_LIST", [])
+# Files synced back after a run: at most EXECUTION_SYNC_MAX_FILES files of at most
+# EXECUTION_MAX_FILE_BYTES each and EXECUTION_SYNC_MAX_BYTES together; the rest is reported.
+EXECUTION_SYNC_MAX_BYTES = envint("EXECUTION_SYNC_MAX_BYTES", 50 * 1024 * 1024, min_value=0)
+# DRF throttle rates ("N/second|minute|hour|day") per user, for runs and for installs.
+EXECUTION_THROTTLE_RATE = envstr("EXECUTION_THROTTLE_RATE", "120/minute")
+INSTALL_THROTTLE_RATE = envstr("INSTALL_THROTTLE_RATE", "20/minute")
+# Seconds a client is told to wait (Retry-After) when a concurrency cap is reached.
+EXECUTION_CONCURRENCY_RETRY_AFTER = envint("EXECUTION_CONCURRENCY_RETRY_AFTER", 2, min_value=1)
+# Time allowed for one pip/npm install inside the sandbox.
+PACKAGE_INSTALL_TIMEOUT = envint("PACKAGE_INSTALL_TIMEOUT", 300, min_value=10)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": envchoice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    },
 }

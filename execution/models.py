@@ -7,7 +7,8 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.core.files.base import ContentFile
+from django.db import models, transaction
 
 
 class Language(models.TextChoices):
@@ -74,12 +75,19 @@ class Agent(models.Model):
         return self.name
 
     def clean(self) -> None:
-        unknown = sorted(set(self.allowed_tools or []) - set(self.TOOL_NAMES))
+        """Refuse allowed_tools that is not a list of known tool names (ValidationError)."""
+        tools = self.allowed_tools
+        # A bare string would pass an "in" check character by character: require a list.
+        if not isinstance(tools, list) or not all(isinstance(tool, str) for tool in tools):
+            raise ValidationError({"allowed_tools": "Must be a list of tool names."})
+        unknown = sorted(set(tools) - set(self.TOOL_NAMES))
         if unknown:
             raise ValidationError({"allowed_tools": f"Unknown tools: {', '.join(unknown)}"})
 
     def allows(self, tool: str) -> bool:
-        return self.is_active and tool in (self.allowed_tools or [])
+        """Return whether this agent may call `tool` now (it is active and the tool is listed)."""
+        tools = self.allowed_tools
+        return self.is_active and isinstance(tools, list) and tool in tools
 
 
 class Execution(models.Model):
@@ -107,9 +115,7 @@ class Execution(models.Model):
     )
     # Which status may follow which; a final status never changes again.
     TRANSITIONS: dict[str, frozenset[str]] = {
-        Status.QUEUED: frozenset(
-            {Status.RUNNING, Status.CANCELLED, Status.REJECTED, Status.ERROR}
-        ),
+        Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.REJECTED, Status.ERROR}),
         Status.RUNNING: frozenset(
             {Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.ERROR}
         ),
@@ -199,9 +205,7 @@ class WorkspaceFile(models.Model):
     content = models.FileField(upload_to=workspace_file_upload_to, max_length=255)
     size = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, default="")
-    written_by = models.CharField(
-        max_length=8, choices=WrittenBy.choices, default=WrittenBy.USER
-    )
+    written_by = models.CharField(max_length=8, choices=WrittenBy.choices, default=WrittenBy.USER)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -218,6 +222,28 @@ class WorkspaceFile(models.Model):
     def digest(data: bytes) -> tuple[int, str]:
         """Return (size, sha256 hex) of some content."""
         return len(data), hashlib.sha256(data).hexdigest()
+
+    def set_content(self, data: bytes, *, save: bool = True) -> None:
+        """Store `data` as this file's content and set `size` and `sha256` from it.
+
+        The bytes go to a new storage name (see workspace_file_upload_to); the previous
+        content, if any, is deleted only once the transaction that saves the row commits, so
+        a rolled-back write never leaves the row pointing at a missing file. With
+        save=False the caller saves the row (it must, or the new stored file is orphaned).
+        """
+        previous_name = self.content.name if self.content else ""
+        self.size, self.sha256 = self.digest(data)
+        self.content.save(self.path or "content", ContentFile(data), save=False)
+        if save:
+            self.save()
+        if previous_name and previous_name != self.content.name:
+            storage = self.content.storage
+            transaction.on_commit(lambda: storage.delete(previous_name))
+
+    def read_content(self) -> bytes:
+        """Return the stored bytes of this file."""
+        with self.content.open("rb") as stored:
+            return stored.read()
 
 
 class PackageInstall(models.Model):
@@ -261,7 +287,9 @@ class SecurityEvent(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    code = models.CharField(max_length=64, help_text="Stable error code, e.g. path_outside_workspace")
+    code = models.CharField(
+        max_length=64, help_text="Stable error code, e.g. path_outside_workspace"
+    )
     message = models.TextField()
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True

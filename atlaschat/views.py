@@ -1,0 +1,34 @@
+"""Project-level pages: the home page and the health check."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The landing page: where to log in, or (logged in) links to the API docs and the admin.
+
+    Issue 5 replaces it with the code workspace.
+    """
+    return render(request, "home.html")
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Return 200 {"status": "ok"} when the database answers, else 503 with what failed.
+
+    Unauthenticated on purpose (load balancers and `make run` poll it); it reveals nothing
+    but whether the service works.
+    """
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})

@@ -1,0 +1,76 @@
+"""Shared fixtures: the three named users of every authorization test, a staff member, and
+API clients that authenticate them.
+
+* alice   - owns the objects under test
+* bob     - another ordinary user (e.g. a second owner)
+* charlie - must see nothing of alice's: every access is a 404 (or an empty list)
+* staff   - is_staff, not a superuser: may read the admin audit views
+
+All share the password `accounts.testing.TEST_PASSWORD`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.hashers import make_password
+from rest_framework.test import APIClient
+
+from accounts.testing import TEST_PASSWORD, jwt_client_for
+
+
+@pytest.fixture(scope="session")
+def test_password_hash() -> str:
+    """The hash of TEST_PASSWORD, computed once: argon2 is slow on purpose, tests need not be."""
+    return make_password(TEST_PASSWORD)
+
+
+@pytest.fixture
+def make_user(
+    db: None, django_user_model: type[AbstractBaseUser], test_password_hash: str
+) -> Callable[..., AbstractBaseUser]:
+    """Return a factory: make_user("name", is_staff=…) creates a user with TEST_PASSWORD."""
+
+    def create(username: str, **extra: object) -> AbstractBaseUser:
+        return django_user_model.objects.create(
+            username=username,
+            email=f"{username}@example.test",
+            password=test_password_hash,
+            **extra,
+        )
+
+    return create
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., AbstractBaseUser]) -> AbstractBaseUser:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., AbstractBaseUser]) -> AbstractBaseUser:
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(make_user: Callable[..., AbstractBaseUser]) -> AbstractBaseUser:
+    return make_user("charlie")
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., AbstractBaseUser]) -> AbstractBaseUser:
+    return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    """An API client that sends no credentials."""
+    return APIClient()
+
+
+@pytest.fixture
+def jwt_client() -> Callable[[AbstractBaseUser], APIClient]:
+    """Return a factory: jwt_client(alice) is an APIClient sending alice's access token."""
+    return jwt_client_for
