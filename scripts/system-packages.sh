@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# Debian packages the project needs on the host. Installed when we are root and they are
-# missing; otherwise we say exactly what to install and stop.
+# Debian packages the project needs on the host: bubblewrap (the sandbox), Node.js with npm
+# (front-end packages, the JavaScript/TypeScript kernels) and venv for the system Python (the
+# sandbox's Python environment). Installed when we are root and apt-get exists; otherwise we
+# say exactly what to install and stop. Fast and silent when everything is there.
 set -euo pipefail
-needed=(bubblewrap)
+
 missing=()
-for pkg in "${needed[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+command -v bwrap >/dev/null || have_deb bubblewrap || missing+=(bubblewrap)
+# Node may come from Debian (nodejs + npm) or from NodeSource (nodejs bundles npm): check the
+# commands, not the package names, so we never ask apt for an npm that would conflict.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+/usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "Installing system packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "Missing system packages: ${missing[*]}" >&2
   echo "Install them (e.g. sudo apt-get install ${missing[*]}) and run make again." >&2
