@@ -1,0 +1,381 @@
+"""The control plane's state: live sandboxes, their lifetimes, the cap, and a warm pool.
+
+``ControlPlane`` owns every sandbox this server runs. A sandbox is a jail (``sandboxd.jail``)
+plus its code interpreter (``sandboxd.interpreter``) and envd (``sandboxd.envd``). It dies at
+its end time (``set_timeout`` moves it), on ``kill``, and with the server (``close``).
+
+New sandboxes come from a small pool of pre-started ones (jail created and the default
+Python context warmed), so the first ``run_code`` of a new sandbox does not wait for a kernel
+start; the pool refills in the background. Pooled sandboxes do not count against
+``max_sandboxes``, which caps what clients hold.
+
+Errors are ``ControlError`` values carrying the HTTP status and message E2B's API would send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sandboxd.envd import Envd
+from sandboxd.jail import JailManager, Limits
+
+if TYPE_CHECKING:
+    from sandboxd.config import Config
+    from sandboxd.interpreter import Interpreter
+    from sandboxd.jail import Jail
+
+log = logging.getLogger(__name__)
+
+# Seconds allowed for stopping one sandbox's kernels before its jail is destroyed anyway.
+INTERPRETER_CLOSE_SECONDS = 5.0
+# Back-off after the pool failed to start a sandbox, so a broken host does not spin.
+POOL_RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
+
+
+class ControlError(Exception):
+    """A control-plane request failed; ``status`` is the HTTP status E2B answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Prepared:
+    """A started sandbox not yet handed to a client (the pool holds these)."""
+
+    jail: Jail
+    interpreter: Interpreter
+    envd: Envd
+
+
+@dataclass
+class Sandbox:
+    """A sandbox a client holds: its parts, its tokens, its metadata and its lifetime."""
+
+    sandbox_id: str
+    template_id: str
+    jail: Jail
+    interpreter: Interpreter
+    envd: Envd
+    envd_access_token: str
+    traffic_access_token: str
+    metadata: dict[str, str]
+    env_vars: dict[str, str]
+    started_at: datetime
+    end_at: datetime
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+def new_sandbox_id() -> str:
+    """A random sandbox id: 20 lowercase hex characters (usable in paths and cgroup names)."""
+    return secrets.token_hex(10)
+
+
+def new_token() -> str:
+    """A random access token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+class ControlPlane:
+    """Every sandbox of one sandboxd process (use from a single event loop)."""
+
+    def __init__(self, config: Config, manager: JailManager | None = None) -> None:
+        self._config = config
+        self._limits = Limits(**config.limit_overrides())
+        self._manager = manager or JailManager(
+            state_dir=config.state_dir,
+            sandbox_env=config.sandbox_env,
+            ro_binds=interpreter_ro_binds(),
+            egress=config.egress,
+        )
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._reserved = 0  # creations in progress, counted against the cap
+        self._pool: list[Prepared] = []
+        self._pool_pending = 0
+        self._pool_wakeup = asyncio.Event()
+        self._pool_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    async def start(self) -> None:
+        """Start the jail manager (raises ``UnsafeHostError``) and begin filling the pool."""
+        await self._manager.start()
+        if self._config.pool_size > 0:
+            self._pool_task = asyncio.create_task(self._fill_pool(), name="sandboxd-pool")
+
+    # --- sandboxes --------------------------------------------------------------------------
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        """The live sandbox with this id, or ``None``."""
+        return self._sandboxes.get(sandbox_id)
+
+    def live(self) -> list[Sandbox]:
+        return list(self._sandboxes.values())
+
+    def pool_ready(self) -> int:
+        """How many pre-started sandboxes wait in the pool right now."""
+        return len(self._pool)
+
+    async def create(
+        self,
+        *,
+        template_id: str,
+        timeout_seconds: int | None,
+        metadata: Mapping[str, str],
+        env_vars: Mapping[str, str],
+    ) -> Sandbox:
+        """Hand out a new sandbox: from the pool when one is ready, else started now.
+
+        Raises ``ControlError(429)`` at the cap, ``ControlError(400)`` for a bad timeout and
+        ``ControlError(500)`` when the sandbox cannot be started.
+        """
+        lifetime = self._lifetime(timeout_seconds)
+        if self._closing:
+            raise ControlError(503, "sandboxd is shutting down")
+        if len(self._sandboxes) + self._reserved >= self._config.max_sandboxes:
+            raise ControlError(
+                429,
+                f"the limit of {self._config.max_sandboxes} live sandboxes is reached; "
+                "kill one or wait for one to time out",
+            )
+        self._reserved += 1
+        try:
+            prepared = self._take_from_pool()
+            if prepared is None:
+                sandbox_id = new_sandbox_id()
+                prepared = await self._prepare(sandbox_id, warm=False)
+            if env_vars:
+                await prepared.interpreter.set_envs(env_vars)
+                prepared.envd.set_envs(env_vars)
+        except ControlError:
+            raise
+        except Exception as error:
+            log.exception("starting a sandbox failed")
+            raise ControlError(500, f"the sandbox could not be started: {error}") from error
+        finally:
+            self._reserved -= 1
+        now = datetime.now(UTC)
+        sandbox = Sandbox(
+            sandbox_id=prepared.jail.sandbox_id,
+            template_id=template_id,
+            jail=prepared.jail,
+            interpreter=prepared.interpreter,
+            envd=prepared.envd,
+            envd_access_token=new_token(),
+            traffic_access_token=new_token(),
+            metadata=dict(metadata),
+            env_vars=dict(env_vars),
+            started_at=now,
+            end_at=now,
+        )
+        self._sandboxes[sandbox.sandbox_id] = sandbox
+        self._schedule_end(sandbox, lifetime)
+        log.info("sandbox %s created (template %s)", sandbox.sandbox_id, template_id)
+        return sandbox
+
+    def connect(self, sandbox_id: str, timeout: int | None) -> Sandbox:
+        """Reconnect to a running sandbox; its lifetime only grows (E2B's rule for running
+        sandboxes). Raises ``ControlError(404)`` for an unknown sandbox."""
+        sandbox = self._require(sandbox_id)
+        lifetime = self._lifetime(timeout)
+        if datetime.now(UTC) + timedelta(seconds=lifetime) > sandbox.end_at:
+            self._schedule_end(sandbox, lifetime)
+        return sandbox
+
+    def set_timeout(self, sandbox_id: str, timeout: int) -> Sandbox:
+        """The sandbox now dies ``timeout`` seconds from now (shorter or longer)."""
+        sandbox = self._require(sandbox_id)
+        self._schedule_end(sandbox, self._lifetime(timeout))
+        return sandbox
+
+    async def kill(self, sandbox_id: str) -> bool:
+        """Destroy a sandbox now; False when there is no such live sandbox."""
+        sandbox = self._sandboxes.pop(sandbox_id, None)
+        if sandbox is None:
+            return False
+        await self._destroy(sandbox)
+        log.info("sandbox %s killed", sandbox_id)
+        return True
+
+    def query(
+        self,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        states: Iterable[str] | None = None,
+        template_id: str | None = None,
+        started_after: datetime | None = None,
+        descending: bool = False,
+    ) -> list[Sandbox]:
+        """Live sandboxes matching every given filter, ordered by start time.
+
+        Every sandbox here is ``running`` (there is no pause), so a state filter without
+        ``running`` matches nothing.
+        """
+        if states is not None and "running" not in set(states):
+            return []
+        found = [
+            sandbox
+            for sandbox in self._sandboxes.values()
+            if (template_id is None or sandbox.template_id == template_id)
+            and (started_after is None or sandbox.started_at >= started_after)
+            and all(sandbox.metadata.get(key) == value for key, value in (metadata or {}).items())
+        ]
+        found.sort(key=lambda sandbox: sandbox.started_at, reverse=descending)
+        return found
+
+    async def close(self) -> None:
+        """Kill every sandbox, empty the pool and stop the jail manager."""
+        self._closing = True
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_task
+        for task in list(self._background):
+            task.cancel()
+        doomed = list(self._sandboxes.values())
+        self._sandboxes.clear()
+        pooled, self._pool = self._pool, []
+        await asyncio.gather(
+            *(self._destroy(sandbox) for sandbox in doomed),
+            *(self._destroy_prepared(prepared) for prepared in pooled),
+            return_exceptions=True,
+        )
+        await self._manager.close()
+
+    # --- lifetimes --------------------------------------------------------------------------
+
+    def _require(self, sandbox_id: str) -> Sandbox:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise ControlError(404, f"sandbox {sandbox_id} not found")
+        return sandbox
+
+    def _lifetime(self, timeout: int | None) -> int:
+        if timeout is None:
+            return self._config.default_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+            raise ControlError(
+                400, f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
+        if timeout > self._config.max_timeout:
+            raise ControlError(
+                400, f"timeout must not exceed {self._config.max_timeout} seconds (got {timeout})"
+            )
+        return timeout
+
+    def _schedule_end(self, sandbox: Sandbox, seconds: int) -> None:
+        if sandbox.timer is not None:
+            sandbox.timer.cancel()
+        sandbox.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
+        loop = asyncio.get_running_loop()
+        sandbox.timer = loop.call_at(
+            loop.time() + seconds, self._spawn_background, self._expire(sandbox.sandbox_id)
+        )
+
+    async def _expire(self, sandbox_id: str) -> None:
+        sandbox = self._sandboxes.get(sandbox_id)
+        # The timer may fire a moment early relative to the wall clock; only expire a
+        # sandbox whose end time has really come (a later set_timeout moved it otherwise).
+        if sandbox is None or sandbox.end_at > datetime.now(UTC) + timedelta(seconds=1):
+            return
+        log.info("sandbox %s reached its timeout", sandbox_id)
+        await self.kill(sandbox_id)
+
+    def _spawn_background(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _destroy(self, sandbox: Sandbox) -> None:
+        if sandbox.timer is not None:
+            sandbox.timer.cancel()
+        await self._destroy_prepared(
+            Prepared(jail=sandbox.jail, interpreter=sandbox.interpreter, envd=sandbox.envd)
+        )
+
+    async def _destroy_prepared(self, prepared: Prepared) -> None:
+        """Stop the kernels (bounded), then destroy the jail, which ends everything else."""
+        try:
+            await asyncio.wait_for(prepared.interpreter.close(), INTERPRETER_CLOSE_SECONDS)
+        except Exception:
+            log.warning("closing the interpreter of %s failed", prepared.jail.sandbox_id)
+        try:
+            await prepared.jail.destroy()
+        except Exception:
+            log.exception("destroying sandbox %s failed", prepared.jail.sandbox_id)
+        await prepared.envd.close()
+
+    # --- the pool ---------------------------------------------------------------------------
+
+    async def _prepare(self, sandbox_id: str, *, warm: bool) -> Prepared:
+        """Start a jail with its interpreter and envd; warm the default Python context."""
+        from sandboxd.interpreter import Interpreter
+
+        jail = await self._manager.create(sandbox_id, limits=self._limits)
+        try:
+            interpreter = Interpreter(jail)
+            if warm:
+                await interpreter.warm()
+        except BaseException:
+            await jail.destroy()
+            raise
+        envd = Envd(jail, envs={}, max_file_bytes=self._config.max_file_bytes)
+        return Prepared(jail=jail, interpreter=interpreter, envd=envd)
+
+    def _take_from_pool(self) -> Prepared | None:
+        while self._pool:
+            prepared = self._pool.pop(0)
+            self._pool_wakeup.set()
+            if prepared.jail.alive:
+                return prepared
+            self._spawn_background(self._destroy_prepared(prepared))
+        self._pool_wakeup.set()
+        return None
+
+    async def _fill_pool(self) -> None:
+        """Keep ``pool_size`` warm sandboxes ready, one start at a time (2-core machines)."""
+        failures = 0
+        while not self._closing:
+            if len(self._pool) >= self._config.pool_size:
+                self._pool_wakeup.clear()
+                await self._pool_wakeup.wait()
+                continue
+            started = time.monotonic()
+            try:
+                prepared = await self._prepare(new_sandbox_id(), warm=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = POOL_RETRY_SECONDS[min(failures, len(POOL_RETRY_SECONDS) - 1)]
+                failures += 1
+                log.exception("pre-starting a sandbox failed; retrying in %.0f s", delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if self._closing:
+                await self._destroy_prepared(prepared)
+                return
+            self._pool.append(prepared)
+            log.debug("pool: sandbox ready in %.0f ms", (time.monotonic() - started) * 1000)
+
+
+def interpreter_ro_binds() -> tuple[tuple[object, str], ...]:
+    """Read-only binds the code interpreter needs inside every sandbox (its kernel scripts,
+    esbuild), as declared by ``sandboxd.interpreter``; none when it declares none."""
+    from sandboxd import interpreter
+
+    return tuple(getattr(interpreter, "RO_BINDS", ()))
