@@ -1,0 +1,381 @@
+"""Benchmarks of the execution service end to end, each against a baseline from the same run.
+
+Everything runs for real on loopback: a sandboxd started here, a daphne process serving
+the project (SQLite file database, in-memory channel layer: the embedded defaults), HTTP
+and websocket clients. The baselines talk to the same sandboxd through the e2b SDK
+directly, so the ratios are what the Django service adds.
+
+1. `POST /api/code/execute` of `print(1)` on a warm thread (wait=true): p50/p95, vs the
+   same `run_code` through the SDK on a warm sandbox. Targets: ratio <= 2x, p50 <= 15 ms.
+2. Websocket latency from the `print` in the sandbox to the client's frame (the code
+   prints `time.time()`; sandbox and client share the host clock), vs the SDK's own
+   `on_stdout` callback for the same code. Target: p50 <= 20 ms.
+3. 20 concurrent websocket clients (one user and thread each) x 50 runs: runs/s, with
+   every execution and output line counted in the frames AND in the database; vs the same
+   20 x 50 runs through the SDK on 20 sandboxes. Target: zero lost.
+
+`main()` prints the table and writes `bench/results/execution.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "execution.json"
+
+REST_RUNS = 200
+WS_RUNS = 100
+CLIENTS = 20
+RUNS_PER_CLIENT = 50
+WARMUP = 5
+
+# The service's quotas are for people, not for a load generator: the bench raises the
+# request throttles and caps so that it measures speed, not the limits (which have tests).
+BENCH_SERVER_ENV = {
+    "EXECUTION_USER_CONCURRENCY": "64",
+    "EXECUTION_GLOBAL_CONCURRENCY": "64",
+    "EXECUTE_THROTTLE_RATE": "100000/minute",
+    "INSTALL_THROTTLE_RATE": "100000/minute",
+}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The `fraction` quantile (0..1) by nearest rank on sorted values."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    milliseconds = [s * 1000 for s in seconds]
+    return {
+        "n": len(milliseconds),
+        "p50_ms": round(statistics.median(milliseconds), 2),
+        "p95_ms": round(percentile(milliseconds, 0.95), 2),
+        "mean_ms": round(statistics.fmean(milliseconds), 2),
+    }
+
+
+def _setup_django() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlaschat.settings")
+    # A throwaway key for this process and the servers it starts (they get the same one).
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    import django
+
+    django.setup()
+
+
+# --- 1. REST execute vs the SDK -------------------------------------------------------------
+
+
+def bench_rest(stack: Any, user: Any, thread: Any) -> list[float]:
+    import httpx
+
+    from execution.tests.live import bearer_headers
+
+    body = {"code": "print(1)", "language": "python", "thread_id": str(thread.id)}
+    timings: list[float] = []
+    with httpx.Client(
+        base_url=stack.server.http_url, headers=bearer_headers(user), timeout=60
+    ) as client:
+        for n in range(WARMUP + REST_RUNS):
+            started = time.perf_counter()
+            response = client.post("/api/code/execute", json=body)
+            elapsed = time.perf_counter() - started
+            if response.status_code not in (200, 201) or response.json()["stdout"] != "1\n":
+                raise RuntimeError(f"execute failed: {response.status_code} {response.text}")
+            if n >= WARMUP:
+                timings.append(elapsed)
+    return timings
+
+
+def bench_sdk(options: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """SDK baseline: warm `print(1)` timings, and print -> on_stdout latencies."""
+    from e2b_code_interpreter import Sandbox
+
+    sandbox = Sandbox.create(**options)
+    try:
+        timings: list[float] = []
+        for n in range(WARMUP + REST_RUNS):
+            started = time.perf_counter()
+            execution = sandbox.run_code("print(1)")
+            elapsed = time.perf_counter() - started
+            if execution.logs.stdout != ["1\n"]:
+                raise RuntimeError(f"SDK run failed: {execution}")
+            if n >= WARMUP:
+                timings.append(elapsed)
+        latencies: list[float] = []
+        for n in range(WARMUP + WS_RUNS):
+            seen: list[float] = []
+
+            def on_stdout(message: Any, seen: list[float] = seen) -> None:
+                seen.append(time.time() - float(message.line))
+
+            sandbox.run_code("import time; print(time.time())", on_stdout=on_stdout)
+            if n >= WARMUP:
+                latencies.append(seen[0])
+        return timings, latencies
+    finally:
+        sandbox.kill()
+
+
+# --- 2. websocket print -> frame ------------------------------------------------------------
+
+
+async def bench_ws_latency(stack: Any, user: Any, thread: Any) -> tuple[list[float], list[float]]:
+    """Print -> frame latencies, and execute-sent -> done round trips."""
+    from execution.tests.live import bearer_headers, open_socket, receive_frame
+
+    latencies: list[float] = []
+    round_trips: list[float] = []
+    request = json.dumps(
+        {"type": "execute", "code": "import time; print(time.time())", "language": "python"}
+    )
+    async with await open_socket(
+        stack.server, f"ws/threads/{thread.id}/", headers=bearer_headers(user)
+    ) as socket:
+        for n in range(WARMUP + WS_RUNS):
+            started = time.perf_counter()
+            await socket.send(request)
+            latency = None
+            while True:
+                frame = await receive_frame(socket)
+                if frame["type"] == "stdout" and latency is None:
+                    latency = time.time() - float(frame["text"])
+                if frame["type"] == "done":
+                    break
+                if frame["type"] == "error" and "execution_id" not in frame:
+                    raise RuntimeError(f"refused: {frame}")
+            if frame["status"] != "succeeded" or latency is None:
+                raise RuntimeError(f"run failed: {frame}")
+            if n >= WARMUP:
+                latencies.append(latency)
+                round_trips.append(time.perf_counter() - started)
+    return latencies, round_trips
+
+
+# --- 3. 20 concurrent clients x 50 runs -----------------------------------------------------
+
+
+async def bench_concurrent_ws(stack: Any, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Each client runs its 50 runs in sequence; returns wall time and what was seen."""
+    from execution.tests.live import bearer_headers, open_socket, receive_frame
+
+    async def client(index: int, user: Any, thread: Any) -> dict[str, str]:
+        seen: dict[str, str] = {}  # execution id -> its stdout as the frames carried it
+        async with await open_socket(
+            stack.server, f"ws/threads/{thread.id}/", headers=bearer_headers(user)
+        ) as socket:
+            for run in range(RUNS_PER_CLIENT):
+                code = f"print('client {index} run {run}')"
+                await socket.send(
+                    json.dumps({"type": "execute", "code": code, "language": "python"})
+                )
+                execution_id = None
+                while True:
+                    frame = await receive_frame(socket, within=120)
+                    if frame["type"] == "error" and "execution_id" not in frame:
+                        raise RuntimeError(f"client {index} refused: {frame}")
+                    if frame["type"] == "execution":
+                        execution_id = frame["execution_id"]
+                        seen[execution_id] = ""
+                    elif frame["type"] == "stdout":
+                        seen[frame["execution_id"]] += frame["text"]
+                    elif frame["type"] == "done" and frame["execution_id"] == execution_id:
+                        if frame["status"] != "succeeded":
+                            raise RuntimeError(f"client {index} run {run}: {frame}")
+                        break
+        return seen
+
+    started = time.perf_counter()
+    seen = await asyncio.gather(*(client(i, u, t) for i, (u, t) in enumerate(pairs)))
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "seen": seen}
+
+
+async def bench_concurrent_sdk(options: dict[str, Any]) -> dict[str, Any]:
+    from e2b_code_interpreter import AsyncSandbox
+
+    sandboxes = await asyncio.gather(*(AsyncSandbox.create(**options) for _ in range(CLIENTS)))
+    try:
+        for sandbox in sandboxes:
+            await sandbox.run_code("None")  # warm, as the service's threads are
+
+        async def client(index: int, sandbox: Any) -> int:
+            lines = 0
+            for run in range(RUNS_PER_CLIENT):
+                execution = await sandbox.run_code(f"print('client {index} run {run}')")
+                lines += execution.logs.stdout == [f"client {index} run {run}\n"]
+            return lines
+
+        started = time.perf_counter()
+        lines = await asyncio.gather(*(client(i, s) for i, s in enumerate(sandboxes)))
+        return {"wall_s": time.perf_counter() - started, "lines": sum(lines)}
+    finally:
+        await asyncio.gather(*(sandbox.kill() for sandbox in sandboxes))
+
+
+def count_lost(alias: str, pairs: list[tuple[Any, Any]], seen: list[dict[str, str]]) -> dict:
+    """Compare what was expected, what the frames carried and what the database holds."""
+    from execution.models import Execution
+
+    expected = CLIENTS * RUNS_PER_CLIENT
+    frames_ok = 0
+    db_ok = 0
+    db_rows = 0
+    for index, ((_, thread), by_id) in enumerate(zip(pairs, seen, strict=True)):
+        wanted = {f"client {index} run {run}\n" for run in range(RUNS_PER_CLIENT)}
+        frames_ok += len(wanted & set(by_id.values()))
+        rows = list(Execution.objects.using(alias).filter(thread_id=thread.id))
+        db_rows += len(rows)
+        db_ok += len(
+            wanted & {row.stdout for row in rows if row.status == Execution.Status.SUCCEEDED}
+        )
+    return {
+        "expected_runs": expected,
+        "runs_in_db": db_rows,
+        "lost_executions_db": expected - db_ok,
+        "lost_lines_frames": expected - frames_ok,
+    }
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run_all() -> dict[str, Any]:
+    from execution.models import Thread
+    from execution.tests.live import create_user, live_stack
+    from sandboxd.testing import running_sandboxd
+
+    with tempfile.TemporaryDirectory(prefix="atlaschat-bench-", dir="/tmp") as tmp:
+        directory = Path(tmp)
+        # sandboxd opens its state as the sandbox uids: the directory must be traversable.
+        directory.chmod(0o755)
+        (directory / "live").mkdir()
+        api_key = secrets.token_urlsafe(24)
+        with running_sandboxd(state_dir=directory / "sandboxd", api_key=api_key) as sandboxd:
+            options = sandboxd.sdk_options()
+            sdk_timings, sdk_latencies = bench_sdk(options)
+            sdk_concurrent = asyncio.run(bench_concurrent_sdk(options))
+            with live_stack(
+                directory / "live",
+                sandboxd_url=sandboxd.url,
+                sandboxd_api_key=sandboxd.api_key,
+                extra_env=BENCH_SERVER_ENV,
+            ) as stack:
+                alias = stack.database.alias
+                users = [create_user(alias, f"bench{n}") for n in range(CLIENTS)]
+                threads = [
+                    Thread.objects.using(alias).create(owner=user, title="bench") for user in users
+                ]
+                rest_timings = bench_rest(stack, users[0], threads[0])
+                ws_latencies, ws_round_trips = asyncio.run(
+                    bench_ws_latency(stack, users[0], threads[0])
+                )
+                pairs = list(zip(users, threads, strict=True))
+                concurrent = asyncio.run(bench_concurrent_ws(stack, pairs))
+                lost = count_lost(alias, pairs, concurrent["seen"])
+
+    total = CLIENTS * RUNS_PER_CLIENT
+    rest = summary_ms(rest_timings)
+    sdk = summary_ms(sdk_timings)
+    return {
+        "rest_execute": rest,
+        "sdk_run_code": sdk,
+        "rest_to_sdk_p50_ratio": round(rest["p50_ms"] / sdk["p50_ms"], 2),
+        "ws_print_to_frame": summary_ms(ws_latencies),
+        "sdk_print_to_on_stdout": summary_ms(sdk_latencies),
+        "ws_execute_to_done": summary_ms(ws_round_trips),
+        "concurrent_ws": {
+            "clients": CLIENTS,
+            "runs_per_client": RUNS_PER_CLIENT,
+            "runs_per_s": round(total / concurrent["wall_s"], 1),
+            **lost,
+        },
+        "concurrent_sdk": {
+            "runs_per_s": round(total / sdk_concurrent["wall_s"], 1),
+            "lost_lines": total - sdk_concurrent["lines"],
+        },
+        "targets": {
+            "rest_to_sdk_p50_ratio_max": 2.0,
+            "rest_execute_p50_ms_max": 15.0,
+            "ws_print_to_frame_p50_ms_max": 20.0,
+            "lost": 0,
+        },
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    rest, sdk = results["rest_execute"], results["sdk_run_code"]
+    ws, sdk_ws = results["ws_print_to_frame"], results["sdk_print_to_on_stdout"]
+    rtt = results["ws_execute_to_done"]
+    conc, conc_sdk = results["concurrent_ws"], results["concurrent_sdk"]
+    rows = [
+        ("metric", "atlaschat", "baseline (SDK direct)", "ratio", "target"),
+        (
+            "POST /api/code/execute print(1) p50",
+            f"{rest['p50_ms']} ms",
+            f"{sdk['p50_ms']} ms",
+            f"{results['rest_to_sdk_p50_ratio']}x",
+            "<= 2x, <= 15 ms",
+        ),
+        (
+            "POST /api/code/execute print(1) p95",
+            f"{rest['p95_ms']} ms",
+            f"{sdk['p95_ms']} ms",
+            f"{round(rest['p95_ms'] / sdk['p95_ms'], 2)}x",
+            "",
+        ),
+        (
+            "websocket print -> frame p50",
+            f"{ws['p50_ms']} ms",
+            f"{sdk_ws['p50_ms']} ms (on_stdout)",
+            "",
+            "<= 20 ms",
+        ),
+        ("websocket print -> frame p95", f"{ws['p95_ms']} ms", f"{sdk_ws['p95_ms']} ms", "", ""),
+        ("websocket execute -> done p50", f"{rtt['p50_ms']} ms", "", "", ""),
+        (
+            f"{conc['clients']} clients x {conc['runs_per_client']} runs",
+            f"{conc['runs_per_s']} runs/s",
+            f"{conc_sdk['runs_per_s']} runs/s",
+            f"{round(conc['runs_per_s'] / conc_sdk['runs_per_s'], 2)}x",
+            "",
+        ),
+        (
+            "lost executions (db) / lines (frames)",
+            f"{conc['lost_executions_db']} / {conc['lost_lines_frames']}",
+            f"- / {conc_sdk['lost_lines']}",
+            "",
+            "0 / 0",
+        ),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every execution benchmark, print the table, write bench/results/execution.json."""
+    _setup_django()
+    results = run_all()
+    print(render(results))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""Websocket consumers of the execution app: the live output of a thread and of one run.
+
+Two routes (see `execution.routing` and the README's "Websocket protocol"):
+
+* `ws/threads/<uuid>/` (`ThreadConsumer`): the client sends
+  `{"type": "execute", "code", "language", "timeout"?}` or
+  `{"type": "cancel", "execution_id"}`; the server forwards every live event of the
+  thread's executions (`execution`, `status`, `stdout`, `stderr`, `result`, `error`,
+  `done`), whichever client started them.
+* `ws/executions/<uuid>/` (`ExecutionConsumer`): replays what the row stores, then
+  follows the live events until `done`, then closes.
+
+Both require an authenticated `scope["user"]` (set by `accounts.middleware` from the
+session cookie or a bearer JWT) and reach their object through an ownership-scoped
+query. The socket is accepted before a refusal so the client sees a precise close
+code (a refused handshake would only be an HTTP 403): 4401 when not authenticated,
+4404 when the thread or execution does not exist for this user (another user's
+object is "not found", never "forbidden"). Origins are checked before any of this by
+`AllowedHostsOriginValidator` in `atlaschat.asgi`.
+
+A request the server cannot honour never closes the socket: it answers with a frame
+`{"type": "error", "error": {"code", "message", "details"}}` (no `execution_id`, which
+tells it apart from a run's `error` event). Codes are stable: `invalid_json`,
+`invalid_message`, `unknown_type`, `execution_not_found`, `internal_error`, plus every
+`ToolError` code of the execution service (validation, quotas, sandbox availability).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connections
+
+from execution.models import Execution, Source, Thread
+from execution.services.errors import ToolError, not_found
+from execution.services.events import execution_group, thread_group
+from execution.services.tool_executor import ExecutionContext, ToolExecutor
+
+logger = logging.getLogger(__name__)
+
+# Application close codes (4000-4999 are ours by RFC 6455), mirroring the HTTP statuses.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+# Upper bound on a client frame: code size is checked by the execution service against
+# EXECUTION_MAX_CODE_BYTES; this only stops a client from making us parse megabytes of JSON.
+MAX_CLIENT_FRAME_CHARS = 4 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """A client frame that is not a valid request; answered with an error frame."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    """`{"type": "execute", "code", "language", "timeout"?}`."""
+
+    code: str
+    language: str
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """`{"type": "cancel", "execution_id"}`."""
+
+    execution_id: uuid.UUID
+
+
+def error_frame(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the frame that refuses a client request (the API's error shape, typed)."""
+    return {"type": "error", "error": {"code": code, "message": message, "details": details or {}}}
+
+
+def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteRequest | CancelRequest:
+    """Parse one client frame of `ws/threads/<id>/`.
+
+    Checks only the shape of the request (types and presence of fields); what the values
+    may be (languages, code size, timeout bounds) is decided by the execution service's
+    validation, so the websocket and the REST API refuse exactly the same things.
+    Raises ProtocolError with a stable code.
+    """
+    if text is None:
+        raise ProtocolError("invalid_json", "Frames must be JSON text, not binary.")
+    if len(text) > MAX_CLIENT_FRAME_CHARS:
+        raise ProtocolError(
+            "invalid_message",
+            "The frame is too large.",
+            {"max_chars": MAX_CLIENT_FRAME_CHARS},
+        )
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError("invalid_json", f"The frame is not valid JSON: {exc}.") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_message", "The frame must be a JSON object.")
+    kind = message.get("type")
+    if kind == "execute":
+        code = _required_str(message, "code")
+        language = _required_str(message, "language")
+        timeout = message.get("timeout")
+        # Only the type here; its range is the service's rule (timeout_out_of_range).
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+        ):
+            raise ProtocolError(
+                "invalid_message", "`timeout` must be a number of seconds.", {"field": "timeout"}
+            )
+        return ExecuteRequest(
+            code=code, language=language, timeout=None if timeout is None else float(timeout)
+        )
+    if kind == "cancel":
+        raw_id = _required_str(message, "execution_id")
+        try:
+            execution_id = uuid.UUID(raw_id)
+        except ValueError as exc:
+            raise ProtocolError(
+                "invalid_message",
+                "`execution_id` must be a UUID.",
+                {"field": "execution_id"},
+            ) from exc
+        return CancelRequest(execution_id=execution_id)
+    raise ProtocolError(
+        "unknown_type",
+        f"Unknown message type {kind!r}; expected 'execute' or 'cancel'.",
+        {"allowed": ["execute", "cancel"]},
+    )
+
+
+def _required_str(message: dict[str, Any], field: str) -> str:
+    value = message.get(field)
+    if not isinstance(value, str):
+        raise ProtocolError(
+            "invalid_message", f"`{field}` is required and must be a string.", {"field": field}
+        )
+    return value
+
+
+def execution_replay_frames(execution: Execution) -> list[dict[str, Any]]:
+    """Return the frames that rebuild, from the stored row, what a live client has seen.
+
+    Every frame carries `seq = execution.last_seq` (the last event whose effect the row
+    holds) and `"replay": true`; a consumer then forwards only live events with a greater
+    seq. Output is one `stdout` and one `stderr` frame each (the row keeps them apart, so
+    their interleaving is not replayed); results, the error and `done` follow as stored.
+    """
+    seq = execution.last_seq
+    execution_id = str(execution.id)
+    frames: list[dict[str, Any]] = [
+        {
+            "type": "execution",
+            "execution_id": execution_id,
+            "thread_id": str(execution.thread_id) if execution.thread_id else None,
+            "status": execution.status,
+            "language": execution.language,
+            "seq": seq,
+            "replay": True,
+        }
+    ]
+    if execution.started_at is not None or execution.status == Execution.Status.RUNNING:
+        frames.append(
+            {
+                "type": "status",
+                "execution_id": execution_id,
+                "status": Execution.Status.RUNNING,
+                "seq": seq,
+                "replay": True,
+            }
+        )
+    for stream in ("stdout", "stderr"):
+        text = getattr(execution, stream)
+        if text:
+            frames.append(
+                {
+                    "type": stream,
+                    "execution_id": execution_id,
+                    "text": text,
+                    "seq": seq,
+                    "replay": True,
+                }
+            )
+    for result in execution.results or []:
+        frames.append(
+            {
+                "type": "result",
+                "execution_id": execution_id,
+                "result": result,
+                "seq": seq,
+                "replay": True,
+            }
+        )
+    if execution.error:
+        frames.append(
+            {
+                "type": "error",
+                "execution_id": execution_id,
+                "error": execution.error,
+                "seq": seq,
+                "replay": True,
+            }
+        )
+    if execution.is_final:
+        frames.append(done_frame(execution, replay=True))
+    return frames
+
+
+def done_frame(execution: Execution, *, replay: bool = False) -> dict[str, Any]:
+    """Return the `done` frame of a finished execution, built from its row."""
+    frame: dict[str, Any] = {
+        "type": "done",
+        "execution_id": str(execution.id),
+        "status": execution.status,
+        "duration_ms": execution.duration_ms,
+        "exit_code": execution.exit_code,
+        "truncated": execution.truncated,
+        "seq": execution.last_seq,
+    }
+    if replay:
+        frame["replay"] = True
+    return frame
+
+
+def client_ip(scope: dict[str, Any]) -> str | None:
+    """Return the peer address daphne put in the scope (already proxy-resolved if asked)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def authenticated_user(scope: dict[str, Any]) -> AbstractBaseUser | None:
+    """Return the scope's user when authenticated, else None."""
+    user = scope.get("user")
+    return user if user is not None and user.is_authenticated else None
+
+
+class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
+    """Common ground: one sync thread per socket, JSON frames, closing on refusal."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Without a context of its own every consumer of the process shares one sync
+        # thread for its database calls, so one slow query would stall every socket.
+        # Django gives each HTTP request its own context the same way.
+        async with ThreadSensitiveContext():
+            await super().__call__(scope, receive, send)
+
+    async def refuse(self, code: int) -> None:
+        """Accept then close with an application code the client can act on."""
+        await self.accept()
+        await self.close(code=code)
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        # This socket's sync thread goes away with it: close its database connection
+        # rather than leaving it to garbage collection.
+        await database_sync_to_async(connections.close_all)()
+
+
+class ThreadConsumer(OwnedWebsocketConsumer):
+    """`ws/threads/<uuid>/`: run code in a thread and watch every run of it live."""
+
+    async def connect(self) -> None:
+        self.groups_joined: list[str] = []
+        user = authenticated_user(self.scope)
+        if user is None:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        thread = await self._get_thread(user, self.scope["url_route"]["kwargs"]["thread_id"])
+        if thread is None:
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        self.user = user
+        self.thread = thread
+        group = thread_group(thread.id)
+        # Join before accepting: once the client sees the handshake, no event is missed.
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined.append(group)
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not hasattr(self, "thread"):
+            return  # a frame that raced a refusal: the socket is closing
+        try:
+            request = parse_thread_message(text_data, bytes_data)
+            if isinstance(request, ExecuteRequest):
+                await self._execute(request)
+            else:
+                await self._cancel(request)
+        except ProtocolError as exc:
+            await self.send_frame(error_frame(exc.code, exc.message, exc.details))
+        except ToolError as exc:
+            await self.send_frame({"type": "error", "error": exc.as_dict()})
+        except Exception:
+            # The socket outlives any one request: log it and tell the client, don't crash.
+            logger.exception("websocket request on thread %s failed", self.thread.id)
+            await self.send_frame(
+                error_frame("internal_error", "The request failed on the server; try again.")
+            )
+
+    async def execution_event(self, message: dict[str, Any]) -> None:
+        """A live event of one of the thread's runs, published by the execution service."""
+        await self.send_frame(message["event"])
+
+    async def _execute(self, request: ExecuteRequest) -> None:
+        # start_execution validates, creates the row and publishes the "execution" event,
+        # then returns while the run proceeds in the service's own worker; its events
+        # reach this socket through the thread group joined at connect.
+        await database_sync_to_async(self._start_execution)(request)
+
+    def _start_execution(self, request: ExecuteRequest) -> Execution:
+        context = ExecutionContext(
+            user=self.user,
+            thread=self.thread,
+            agent=None,
+            source=Source.WEBSOCKET,
+            client_ip=client_ip(self.scope),
+        )
+        return ToolExecutor().start_execution(
+            code=request.code,
+            language=request.language,
+            context=context,
+            timeout=request.timeout,
+        )
+
+    async def _cancel(self, request: CancelRequest) -> None:
+        await database_sync_to_async(self._cancel_execution)(request)
+
+    def _cancel_execution(self, request: CancelRequest) -> None:
+        # Only runs of this thread: a socket is a view of one thread, and its client
+        # would never see the `done` of a run elsewhere.
+        if not Execution.objects.filter(
+            id=request.execution_id, thread=self.thread, user=self.user
+        ).exists():
+            raise not_found("execution")
+        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.user)
+
+    @database_sync_to_async
+    def _get_thread(self, user: AbstractBaseUser, thread_id: uuid.UUID) -> Thread | None:
+        return Thread.objects.filter(id=thread_id, owner=user).first()
+
+
+class ExecutionConsumer(OwnedWebsocketConsumer):
+    """`ws/executions/<uuid>/`: what a run has done so far, then its live events until done."""
+
+    async def connect(self) -> None:
+        self.groups_joined = []
+        self.replayed_seq = -1
+        self.finished = False
+        user = authenticated_user(self.scope)
+        if user is None:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
+        # Join the group FIRST, then read the row. The service stores each event's effect
+        # and its seq in the row before publishing it, so every event newer than what the
+        # row shows is published after this join and reaches us: no gap. Events the row
+        # already holds come in with seq <= last_seq and are dropped: no duplicate.
+        group = execution_group(execution_id)
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined.append(group)
+        execution = await self._load(user, execution_id)
+        if execution is None:
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        await self.accept()
+        for frame in execution_replay_frames(execution):
+            await self.send_frame(frame)
+        self.replayed_seq = execution.last_seq
+        if execution.is_final:
+            await self._finish()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send_frame(
+            error_frame(
+                "unknown_type",
+                "This socket only streams an execution; send requests on ws/threads/<id>/.",
+            )
+        )
+
+    async def execution_event(self, message: dict[str, Any]) -> None:
+        """A live event of the run: forward it unless the replay already covered it."""
+        event = message["event"]
+        if self.finished or event.get("seq", -1) <= self.replayed_seq:
+            return
+        await self.send_frame(event)
+        if event.get("type") == "done":
+            await self._finish()
+
+    async def _finish(self) -> None:
+        self.finished = True
+        await self.close(code=1000)
+
+    @database_sync_to_async
+    def _load(self, user: AbstractBaseUser, execution_id: uuid.UUID) -> Execution | None:
+        return Execution.objects.filter(id=execution_id, user=user).first()
