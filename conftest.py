@@ -21,6 +21,12 @@ from rest_framework.test import APIClient
 from accounts.testing import TEST_PASSWORD, jwt_client_for
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # WhiteNoise warns once per process that STATIC_ROOT does not exist; tests never run
+    # collectstatic (templates only build static URLs), so the warning is noise there.
+    config.addinivalue_line("filterwarnings", "ignore:No directory at:UserWarning")
+
+
 @pytest.fixture(scope="session")
 def test_password_hash() -> str:
     """The hash of TEST_PASSWORD, computed once: argon2 is slow on purpose, tests need not be."""
