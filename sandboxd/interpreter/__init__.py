@@ -1,0 +1,43 @@
+"""sandboxd's code interpreter: E2B's ``/execute`` and ``/contexts`` over stateful kernels.
+
+``Interpreter(jail)`` serves one sandbox (see ``service``). Python runs in ipykernel, JavaScript
+and TypeScript in a Node kernel of ours, Bash one-shot per run. The Node kernel script and
+the esbuild binary must be visible inside every sandbox: pass ``RO_BINDS`` (or
+:func:`interpreter_ro_binds`) to ``JailManager(ro_binds=...)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandboxd.interpreter.service import Interpreter
+
+KERNELS_HOST_DIR = Path(__file__).resolve().parent / "kernels"
+KERNELS_SANDBOX_DIR = "/opt/sandboxd/kernels"
+# Built by scripts/setup-sandbox-node.sh: the esbuild binary and a matplotlib font list.
+NODE_TOOLS_HOST_DIR = Path(__file__).resolve().parents[2] / "var" / "sandbox-node"
+NODE_TOOLS_SANDBOX_DIR = "/opt/sandboxd/node"
+
+
+def interpreter_ro_binds(node_tools_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """The read-only (host path, sandbox path) binds the kernels need in every sandbox.
+
+    `node_tools_dir` overrides where the set-up put esbuild (default: var/sandbox-node of this
+    checkout). Both directories must be traversable by the sandbox uids.
+    """
+    return [
+        (KERNELS_HOST_DIR, KERNELS_SANDBOX_DIR),
+        (node_tools_dir or NODE_TOOLS_HOST_DIR, NODE_TOOLS_SANDBOX_DIR),
+    ]
+
+
+# What sandboxd.control passes to JailManager(ro_binds=...).
+RO_BINDS: tuple[tuple[Path, str], ...] = tuple(interpreter_ro_binds())
+
+__all__ = [
+    "KERNELS_SANDBOX_DIR",
+    "NODE_TOOLS_SANDBOX_DIR",
+    "RO_BINDS",
+    "Interpreter",
+    "interpreter_ro_binds",
+]

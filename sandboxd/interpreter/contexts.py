@@ -1,0 +1,238 @@
+"""A code context: one stateful kernel of one language inside one sandbox.
+
+Every language (``python_kernel``, ``node_kernel``, ``bash_kernel``) subclasses
+:class:`KernelContext`. The contract they share:
+
+* ``run(code, env_vars, emit)`` runs one cell and calls ``emit`` with each wire event
+  (``sandboxd.interpreter.events``) as it happens, in order; it returns when the cell is over,
+  never raises for a user-code failure (that is an ``error`` event), and returns promptly when
+  the kernel dies (also an ``error`` event, after which the context restarts itself).
+* ``lock`` serialises runs: the caller holds it around ``run`` so a second ``/execute`` on the
+  same context waits its turn.
+* ``interrupt()`` asks the running cell to stop; the state survives. ``restart()`` replaces the
+  kernel (state lost, same id). ``close()`` stops it for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from sandboxd.interpreter import events
+
+if TYPE_CHECKING:
+    from sandboxd.jail import Jail
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[events.Event], None]
+
+# Accepted spellings of each language (the SDK sends what the caller typed).
+LANGUAGE_ALIASES = {
+    "python": "python",
+    "python3": "python",
+    "py": "python",
+    "javascript": "javascript",
+    "js": "javascript",
+    "node": "javascript",
+    "typescript": "typescript",
+    "ts": "typescript",
+    "bash": "bash",
+    "sh": "bash",
+    "shell": "bash",
+}
+
+DEFAULT_CWD = "/home/user"
+
+# Streamed text per run beyond which output is dropped (and flagged once), so a cell printing
+# without end cannot grow the server's memory while a slow client reads.
+MAX_OUTPUT_BYTES = 32 << 20
+
+
+class ContextError(Exception):
+    """A context could not be started or used; `code` is stable, `message` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def normalize_language(language: str | None) -> str:
+    """The canonical language name for `language` (None or "" means Python).
+
+    Raises ContextError('unsupported_language') for anything sandboxd has no kernel for.
+    """
+    if not language:
+        return "python"
+    canonical = LANGUAGE_ALIASES.get(language.strip().lower())
+    if canonical is None:
+        supported = ", ".join(sorted(set(LANGUAGE_ALIASES.values())))
+        raise ContextError(
+            "unsupported_language",
+            f"language {language!r} is not supported (supported: {supported})",
+        )
+    return canonical
+
+
+class OutputCap:
+    """Counts streamed text of one run and drops it past MAX_OUTPUT_BYTES, flagging it once."""
+
+    def __init__(self, emit: Emit, limit: int = MAX_OUTPUT_BYTES) -> None:
+        self._emit = emit
+        self._left = limit
+        self._flagged = False
+
+    def __call__(self, event: events.Event) -> None:
+        if event["type"] in ("stdout", "stderr"):
+            size = len(event["text"])
+            if self._left <= 0:
+                if not self._flagged:
+                    self._flagged = True
+                    self._emit(
+                        events.stream(
+                            "stderr",
+                            f"\n[sandboxd: output truncated after {MAX_OUTPUT_BYTES} bytes]\n",
+                        )
+                    )
+                return
+            self._left -= size
+        self._emit(event)
+
+
+def death_error(*, oom: bool, exit_code: int | None, signal: int | None) -> events.Event:
+    """The ``error`` event for a cell whose kernel died under it (the context restarts)."""
+    if oom:
+        return events.error(
+            "OutOfMemory",
+            "the kernel was killed because the sandbox ran out of memory; "
+            "the context restarted and its state is lost",
+            "",
+        )
+    how = f"signal {signal}" if signal is not None else f"exit code {exit_code}"
+    return events.error(
+        "KernelDied",
+        f"the kernel died ({how}); the context restarted and its state is lost",
+        "",
+    )
+
+
+def restarted_error() -> events.Event:
+    """The ``error`` event for a cell that ignored an interrupt, so its kernel was replaced."""
+    return events.error(
+        "KernelRestarted",
+        "the cell did not stop when interrupted; the kernel was restarted and its state is lost",
+        "",
+    )
+
+
+class KernelContext(ABC):
+    """Shared state and life cycle of a context; subclasses provide the kernel itself."""
+
+    language: str
+
+    def __init__(
+        self,
+        jail: Jail,
+        *,
+        cwd: str = DEFAULT_CWD,
+        envs: Mapping[str, str] | None = None,
+        context_id: str | None = None,
+    ) -> None:
+        self.jail = jail
+        self.id = context_id or str(uuid.uuid4())
+        self.cwd = cwd
+        # Sandbox-level variables (create-time envVars), applied at every (re)start.
+        self.envs: dict[str, str] = dict(envs or {})
+        self.lock = asyncio.Lock()
+        self.execution_count = 0
+        self._start_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def describe(self) -> dict[str, str]:
+        """The context as the SDK's ``Context.from_json`` reads it."""
+        return {"id": self.id, "language": self.language, "cwd": self.cwd}
+
+    async def ensure_started(self) -> None:
+        """Start the kernel if it is not running (or wait for a start/restart under way).
+
+        Raises ContextError when the kernel cannot start.
+        """
+        if self._closed:
+            raise ContextError("context_closed", f"context {self.id} was removed")
+        if self.alive:
+            return
+        if self._start_task is None or self._start_task.done():
+            self._start_task = asyncio.create_task(self._start())
+        task = self._start_task
+        try:
+            # shield: a client giving up must not cancel a start others may be waiting on.
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._start_task is task:
+                self._start_task = None
+
+    def schedule_restart(self) -> None:
+        """Start a fresh kernel in the background after the old one died."""
+        if self._closed or (self._start_task is not None and not self._start_task.done()):
+            return
+        self._start_task = asyncio.create_task(self._restart_quietly())
+
+    async def _restart_quietly(self) -> None:
+        try:
+            await self._stop()
+            await self._start()
+        except Exception:
+            # The next run will try again and report the failure to its caller.
+            logger.warning("context %s could not restart", self.id, exc_info=True)
+
+    async def restart(self) -> None:
+        """Replace the kernel with a fresh one (the state is lost; the id stays)."""
+        if self._start_task is not None and not self._start_task.done():
+            await asyncio.gather(self._start_task, return_exceptions=True)
+        await self._stop()
+        self.execution_count = 0
+        await self.ensure_started()
+
+    async def close(self) -> None:
+        """Stop the kernel for good."""
+        self._closed = True
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+            await asyncio.gather(self._start_task, return_exceptions=True)
+        await self._stop()
+
+    async def set_envs(self, envs: Mapping[str, str]) -> None:
+        """Add sandbox-level variables: kept for restarts and applied to the live kernel."""
+        self.envs.update(envs)
+        if self.alive:
+            await self._apply_envs(envs)
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the kernel is up and ready for a run."""
+
+    @abstractmethod
+    async def _start(self) -> None:
+        """Start the kernel and wait until it answers; raise ContextError on failure."""
+
+    @abstractmethod
+    async def _stop(self) -> None:
+        """Stop the kernel (idempotent)."""
+
+    @abstractmethod
+    async def _apply_envs(self, envs: Mapping[str, str]) -> None:
+        """Set variables in the live kernel's environment for good."""
+
+    @abstractmethod
+    async def run(self, code: str, env_vars: Mapping[str, str], emit: Emit) -> None:
+        """Run one cell (the caller holds `lock`), emitting its events; see the module doc."""
+
+    @abstractmethod
+    async def interrupt(self) -> None:
+        """Ask the running cell to stop, keeping the kernel's state."""

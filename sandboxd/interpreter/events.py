@@ -1,0 +1,89 @@
+"""The code interpreter's wire events: one JSON object per line of an ``/execute`` body.
+
+The shapes are the ones ``e2b_code_interpreter.models.parse_output`` reads: ``stdout`` /
+``stderr`` (``text``, ``timestamp``), ``result`` (one field per MIME type present, plus
+``is_main_result``), ``error`` (``name``, ``value``, ``traceback``), ``number_of_executions``,
+``keepalive`` and ``end_of_execution``. Every kernel (Python, Node, Bash) produces these dicts
+through the builders below, so the format is decided in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+Event = dict[str, Any]
+
+# Jupyter MIME types → the Result field the SDK reads. Anything else goes to `extra`.
+_MIME_FIELDS = {
+    "text/plain": "text",
+    "text/html": "html",
+    "text/markdown": "markdown",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "application/pdf": "pdf",
+    "text/latex": "latex",
+    "application/json": "json",
+    "application/javascript": "javascript",
+    "e2b/data": "data",
+    "e2b/chart": "chart",
+}
+
+END_OF_EXECUTION: Event = {"type": "end_of_execution"}
+KEEPALIVE: Event = {"type": "keepalive"}
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 with a timezone, the form Jupyter headers carry."""
+    return datetime.now(UTC).isoformat()
+
+
+def stream(name: str, text: str, timestamp: str | None = None) -> Event:
+    """A ``stdout`` or ``stderr`` event; `name` must be one of those two."""
+    if name not in ("stdout", "stderr"):
+        raise ValueError(f"unknown stream {name!r}")
+    return {"type": name, "text": text, "timestamp": timestamp or now_iso()}
+
+
+def number_of_executions(count: int) -> Event:
+    """The execution counter of the context, sent when the kernel accepts the code."""
+    return {"type": "number_of_executions", "execution_count": count}
+
+
+def error(name: str, value: str, traceback: str) -> Event:
+    """A failed run: the exception's class name, its message and the formatted traceback."""
+    return {"type": "error", "name": name, "value": value, "traceback": traceback}
+
+
+def _quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] == "'"
+
+
+def result(bundle: Mapping[str, Any], *, is_main_result: bool) -> Event:
+    """A ``result`` event from a Jupyter MIME bundle (``execute_result`` / ``display_data``).
+
+    Only the formats present are included. A plain-text repr of a ``str`` loses its quotes, as
+    E2B's own server does, so ``'abc'`` reads as ``abc``. Unknown MIME types are kept under
+    ``extra`` rather than dropped.
+    """
+    event: Event = {"type": "result", "is_main_result": is_main_result}
+    extra: dict[str, Any] = {}
+    for mime, value in bundle.items():
+        field = _MIME_FIELDS.get(mime)
+        if field is None:
+            extra[mime] = value
+            continue
+        if field == "text" and isinstance(value, str) and _quoted(value):
+            value = value[1:-1]
+        event[field] = value
+    if extra:
+        event["extra"] = extra
+    return event
+
+
+def encode(event: Event) -> bytes:
+    """One event as a line of the streamed body (compact JSON, UTF-8, newline-terminated)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

@@ -1,0 +1,420 @@
+"""Python contexts: an ipykernel inside the sandbox, driven from the host over ZeroMQ ipc.
+
+The kernel runs as the sandbox user (``jail.spawn``); its five sockets live in a private
+directory of the sandbox's runtime dir (see ``runtime_dir``). Two views of one connection: the
+kernel reads ``/run/sandbox/<dir>/kernel.json`` (ipc paths inside the sandbox) while the host
+connects to the same sockets through its pinned directory fd, with the same key. ZeroMQ never
+reconnects on its own (``RECONNECT_IVL=-1``), so a replaced path is never followed.
+
+Wire mapping (the same as E2B's own server): ``execute_input`` → ``number_of_executions``,
+``stream`` → ``stdout``/``stderr``, ``execute_result`` → a main result, ``display_data`` → a
+non-main result, ``error`` → ``error``, ``status: idle`` → end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+from sandboxd.interpreter import events
+from sandboxd.interpreter.contexts import (
+    ContextError,
+    Emit,
+    KernelContext,
+    OutputCap,
+    death_error,
+    restarted_error,
+)
+from sandboxd.interpreter.runtime_dir import KernelDir, RuntimeDirError
+
+if TYPE_CHECKING:
+    from sandboxd.jail import JailProcess
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_RUNTIME_DIR = "/run/sandbox"
+_PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
+_SOCKET_PREFIX = "k"
+START_TIMEOUT = 60.0
+# How long an interrupted cell may take to stop before the kernel is replaced.
+INTERRUPT_GRACE = 5.0
+
+# Writable places for IPython, matplotlib and friends (the workspace stays clean). This /tmp
+# is the sandbox's own tmpfs, not the host's.
+KERNEL_ENV = {
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    "IPYTHONDIR": "/tmp/.sandboxd/ipython",  # noqa: S108
+    "MPLCONFIGDIR": "/tmp/.sandboxd/matplotlib",  # noqa: S108
+    "XDG_CACHE_HOME": "/tmp/.sandboxd/cache",  # noqa: S108
+    "JUPYTER_RUNTIME_DIR": "/tmp/.sandboxd/jupyter",  # noqa: S108
+    "JUPYTER_DATA_DIR": "/tmp/.sandboxd/jupyter-data",  # noqa: S108
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+}
+
+# A matplotlib font list built ahead (scripts/setup-sandbox-node.sh, bound read-only) is
+# copied in before the kernel starts, so the first plot does not scan every font. The shell
+# execs the kernel, so the process the host follows is ipykernel itself.
+MPL_CACHE_DIR = "/opt/sandboxd/node/mpl"
+_PRELUDE = (
+    'mkdir -p "$MPLCONFIGDIR" && cp -n ' + MPL_CACHE_DIR + '/*.json "$MPLCONFIGDIR"/ '
+    '2>/dev/null; exec "$@"'
+)
+
+
+def _env_apply_code(envs: Mapping[str, str], *, save: bool) -> str:
+    """Kernel code setting `envs` in os.environ (saving the old values when `save`).
+
+    The values travel as a JSON document inside a Python string literal made by repr(), so no
+    quoting in a name or value can break out. One expression, run silently: it leaves no name
+    in the user's namespace (the saved values hang off the os module).
+    """
+    payload = repr(json.dumps(dict(envs)))
+    saving = (
+        'setattr(os, "_sandboxd_saved_env", {k: os.environ.get(k) for k in env}), ' if save else ""
+    )
+    return (
+        f"(lambda os, env: ({saving}os.environ.update(env)))"
+        f'(__import__("os"), __import__("json").loads({payload}))'
+    )
+
+
+_ENV_RESTORE_CODE = (
+    "(lambda os: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)"
+    ' for k, v in os.__dict__.pop("_sandboxd_saved_env", {}).items()])(__import__("os"))'
+)
+
+
+class _Run:
+    """The cell being executed: where its iopub messages go and when it is over."""
+
+    def __init__(self, msg_id: str, emit: Emit) -> None:
+        self.msg_id = msg_id
+        self.emit = emit
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class PythonContext(KernelContext):
+    """A stateful ipykernel (see the module doc)."""
+
+    language = "python"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._zmq = zmq.asyncio.Context.instance()
+        self._dir: KernelDir | None = None
+        self._proc: JailProcess | None = None
+        self._session: Session | None = None
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._run: _Run | None = None
+        self._ready = False
+        self._oom_baseline = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._ready
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        try:
+            await self._start_kernel()
+        except BaseException:
+            await self._stop()
+            raise
+
+    async def _start_kernel(self) -> None:
+        jail = self.jail
+        key = secrets.token_hex(32)
+        try:
+            kdir = KernelDir(jail.runtime_dir, SANDBOX_RUNTIME_DIR, "py")
+        except (OSError, RuntimeDirError) as exc:
+            raise ContextError("kernel_start_failed", f"kernel directory: {exc}") from exc
+        self._dir = kdir
+        connection = {
+            "transport": "ipc",
+            "ip": f"{kdir.sandbox_path}/{_SOCKET_PREFIX}",
+            "key": key,
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": "python3",
+            **{f"{name}_port": port for name, port in _PORTS.items()},
+        }
+        kdir.write_file("kernel.json", json.dumps(connection).encode(), owner_uid=jail.uid)
+        kdir.hand_to(jail.uid)
+
+        argv = [
+            "sh",
+            "-c",
+            _PRELUDE,
+            "sh",
+            "python",
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            f"{kdir.sandbox_path}/kernel.json",
+            # Plain tracebacks: the SDK shows them as text, and ANSI codes break searching.
+            "--InteractiveShell.colors=nocolor",
+            # No sqlite history in the sandbox: faster start and nothing left in /tmp.
+            "--HistoryManager.enabled=False",
+        ]
+        self._oom_baseline = jail.oom_kills()
+        try:
+            self._proc = await jail.spawn(
+                argv, envs={**KERNEL_ENV, **self.envs}, cwd=self.cwd, tag=f"kernel:{self.id}"
+            )
+        except Exception as exc:
+            raise ContextError("kernel_start_failed", f"cannot start ipykernel: {exc}") from exc
+        exited = asyncio.Event()
+        self._tasks.append(asyncio.create_task(self._watch_process(self._proc, exited)))
+
+        # The sockets appear as the kernel binds them; then the directory is taken back.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        names = [f"{_SOCKET_PREFIX}-{port}" for port in _PORTS.values()]
+        while not all(kdir.has(name) for name in names):
+            if exited.is_set():
+                raise ContextError("kernel_start_failed", "ipykernel exited while starting")
+            if loop.time() > deadline:
+                raise ContextError("kernel_start_failed", "ipykernel did not start in time")
+            await asyncio.sleep(0.005)
+        kdir.take_back()
+
+        self._session = Session(key=key.encode(), signature_scheme="hmac-sha256")
+        self._session.username = "sandboxd"
+        for channel, kind in (
+            ("shell", zmq.DEALER),
+            ("iopub", zmq.SUB),
+            ("control", zmq.DEALER),
+        ):
+            try:
+                path = kdir.checked_socket_path(f"{_SOCKET_PREFIX}-{_PORTS[channel]}", jail.uid)
+            except RuntimeDirError as exc:
+                raise ContextError("kernel_start_failed", str(exc)) from exc
+            sock = self._zmq.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, -1)
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(f"ipc://{path}")
+            self._sockets[channel] = sock
+        self._tasks.append(asyncio.create_task(self._read_iopub()))
+        self._tasks.append(asyncio.create_task(self._read_replies("shell")))
+        self._tasks.append(asyncio.create_task(self._read_replies("control")))
+        await self._wait_until_ready(deadline, exited)
+        self._ready = True
+
+    async def _wait_until_ready(self, deadline: float, exited: asyncio.Event) -> None:
+        """Ask kernel_info until both the shell reply and its iopub status arrive.
+
+        A SUB socket misses what was published before it joined, so the iopub status proves
+        the subscription is live before the first real cell.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if exited.is_set():
+                raise ContextError("kernel_start_failed", "ipykernel exited while starting")
+            if loop.time() > deadline:
+                raise ContextError("kernel_start_failed", "ipykernel did not answer in time")
+            msg_id = self._send("shell", "kernel_info_request", {})
+            seen = _Run(msg_id, lambda _event: None)
+            self._run = seen
+            reply = self._expect_reply(msg_id)
+            try:
+                await asyncio.wait_for(reply, 2.0)
+                await asyncio.wait_for(asyncio.shield(seen.done), 0.2)
+                return
+            except TimeoutError:
+                continue
+            finally:
+                self._run = None
+                self._replies.pop(msg_id, None)
+
+    async def _stop(self) -> None:
+        self._ready = False
+        run, self._run = self._run, None
+        if run is not None:
+            run.finish()
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                await proc.signal(signal.SIGKILL)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        for fut in self._replies.values():
+            if not fut.done():
+                fut.cancel()
+        self._replies.clear()
+        if self._dir is not None:
+            self._dir.close()
+            self._dir = None
+
+    # --- messaging ---------------------------------------------------------------------
+
+    def _send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+        assert self._session is not None
+        msg = self._session.msg(msg_type, content)
+        self._session.send(self._sockets[channel], msg)
+        return str(msg["header"]["msg_id"])
+
+    def _expect_reply(self, msg_id: str) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[msg_id] = fut
+        return fut
+
+    async def _recv(self, channel: str) -> dict[str, Any]:
+        assert self._session is not None
+        frames = await self._sockets[channel].recv_multipart()
+        _idents, parts = self._session.feed_identities(frames)
+        return self._session.deserialize(parts)
+
+    async def _read_replies(self, channel: str) -> None:
+        while True:
+            try:
+                msg = await self._recv(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A malformed or badly signed message: the kernel is the sandbox's own code.
+                logger.warning("context %s: bad %s message", self.id, channel, exc_info=True)
+                continue
+            parent = msg.get("parent_header", {}).get("msg_id")
+            fut = self._replies.pop(parent, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def _read_iopub(self) -> None:
+        while True:
+            try:
+                msg = await self._recv("iopub")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("context %s: bad iopub message", self.id, exc_info=True)
+                continue
+            run = self._run
+            if run is None or msg.get("parent_header", {}).get("msg_id") != run.msg_id:
+                continue
+            try:
+                self._dispatch(run, msg)
+            except (KeyError, TypeError, ValueError):
+                logger.warning("context %s: unexpected iopub message", self.id, exc_info=True)
+
+    def _dispatch(self, run: _Run, msg: dict[str, Any]) -> None:
+        msg_type = msg["msg_type"]
+        content = msg["content"]
+        if msg_type == "status":
+            if content["execution_state"] == "idle":
+                run.finish()
+        elif msg_type == "stream":
+            date = msg["header"].get("date")
+            stamp = date.isoformat() if hasattr(date, "isoformat") else None
+            run.emit(events.stream(content["name"], content["text"], stamp))
+        elif msg_type == "execute_input":
+            self.execution_count = int(content["execution_count"])
+            run.emit(events.number_of_executions(self.execution_count))
+        elif msg_type == "execute_result":
+            run.emit(events.result(content["data"], is_main_result=True))
+        elif msg_type == "display_data":
+            run.emit(events.result(content["data"], is_main_result=False))
+        elif msg_type == "error":
+            run.emit(
+                events.error(content["ename"], content["evalue"], "\n".join(content["traceback"]))
+            )
+
+    async def _silent(self, code: str) -> None:
+        """Run bookkeeping code that shows nothing and does not count as an execution."""
+        msg_id = self._send(
+            "shell",
+            "execute_request",
+            {"code": code, "silent": True, "store_history": False, "allow_stdin": False},
+        )
+        await self._expect_reply(msg_id)
+
+    async def _apply_envs(self, envs: Mapping[str, str]) -> None:
+        await self._silent(_env_apply_code(envs, save=False))
+
+    # --- running -----------------------------------------------------------------------
+
+    async def run(self, code: str, env_vars: Mapping[str, str], emit: Emit) -> None:
+        await self.ensure_started()
+        if env_vars:
+            await self._silent(_env_apply_code(env_vars, save=True))
+        msg_id = self._send(
+            "shell",
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        run = _Run(msg_id, OutputCap(emit))
+        self._run = run
+        try:
+            await run.done
+        finally:
+            if self._run is run:
+                self._run = None
+        # The shell reply is not needed (the error came on iopub) but must not pile up.
+        self._replies.pop(msg_id, None)
+        if env_vars and self.alive:
+            await self._silent(_ENV_RESTORE_CODE)
+
+    async def interrupt(self) -> None:
+        run = self._run
+        if run is None or not self.alive:
+            return
+        try:
+            self._send("control", "interrupt_request", {})
+        except Exception:
+            if self._proc is not None:
+                with contextlib.suppress(Exception):
+                    await self._proc.signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(asyncio.shield(run.done), INTERRUPT_GRACE)
+        except TimeoutError:
+            # The cell ignores SIGINT (a C loop, a handler): replace the kernel.
+            self._ready = False
+            run.emit(restarted_error())
+            run.finish()
+            self.schedule_restart()
+
+    async def _watch_process(self, proc: JailProcess, exited: asyncio.Event) -> None:
+        """Follow the kernel process: when it dies, end the running cell and restart."""
+        async for event in proc.events():
+            if event.kind != "exit":
+                continue  # ipykernel forwards the cell's fd output on iopub already
+            exited.set()
+            if self._proc is not proc:
+                return
+            self._ready = False
+            oom = event.oom_killed or self.jail.oom_kills() > self._oom_baseline
+            run, self._run = self._run, None
+            if run is not None:
+                run.emit(death_error(oom=oom, exit_code=event.exit_code, signal=event.signal))
+                run.finish()
+            self.schedule_restart()
+            return

@@ -1,0 +1,335 @@
+"""The code interpreter of one sandbox: E2B's port-49999 HTTP API over the contexts.
+
+SP's server has already checked the tokens and found the sandbox; it hands every request with
+``E2b-Sandbox-Port: 49999`` to :meth:`Interpreter.handle`. Routes:
+
+* ``GET /health`` → 200.
+* ``POST /execute`` ``{code, context_id?, language?, env_vars?}`` → 200 and one JSON event per
+  line as it happens (``events``), with a keepalive line every few seconds while quiet.
+  Both ``context_id`` and ``language`` → 400; an unknown context → 404; no language → Python.
+  The client closing the connection interrupts the run; the context stays usable.
+* ``POST /contexts`` ``{language?, cwd?}`` → ``{id, language, cwd}``; ``GET /contexts``;
+  ``POST /contexts/{id}/restart``; ``DELETE /contexts/{id}`` (404 when unknown).
+
+Errors are JSON ``{"code": <http status>, "error": <stable code>, "message": …}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sandboxd.interpreter import events
+from sandboxd.interpreter.bash_kernel import BashContext
+from sandboxd.interpreter.contexts import (
+    DEFAULT_CWD,
+    ContextError,
+    KernelContext,
+    normalize_language,
+)
+from sandboxd.interpreter.node_kernel import NodeContext, TypeScriptContext
+from sandboxd.interpreter.python_kernel import PythonContext
+
+if TYPE_CHECKING:
+    from sandboxd.jail import Jail
+
+logger = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 5.0
+# How often a quiet run checks whether its client went away (aiohttp does not cancel the
+# handler on disconnect unless the server asks it to; both cases are handled).
+DISCONNECT_POLL_SECONDS = 0.1
+
+_CONTEXT_CLASSES: dict[str, type[KernelContext]] = {
+    "python": PythonContext,
+    "javascript": NodeContext,
+    "typescript": TypeScriptContext,
+    "bash": BashContext,
+}
+
+
+class RequestError(Exception):
+    """A request the interpreter refuses: HTTP `status`, stable `code`, readable `message`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": status, "error": code, "message": message}, status=status)
+
+
+def _check_env_mapping(value: Any, field: str) -> dict[str, str]:
+    """`value` as environment variables; RequestError(400) for anything that is not one."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(400, "invalid_env_vars", f"{field} must be an object")
+    checked: dict[str, str] = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise RequestError(400, "invalid_env_vars", f"invalid variable name {key!r}")
+        if not isinstance(val, str) or "\0" in val:
+            raise RequestError(400, "invalid_env_vars", f"variable {key!r} must be a string")
+        checked[key] = val
+    return checked
+
+
+class Interpreter:
+    """The contexts of one sandbox and the HTTP API over them (see the module doc)."""
+
+    def __init__(self, jail: Jail) -> None:
+        self.jail = jail
+        self._contexts: dict[str, KernelContext] = {}
+        self._defaults: dict[str, str] = {}  # language → id of its default context
+        self._envs: dict[str, str] = {}
+        self._default_lock = asyncio.Lock()
+        self._closed = False
+
+    # --- the Python API (SP's pool and lifecycle) ---------------------------------------
+
+    async def warm(self) -> None:
+        """Start the default Python context so the first run finds a live kernel."""
+        await self._default_context("python")
+
+    async def set_envs(self, envs: Mapping[str, str]) -> None:
+        """Sandbox-level variables: applied to the live contexts and every later one."""
+        self._envs.update(envs)
+        await asyncio.gather(*(ctx.set_envs(envs) for ctx in list(self._contexts.values())))
+
+    async def close(self) -> None:
+        """Stop every kernel; the interpreter answers nothing afterwards."""
+        self._closed = True
+        contexts = list(self._contexts.values())
+        self._contexts.clear()
+        self._defaults.clear()
+        await asyncio.gather(*(ctx.close() for ctx in contexts), return_exceptions=True)
+
+    async def create_context(self, *, language: str | None, cwd: str | None) -> KernelContext:
+        """A new started context; raises RequestError (400) for a bad language or cwd."""
+        try:
+            canonical = normalize_language(language)
+        except ContextError as exc:
+            raise RequestError(400, exc.code, exc.message) from exc
+        cwd = cwd or DEFAULT_CWD
+        await self._check_cwd(cwd)
+        ctx = _CONTEXT_CLASSES[canonical](self.jail, cwd=cwd, envs=self._envs)
+        self._contexts[ctx.id] = ctx
+        try:
+            await ctx.ensure_started()
+        except ContextError as exc:
+            self._contexts.pop(ctx.id, None)
+            await ctx.close()
+            raise RequestError(500, exc.code, exc.message) from exc
+        return ctx
+
+    async def _check_cwd(self, cwd: str) -> None:
+        try:
+            entry = await self.jail.stat(cwd)
+        except Exception as exc:
+            raise RequestError(400, "invalid_cwd", f"cwd {cwd!r} does not exist") from exc
+        if entry.type != "dir":
+            raise RequestError(400, "invalid_cwd", f"cwd {cwd!r} is not a directory")
+
+    async def _default_context(self, language: str) -> KernelContext:
+        async with self._default_lock:
+            ctx_id = self._defaults.get(language)
+            ctx = self._contexts.get(ctx_id) if ctx_id else None
+            if ctx is None:
+                ctx = await self.create_context(language=language, cwd=None)
+                self._defaults[language] = ctx.id
+            return ctx
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Answer one request of the code-interpreter port (see the module doc)."""
+        try:
+            if self._closed:
+                raise RequestError(502, "sandbox_closed", "the sandbox is shutting down")
+            parts = [p for p in path.split("/") if p]
+            method = request.method
+            if parts == ["health"] and method in ("GET", "HEAD"):
+                return web.json_response({"status": "ok"})
+            if parts == ["execute"] and method == "POST":
+                return await self._execute(request)
+            if parts == ["contexts"]:
+                if method == "GET":
+                    return web.json_response([c.describe() for c in self._contexts.values()])
+                if method == "POST":
+                    body = await self._json_body(request, allow_empty=True)
+                    ctx = await self.create_context(
+                        language=self._optional_str(body, "language"),
+                        cwd=self._optional_str(body, "cwd"),
+                    )
+                    return web.json_response(ctx.describe())
+            if len(parts) == 2 and parts[0] == "contexts" and method == "DELETE":
+                await self._remove_context(parts[1])
+                return web.Response(status=204)
+            if (
+                len(parts) == 3
+                and parts[0] == "contexts"
+                and parts[2] == "restart"
+                and method == "POST"
+            ):
+                ctx = self._context(parts[1])
+                async with ctx.lock:
+                    await ctx.restart()
+                return web.json_response(ctx.describe())
+            raise RequestError(404, "not_found", f"no route {method} {path}")
+        except RequestError as exc:
+            return _error_response(exc.status, exc.code, exc.message)
+        except ContextError as exc:
+            return _error_response(500, exc.code, exc.message)
+
+    def _context(self, ctx_id: str) -> KernelContext:
+        ctx = self._contexts.get(ctx_id)
+        if ctx is None:
+            raise RequestError(404, "context_not_found", f"context {ctx_id} not found")
+        return ctx
+
+    async def _remove_context(self, ctx_id: str) -> None:
+        ctx = self._context(ctx_id)
+        self._contexts.pop(ctx_id, None)
+        for language, default_id in list(self._defaults.items()):
+            if default_id == ctx_id:
+                del self._defaults[language]
+        await ctx.interrupt()
+        await ctx.close()
+
+    @staticmethod
+    async def _json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw.strip() and allow_empty:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise RequestError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise RequestError(400, "invalid_json", "the body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _optional_str(body: Mapping[str, Any], field: str) -> str | None:
+        value = body.get(field)
+        if value is None or isinstance(value, str):
+            return value or None
+        raise RequestError(400, "invalid_argument", f"{field} must be a string")
+
+    async def _execute(self, request: web.Request) -> web.StreamResponse:
+        body = await self._json_body(request)
+        code = body.get("code")
+        if not isinstance(code, str):
+            raise RequestError(400, "invalid_argument", "code must be a string")
+        context_id = self._optional_str(body, "context_id")
+        language = self._optional_str(body, "language")
+        if context_id and language:
+            raise RequestError(
+                400, "invalid_argument", "give context_id or language, not both at once"
+            )
+        env_vars = _check_env_mapping(body.get("env_vars"), "env_vars")
+        if context_id:
+            ctx = self._context(context_id)
+        else:
+            try:
+                canonical = normalize_language(language)
+            except ContextError as exc:
+                raise RequestError(400, exc.code, exc.message) from exc
+            ctx = await self._default_context(canonical)
+
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/x-ndjson; charset=utf-8"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[events.Event] = asyncio.Queue()
+        running = asyncio.Event()
+        task = asyncio.create_task(self._run_locked(ctx, code, env_vars, queue, running))
+        try:
+            await self._stream(request, response, queue)
+        except (asyncio.CancelledError, ConnectionError):
+            # The client went away: interrupt the run; the context stays usable.
+            await asyncio.shield(self._abandon(ctx, task, running))
+            raise
+        if not task.done():  # disconnect noticed by polling
+            await self._abandon(ctx, task, running)
+            return response
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _run_locked(
+        ctx: KernelContext,
+        code: str,
+        env_vars: Mapping[str, str],
+        queue: asyncio.Queue[events.Event],
+        running: asyncio.Event,
+    ) -> None:
+        try:
+            async with ctx.lock:
+                running.set()
+                await ctx.run(code, env_vars, queue.put_nowait)
+        except ContextError as exc:
+            queue.put_nowait(events.error("KernelUnavailable", exc.message, ""))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("context %s: run failed", ctx.id)
+            queue.put_nowait(events.error("InterpreterError", str(exc), ""))
+        finally:
+            queue.put_nowait(events.END_OF_EXECUTION)
+
+    @staticmethod
+    async def _stream(
+        request: web.Request,
+        response: web.StreamResponse,
+        queue: asyncio.Queue[events.Event],
+    ) -> None:
+        """Write events as they come, keepalives while quiet; stop early if the client left."""
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
+        while True:
+            try:
+                event = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_SECONDS)
+                if not done:
+                    getter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await getter
+                    if getter.cancelled():
+                        if loop.time() - last_write >= KEEPALIVE_SECONDS:
+                            await response.write(events.encode(events.KEEPALIVE))
+                            last_write = loop.time()
+                        continue
+                event = getter.result()
+            await response.write(events.encode(event))
+            last_write = loop.time()
+            if event is events.END_OF_EXECUTION:
+                return
+
+    @staticmethod
+    async def _abandon(
+        ctx: KernelContext, task: asyncio.Task[None], running: asyncio.Event
+    ) -> None:
+        """Stop a run whose client left: dropped if still queued, else interrupted."""
+        if task.done():
+            return
+        if not running.is_set():
+            task.cancel()  # still waiting for the context: it never runs
+            return
+        await ctx.interrupt()
