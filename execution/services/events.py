@@ -1,0 +1,95 @@
+"""Publishing an execution's live events to the channel layer (the contract in
+notes/execution-contract.md, "Live events").
+
+Each event goes to two groups, `thread.<thread hex>` and `execution.<execution hex>`, as
+`{"type": "execution.event", "event": EVENT}` where EVENT is the websocket frame itself. The
+caller stores the event's effect and `last_seq` *before* publishing, so a client replaying
+from the row and then following live events sees no gap and no duplicate.
+
+Which loop publishes: the in-memory channel layer keeps asyncio queues that belong to the loop
+of the consumers reading them (daphne's main loop), and waking them from another thread is not
+thread-safe. So an event is published on the loop of the server that started the execution
+when there is one (captured from asgiref when the request thread was spawned by
+`sync_to_async`), and on the service loop otherwise (management commands, plain WSGI, tests
+without a server). With Redis either works; the service loop keeps one connection pool warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from channels.layers import get_channel_layer
+
+from execution.services.runtime import service_loop
+
+logger = logging.getLogger(__name__)
+
+# Publishing waits at most this long for the channel layer; a stuck layer must not stall runs.
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
+
+def thread_group(thread_id: uuid.UUID | str) -> str:
+    """The channel layer group of a thread's events."""
+    return f"thread.{uuid.UUID(str(thread_id)).hex}"
+
+
+def execution_group(execution_id: uuid.UUID | str) -> str:
+    """The channel layer group of one execution's events."""
+    return f"execution.{uuid.UUID(str(execution_id)).hex}"
+
+
+def caller_event_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the event loop of the ASGI server whose `sync_to_async` thread is calling, or None.
+
+    asgiref records that loop on the worker thread so that `async_to_sync` can hop back to it;
+    we read the same record to publish where the consumers live.
+    """
+    threadlocal = SyncToAsync.threadlocal
+    if getattr(threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop = getattr(threadlocal, "main_event_loop", None)
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return None
+    return loop
+
+
+class EventPublisher:
+    """Sends events of executions to the channel layer, in order, from a plain thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+
+    def publish(
+        self, *, execution_id: uuid.UUID | str, thread_id: uuid.UUID | str | None, event: dict
+    ) -> None:
+        """Send `event` to the execution's group and its thread's group; blocks until sent.
+
+        Never raises: a channel layer failure is logged, because the event's effect is already
+        stored and a client can always replay it from the database.
+        """
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        groups = [execution_group(execution_id)]
+        if thread_id is not None:
+            groups.append(thread_group(thread_id))
+        message: dict[str, Any] = {"type": "execution.event", "event": event}
+
+        async def send() -> None:
+            for group in groups:
+                await layer.group_send(group, message)
+
+        loop = self.loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            loop = service_loop().loop
+        try:
+            asyncio.run_coroutine_threadsafe(send(), loop).result(PUBLISH_TIMEOUT_SECONDS)
+        except Exception:
+            logger.exception(
+                "could not publish %s event of execution %s", event.get("type"), execution_id
+            )

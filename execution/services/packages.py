@@ -1,0 +1,69 @@
+"""Running pip and npm inside a sandbox, never through a shell with user text in it.
+
+The SDK's `commands.run` takes one command line that the sandbox runs with `bash -c`. The
+specs reaching here were validated (validation.py: names and versions only, no shell
+characters) and are then quoted one by one with `shlex.join`, so even a spec that slipped
+through could only ever be one argv element. `--` ends the installer's options for the same
+reason: a spec can never become a flag.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from e2b import CommandExitException
+from e2b_code_interpreter import AsyncSandbox
+
+from execution.services.validation import WORKSPACE_ROOT
+
+# Logs are kept whole up to this size; beyond it the middle is cut and marked.
+MAX_INSTALL_LOG_CHARS = 64 * 1024
+
+
+def install_argv(manager: str, specs: list[str]) -> list[str]:
+    """Return the argv that installs validated `specs` with pip or npm."""
+    if manager == "pip":
+        # Wheels only: an sdist would run arbitrary setup.py code at install time.
+        return [
+            "python3", "-m", "pip", "install", "--only-binary=:all:", "--no-input",
+            "--disable-pip-version-check", "--progress-bar=off", "--", *specs,
+        ]  # fmt: skip
+    if manager == "npm":
+        # No lifecycle scripts: a package's install script is arbitrary code.
+        return [
+            "npm", "install", "--ignore-scripts", "--no-audit", "--no-fund",
+            "--no-save", "--no-package-lock", "--", *specs,
+        ]  # fmt: skip
+    raise ValueError(f"unknown package manager {manager!r}")
+
+
+@dataclass
+class InstallOutcome:
+    """What one install command did: success, its exit code and its combined log."""
+
+    succeeded: bool
+    exit_code: int | None
+    log: str
+
+
+def _clip(log: str) -> str:
+    if len(log) <= MAX_INSTALL_LOG_CHARS:
+        return log
+    half = MAX_INSTALL_LOG_CHARS // 2
+    return f"{log[:half]}\n[… {len(log) - MAX_INSTALL_LOG_CHARS} characters cut …]\n{log[-half:]}"
+
+
+async def run_install(
+    sandbox: AsyncSandbox, manager: str, specs: list[str], *, time_limit: float
+) -> InstallOutcome:
+    """Install `specs` in the sandbox and return the outcome; a failed install (non-zero exit)
+    is an outcome, not an exception. Sandbox and transport errors propagate."""
+    command = shlex.join(install_argv(manager, specs))
+    try:
+        result = await sandbox.commands.run(command, cwd=WORKSPACE_ROOT, timeout=time_limit)
+    except CommandExitException as exc:
+        log = f"$ {command}\n{exc.stdout or ''}{exc.stderr or ''}"
+        return InstallOutcome(False, exc.exit_code, _clip(log))
+    log = f"$ {command}\n{result.stdout or ''}{result.stderr or ''}"
+    return InstallOutcome(result.exit_code == 0, result.exit_code, _clip(log))
