@@ -303,6 +303,10 @@ class SandboxSessions:
                 Thread.objects.filter(id=thread.id).update(context_ids=ids)
             thread.context_ids = ids
 
+    def forget_all(self) -> None:
+        """Forget every cached sandbox (e.g. when settings point at another server)."""
+        self._live.clear()
+
     def forget(self, thread: Thread) -> None:
         """Forget the cached sandbox of `thread`, so the next use reconnects (or recreates)."""
         self._live.pop(thread.id, None)
