@@ -1,0 +1,146 @@
+"""Python through the real e2b-code-interpreter SDK (sync) against a real sandboxd."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+from e2b_code_interpreter import OutputMessage, Sandbox
+from e2b_code_interpreter.models import Result
+
+from sandboxd.testing import RunningSandboxd
+
+pytestmark = pytest.mark.sandboxd
+
+
+@pytest.fixture(scope="module")
+def sbx(sandboxd: RunningSandboxd) -> Iterator[Sandbox]:
+    sandbox = Sandbox.create(**sandboxd.sdk_options())
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
+
+
+def test_it_returns_the_last_expression_as_the_main_result(sbx: Sandbox) -> None:
+    execution = sbx.run_code("x = 20\nx * 2 + 2")
+
+    assert execution.error is None
+    assert execution.text == "42"
+    assert [r.is_main_result for r in execution.results] == [True]
+    assert execution.execution_count is not None and execution.execution_count >= 1
+
+
+def test_it_keeps_stdout_and_stderr_apart(sbx: Sandbox) -> None:
+    execution = sbx.run_code("import sys\nprint('to out')\nprint('to err', file=sys.stderr)")
+
+    assert "".join(execution.logs.stdout) == "to out\n"
+    assert "".join(execution.logs.stderr) == "to err\n"
+    assert execution.results == []
+
+
+def test_it_keeps_variables_imports_and_functions_between_runs(sbx: Sandbox) -> None:
+    sbx.run_code("import math\ndef area(r):\n    return math.pi * r * r\nradius = 2")
+
+    execution = sbx.run_code("round(area(radius), 3)")
+
+    assert execution.text == "12.566"
+
+
+def test_it_reports_a_user_exception_as_an_error_event(sbx: Sandbox) -> None:
+    execution = sbx.run_code("def f():\n    return 1 / 0\nprint('before')\nf()")
+
+    assert execution.error is not None
+    assert execution.error.name == "ZeroDivisionError"
+    assert execution.error.value == "division by zero"
+    assert "return 1 / 0" in execution.error.traceback
+    assert "\x1b[" not in execution.error.traceback  # plain text, no ANSI colours
+    assert execution.logs.stdout == ["before\n"]
+
+
+def test_it_reports_a_syntax_error(sbx: Sandbox) -> None:
+    execution = sbx.run_code("def broken(:\n    pass")
+
+    assert execution.error is not None
+    assert execution.error.name == "SyntaxError"
+
+
+def test_a_matplotlib_figure_comes_back_as_a_png_result(sbx: Sandbox) -> None:
+    execution = sbx.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nplt.show()"
+    )
+
+    assert execution.error is None
+    pngs = [r for r in execution.results if r.png]
+    assert len(pngs) == 1
+    assert pngs[0].is_main_result is False  # display_data, not the cell's value
+    assert base64.b64decode(pngs[0].png).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_dataframe_comes_back_as_html_and_text(sbx: Sandbox) -> None:
+    execution = sbx.run_code("import pandas as pd\npd.DataFrame({'name': ['ada'], 'n': [7]})")
+
+    assert execution.error is None
+    (result,) = execution.results
+    assert result.is_main_result
+    assert result.html is not None and "<table" in result.html and "ada" in result.html
+    assert result.text is not None and "ada" in result.text and "7" in result.text
+
+
+def test_env_vars_with_hostile_quoting_reach_the_code_and_are_restored(sbx: Sandbox) -> None:
+    hostile = "it's \"quoted\" $HOME `id` \\n ${x}\n'); import os; os._exit(1); ('"
+
+    execution = sbx.run_code(
+        "import os, subprocess\n"
+        "print(repr(os.environ['SK_HOSTILE']))\n"
+        "print(subprocess.run(['printenv', 'SK_HOSTILE'], capture_output=True, text=True).stdout)",
+        envs={"SK_HOSTILE": hostile},
+    )
+    after = sbx.run_code("import os\nos.environ.get('SK_HOSTILE', 'unset')")
+
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == repr(hostile) + "\n" + hostile + "\n\n"
+    assert after.text == "unset"
+
+
+def test_on_stdout_fires_while_the_cell_is_still_running(sbx: Sandbox) -> None:
+    # The cell waits for a file that only the on_stdout callback creates: the run can only
+    # finish normally if its first line reached the client before the cell ended.
+    sbx.files.remove("/home/user/go") if sbx.files.exists("/home/user/go") else None
+    code = (
+        "import os, time\n"
+        "print('ready', flush=True)\n"
+        "for _ in range(600):\n"
+        "    if os.path.exists('/home/user/go'):\n"
+        "        print('go seen')\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        "else:\n"
+        "    print('never saw go')\n"
+    )
+    seen: list[str] = []
+
+    def on_stdout(message: OutputMessage) -> None:
+        seen.append(message.line)
+        if message.line == "ready\n":
+            sbx.files.write("/home/user/go", "1")
+
+    execution = sbx.run_code(code, on_stdout=on_stdout)
+
+    assert seen == ["ready\n", "go seen\n"]
+    assert execution.logs.stdout == seen
+
+
+def test_on_result_receives_each_display_and_the_main_result(sbx: Sandbox) -> None:
+    received: list[Result] = []
+
+    sbx.run_code(
+        "from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))\n'done'",
+        on_result=received.append,
+    )
+
+    assert [(r.is_main_result, r.html, r.text) for r in received] == [
+        (False, "<b>x</b>", "<IPython.core.display.HTML object>"),
+        (True, None, "done"),
+    ]
