@@ -140,6 +140,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # One error shape for every API answer: {"error": {"code", "message", "details"}}.
+    "EXCEPTION_HANDLER": "execution.api.exceptions.api_exception_handler",
 }
 
 SIMPLE_JWT = {
