@@ -2,4 +2,51 @@
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from execution.api import views
+
+urlpatterns = [
+    # The seed's tool endpoints.
+    path("code/execute", views.ExecuteView.as_view(), name="api-code-execute"),
+    path("code/write-file", views.WriteFileView.as_view(), name="api-code-write-file"),
+    path("code/read-file", views.ReadFileView.as_view(), name="api-code-read-file"),
+    path(
+        "code/install-packages",
+        views.InstallPackagesView.as_view(),
+        name="api-code-install-packages",
+    ),
+    # Resources.
+    path("threads/", views.ThreadListView.as_view(), name="api-thread-list"),
+    path("threads/<uuid:thread_id>/", views.ThreadDetailView.as_view(), name="api-thread-detail"),
+    path(
+        "threads/<uuid:thread_id>/executions/",
+        views.ThreadExecutionListView.as_view(),
+        name="api-thread-executions",
+    ),
+    path(
+        "threads/<uuid:thread_id>/files/",
+        views.ThreadFileListView.as_view(),
+        name="api-thread-files",
+    ),
+    path(
+        "threads/<uuid:thread_id>/files/<path:file_path>",
+        views.ThreadFileDetailView.as_view(),
+        name="api-thread-file-detail",
+    ),
+    path(
+        "threads/<uuid:thread_id>/packages/",
+        views.ThreadPackageListView.as_view(),
+        name="api-thread-packages",
+    ),
+    path(
+        "executions/<uuid:execution_id>/",
+        views.ExecutionDetailView.as_view(),
+        name="api-execution-detail",
+    ),
+    path(
+        "executions/<uuid:execution_id>/cancel",
+        views.ExecutionCancelView.as_view(),
+        name="api-execution-cancel",
+    ),
+]

@@ -1,0 +1,545 @@
+"""REST endpoints of the execution service: thin views over the ToolExecutor.
+
+Every object is reached through an ownership-scoped query (`owned_thread`, `owned_execution`,
+`owned_agent`): another user's object is a 404, exactly like one that does not exist, and the
+attempt is audited as an authorization SecurityEvent. Views parse and shape; the services
+decide.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from execution.api.serializers import (
+    ErrorSerializer,
+    ExecuteRequestSerializer,
+    ExecutionSerializer,
+    ExecutionStartedSerializer,
+    InstallPackagesRequestSerializer,
+    PackageInstallSerializer,
+    ReadFileRequestSerializer,
+    ReadFileResponseSerializer,
+    ThreadSerializer,
+    UploadFileSerializer,
+    WorkspaceFileSerializer,
+    WriteFileRequestSerializer,
+    websocket_url,
+)
+from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
+from execution.models import (
+    Agent,
+    Execution,
+    Language,
+    PackageInstall,
+    SecurityEvent,
+    Source,
+    Thread,
+    WorkspaceFile,
+)
+from execution.services.errors import ToolError, not_found
+from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.validation import validate_file_size
+
+# --- access -----------------------------------------------------------------------------------
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address as the server saw it (behind a proxy, configure it to set this)."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _audit_foreign_access(request: Request, kind: str, object_id: Any) -> None:
+    SecurityEvent.objects.create(
+        kind=SecurityEvent.Kind.AUTHORIZATION,
+        code=f"{kind}_not_owned",
+        message=f"Access to another user's {kind} was refused (answered 404).",
+        user=request.user,
+        source=Source.API,
+        client_ip=client_ip(request),
+        details={"object_id": str(object_id), "path": request.path[:300]},
+    )
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def owned_thread(request: Request, thread_id: Any) -> Thread:
+    """The user's thread with that id; ToolError 404 `thread_not_found` otherwise."""
+    pk = _as_uuid(thread_id)
+    thread = Thread.objects.filter(pk=pk, owner=request.user).first() if pk else None
+    if thread is None:
+        if pk and Thread.objects.filter(pk=pk).exists():
+            _audit_foreign_access(request, "thread", pk)
+        raise not_found("thread")
+    return thread
+
+
+def owned_execution(request: Request, execution_id: Any) -> Execution:
+    """The user's execution with that id; ToolError 404 `execution_not_found` otherwise."""
+    pk = _as_uuid(execution_id)
+    execution = Execution.objects.filter(pk=pk, user=request.user).first() if pk else None
+    if execution is None:
+        if pk and Execution.objects.filter(pk=pk).exists():
+            _audit_foreign_access(request, "execution", pk)
+        raise not_found("execution")
+    return execution
+
+
+def owned_agent(request: Request, agent_id: Any) -> Agent | None:
+    """The user's agent with that id (None when no id); ToolError 404 otherwise."""
+    if agent_id is None:
+        return None
+    agent = Agent.objects.filter(pk=agent_id, owner=request.user).first()
+    if agent is None:
+        if Agent.objects.filter(pk=agent_id).exists():
+            _audit_foreign_access(request, "agent", agent_id)
+        raise not_found("agent")
+    return agent
+
+
+def tool_context(
+    request: Request, *, thread: Thread | None, agent: Agent | None
+) -> ExecutionContext:
+    return ExecutionContext(
+        user=request.user,
+        thread=thread,
+        agent=agent,
+        source=Source.AGENT if agent else Source.API,
+        client_ip=client_ip(request),
+    )
+
+
+def _thread_or_new(request: Request, thread_id: Any) -> Thread:
+    return (
+        owned_thread(request, thread_id) if thread_id else Thread.objects.create(owner=request.user)
+    )
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request or refused by policy."),
+    401: OpenApiResponse(ErrorSerializer, description="No or bad credentials."),
+    403: OpenApiResponse(ErrorSerializer, description="The agent may not use this tool."),
+    404: OpenApiResponse(ErrorSerializer, description="No such object of yours."),
+    429: OpenApiResponse(
+        ErrorSerializer, description="Rate or concurrency limit; see Retry-After."
+    ),
+    503: OpenApiResponse(ErrorSerializer, description="The sandbox service is unavailable."),
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: ERRORS[code] for code in codes}
+
+
+# --- the seed's tool endpoints ----------------------------------------------------------------
+
+
+class ExecuteView(APIView):
+    """Run code in a thread's sandbox."""
+
+    throttle_classes = [ExecuteRateThrottle]
+
+    @extend_schema(
+        operation_id="code_execute",
+        request=ExecuteRequestSerializer,
+        responses={
+            201: ExecutionSerializer,
+            202: ExecutionStartedSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The thread is being deleted."),
+            413: OpenApiResponse(ErrorSerializer, description="Code over the size limit."),
+            **errors(400, 401, 403, 404, 429, 503),
+        },
+        description="Runs code. With wait=true (default) answers 201 with the finished "
+        "execution (a code error is status `failed`, not an HTTP error; a sandbox failure is "
+        "a 503); with wait=false answers 202 at once with the websocket URL to watch.",
+    )
+    def post(self, request: Request) -> Response:
+        params = ExecuteRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        thread = owned_thread(request, data["thread_id"]) if data.get("thread_id") else None
+        agent = owned_agent(request, data.get("agent_id"))
+        context = tool_context(request, thread=thread, agent=agent)
+        executor = ToolExecutor()
+        kwargs = {
+            "code": data["code"],
+            "language": data["language"],
+            "context": context,
+            "timeout": data.get("timeout"),
+        }
+        if not data["wait"]:
+            execution = executor.start_execution(**kwargs)
+            body = {
+                "id": execution.id,
+                "thread_id": execution.thread_id,
+                "status": execution.status,
+                "url": ExecutionSerializer(context={"request": request}).get_url(execution),
+                "websocket_url": websocket_url(request, execution.id),
+            }
+            return Response(ExecutionStartedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+        execution = executor.execute_code(**kwargs)
+        if execution.status == Execution.Status.ERROR:
+            error = execution.error or {}
+            raise ToolError(
+                error.get("code", "sandbox_unavailable"),
+                error.get("value", "The sandbox service failed."),
+                503,
+                {"execution_id": str(execution.id), "thread_id": str(execution.thread_id)},
+                headers={"Retry-After": "5"},
+            )
+        serializer = ExecutionSerializer(execution, context={"request": request})
+        return Response(serializer.data, status=status.HTTP_201_CREATED)
+
+
+class WriteFileView(APIView):
+    """Write a file into a thread's workspace."""
+
+    @extend_schema(
+        operation_id="code_write_file",
+        request=WriteFileRequestSerializer,
+        responses={
+            201: WorkspaceFileSerializer,
+            413: OpenApiResponse(ErrorSerializer, description="File over the size limit."),
+            **errors(400, 401, 403, 404, 503),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        _refuse_oversized_body(request)
+        params = WriteFileRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        content: bytes | str = data["content"]
+        if data["encoding"] == "base64":
+            try:
+                content = base64.b64decode(data["content"], validate=True)
+            except (binascii.Error, ValueError):
+                raise ToolError("invalid_base64", "The content is not valid base64.", 400) from None
+        agent = owned_agent(request, data.get("agent_id"))
+        thread = _thread_or_new(request, data.get("thread_id"))
+        row = ToolExecutor().write_file(
+            file_path=data["path"],
+            content=content,
+            context=tool_context(request, thread=thread, agent=agent),
+        )
+        return Response(WorkspaceFileSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class ReadFileView(APIView):
+    """Read a file of a thread's workspace."""
+
+    @extend_schema(
+        operation_id="code_read_file",
+        request=ReadFileRequestSerializer,
+        responses={200: ReadFileResponseSerializer, **errors(400, 401, 403, 404, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        params = ReadFileRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        thread = owned_thread(request, data["thread_id"])
+        agent = owned_agent(request, data.get("agent_id"))
+        path, content = ToolExecutor().read_file(
+            file_path=data["path"], context=tool_context(request, thread=thread, agent=agent)
+        )
+        encoding = data.get("encoding")
+        text: str | None = None
+        if encoding in (None, "utf-8"):
+            try:
+                text = content.decode("utf-8")
+                encoding = "utf-8"
+            except UnicodeDecodeError:
+                if encoding == "utf-8":
+                    raise ToolError(
+                        "file_not_text",
+                        "The file is not valid UTF-8; ask for encoding base64.",
+                        400,
+                    ) from None
+        if text is None:
+            encoding, text = "base64", base64.b64encode(content).decode("ascii")
+        body = {
+            "thread_id": thread.id, "path": path, "size": len(content),
+            "encoding": encoding, "content": text,
+        }  # fmt: skip
+        return Response(ReadFileResponseSerializer(body).data)
+
+
+class InstallPackagesView(APIView):
+    """Install pip or npm packages in a thread's sandbox."""
+
+    throttle_classes = [InstallRateThrottle]
+
+    @extend_schema(
+        operation_id="code_install_packages",
+        request=InstallPackagesRequestSerializer,
+        responses={201: PackageInstallSerializer, **errors(400, 401, 403, 404, 429, 503)},
+        description="Installs packages and answers 201 with the install: status `succeeded` "
+        "or `failed` (e.g. no such package), with the installer's log.",
+    )
+    def post(self, request: Request) -> Response:
+        params = InstallPackagesRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        agent = owned_agent(request, data.get("agent_id"))
+        thread = _thread_or_new(request, data.get("thread_id"))
+        install = ToolExecutor().install_packages(
+            packages=data["packages"],
+            language=data["language"],
+            context=tool_context(request, thread=thread, agent=agent),
+        )
+        return Response(PackageInstallSerializer(install).data, status=status.HTTP_201_CREATED)
+
+
+def _refuse_oversized_body(request: Request) -> None:
+    # A JSON body holding a file is at most 4/3 of it (base64) plus a little: refuse far
+    # bigger bodies before reading them into memory.
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = settings.EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
+    if length > limit:
+        raise ToolError(
+            "file_too_large",
+            f"The request is {length} bytes; files may be at most "
+            f"{settings.EXECUTION_MAX_FILE_BYTES} bytes.",
+            413,
+            {"size": length, "limit": settings.EXECUTION_MAX_FILE_BYTES},
+        )
+
+
+# --- threads ----------------------------------------------------------------------------------
+
+
+@extend_schema(responses={200: ThreadSerializer, **errors(401)})
+class ThreadListView(generics.ListCreateAPIView):
+    """List your threads (newest first) or create one."""
+
+    serializer_class = ThreadSerializer
+
+    def get_queryset(self) -> QuerySet[Thread]:
+        return Thread.objects.filter(owner=self.request.user).order_by("-updated_at", "-id")
+
+    @extend_schema(responses={201: ThreadSerializer, **errors(400, 401)})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+    def perform_create(self, serializer: ThreadSerializer) -> None:
+        serializer.save(owner=self.request.user)
+
+
+class ThreadDetailView(generics.RetrieveUpdateDestroyAPIView):
+    """One of your threads: read, rename, delete (which kills its sandbox)."""
+
+    serializer_class = ThreadSerializer
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_object(self) -> Thread:
+        return owned_thread(self.request, self.kwargs["thread_id"])
+
+    @extend_schema(responses={200: ThreadSerializer, **errors(401, 404)})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(responses={200: ThreadSerializer, **errors(400, 401, 404)})
+    def patch(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().patch(request, *args, **kwargs)
+
+    @extend_schema(responses={204: None, **errors(401, 404)})
+    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().delete(request, *args, **kwargs)
+
+    def perform_destroy(self, instance: Thread) -> None:
+        ToolExecutor().delete_thread(thread=instance, user=self.request.user)
+
+
+# --- executions -------------------------------------------------------------------------------
+
+
+class ThreadExecutionListView(generics.ListAPIView):
+    """A thread's executions, newest first, paged; filter by status and language."""
+
+    serializer_class = ExecutionSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=[s.value for s in Execution.Status]),
+            OpenApiParameter("language", str, enum=[lang.value for lang in Language]),
+        ],
+        responses={200: ExecutionSerializer(many=True), **errors(400, 401, 404)},
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Execution]:
+        thread = owned_thread(self.request, self.kwargs["thread_id"])
+        queryset = Execution.objects.filter(thread=thread, user=self.request.user)
+        status_filter = self.request.query_params.get("status")
+        if status_filter is not None:
+            if status_filter not in Execution.Status.values:
+                raise ToolError(
+                    "invalid_filter", f"Unknown status {status_filter!r}.", 400,
+                    {"allowed": Execution.Status.values},
+                )  # fmt: skip
+            queryset = queryset.filter(status=status_filter)
+        language = self.request.query_params.get("language")
+        if language is not None:
+            if language not in Language.values:
+                raise ToolError(
+                    "invalid_filter", f"Unknown language {language!r}.", 400,
+                    {"allowed": Language.values},
+                )  # fmt: skip
+            queryset = queryset.filter(language=language)
+        return queryset.order_by("-created_at", "-id")
+
+
+class ExecutionDetailView(generics.RetrieveAPIView):
+    """One of your executions."""
+
+    serializer_class = ExecutionSerializer
+
+    @extend_schema(responses={200: ExecutionSerializer, **errors(401, 404)})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_object(self) -> Execution:
+        return owned_execution(self.request, self.kwargs["execution_id"])
+
+
+class ExecutionCancelView(APIView):
+    """Cancel one of your queued or running executions."""
+
+    @extend_schema(
+        operation_id="execution_cancel",
+        request=None,
+        responses={
+            200: ExecutionSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="It already finished."),
+            **errors(401, 404),
+        },
+    )
+    def post(self, request: Request, execution_id: uuid.UUID) -> Response:
+        execution = owned_execution(request, execution_id)
+        execution = ToolExecutor().cancel_execution(execution_id=execution.id, user=request.user)
+        return Response(ExecutionSerializer(execution, context={"request": request}).data)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+class ThreadFileListView(generics.ListAPIView):
+    """A thread's files (list) and uploads (multipart: `file`, optional `path`)."""
+
+    serializer_class = WorkspaceFileSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(responses={200: WorkspaceFileSerializer(many=True), **errors(401, 404)})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[WorkspaceFile]:
+        thread = owned_thread(self.request, self.kwargs["thread_id"])
+        return WorkspaceFile.objects.filter(thread=thread).order_by("path")
+
+    @extend_schema(
+        operation_id="thread_file_upload",
+        request={"multipart/form-data": UploadFileSerializer},
+        responses={
+            201: WorkspaceFileSerializer,
+            413: OpenApiResponse(ErrorSerializer, description="File over the size limit."),
+            **errors(400, 401, 404, 503),
+        },
+    )
+    def post(self, request: Request, thread_id: uuid.UUID) -> Response:
+        thread = owned_thread(request, thread_id)
+        params = UploadFileSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        upload = params.validated_data["file"]
+        context = tool_context(request, thread=thread, agent=None)
+        try:
+            validate_file_size(upload.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES)
+        except ToolError as error:
+            from execution.services.tool_executor import record_security_event
+
+            record_security_event(error, context)
+            raise
+        path = params.validated_data.get("path") or upload.name
+        row = ToolExecutor().write_file(file_path=path, content=upload.read(), context=context)
+        return Response(WorkspaceFileSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class ThreadFileDetailView(APIView):
+    """One file of a thread: its raw bytes, or delete it."""
+
+    @extend_schema(
+        operation_id="thread_file_download",
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            **errors(400, 401, 404, 503),
+        },
+    )
+    def get(self, request: Request, thread_id: uuid.UUID, file_path: str) -> HttpResponse:
+        thread = owned_thread(request, thread_id)
+        path, content = ToolExecutor().read_file(
+            file_path=file_path, context=tool_context(request, thread=thread, agent=None)
+        )
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        response = HttpResponse(content, content_type=content_type)
+        # Always a download, never rendered on our origin: a workspace .html or .svg is user
+        # content and must not run as our page.
+        filename = path.rsplit("/", 1)[-1].replace('"', "")
+        response["Content-Disposition"] = f"attachment; filename*=UTF-8''{_rfc5987(filename)}"
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @extend_schema(
+        operation_id="thread_file_delete", responses={204: None, **errors(400, 401, 404, 503)}
+    )
+    def delete(self, request: Request, thread_id: uuid.UUID, file_path: str) -> Response:
+        thread = owned_thread(request, thread_id)
+        ToolExecutor().delete_file(
+            file_path=file_path, context=tool_context(request, thread=thread, agent=None)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _rfc5987(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+# --- packages ---------------------------------------------------------------------------------
+
+
+class ThreadPackageListView(generics.ListAPIView):
+    """A thread's package installs, newest first."""
+
+    serializer_class = PackageInstallSerializer
+
+    @extend_schema(responses={200: PackageInstallSerializer(many=True), **errors(401, 404)})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[PackageInstall]:
+        thread = owned_thread(self.request, self.kwargs["thread_id"])
+        return PackageInstall.objects.filter(thread=thread).order_by("-created_at", "-id")
