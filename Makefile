@@ -11,10 +11,12 @@ VAR := var
 SANDBOX_PY ?= /usr/bin/python3
 SANDBOX_ENV := $(VAR)/sandbox-env
 
+# Where `make run` serves; scripts/run.sh reads them (e.g. `make run PORT=8080`).
 HOST ?= 127.0.0.1
 PORT ?= 8000
+export HOST PORT
 
-.PHONY: help setup system-packages run test lint bench sandboxd
+.PHONY: help setup system-packages run test lint bench
 
 help:
 	@echo "make run    - set up everything and serve on http://$(HOST):$(PORT)"
@@ -49,9 +51,11 @@ setup: system-packages $(VENV)/.requirements.stamp $(SANDBOX_ENV)/.stamp
 run: setup
 	@bash scripts/run.sh
 
-test: setup
+lint: $(VENV)/.requirements.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+test: setup lint
 	@bash scripts/test.sh
 
 bench: setup

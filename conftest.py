@@ -25,6 +25,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # WhiteNoise warns once per process that STATIC_ROOT does not exist; tests never run
     # collectstatic (templates only build static URLs), so the warning is noise there.
     config.addinivalue_line("filterwarnings", "ignore:No directory at:UserWarning")
+    # Persistent connections (CONN_MAX_AGE, set from DATABASE_URL) would stay open in the
+    # worker threads of database_sync_to_async after a test, and PostgreSQL refuses to drop
+    # the test database while they do. Tests close each connection when its work is done.
+    from django.conf import settings
+
+    for database in settings.DATABASES.values():
+        database["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(scope="session")
