@@ -70,7 +70,7 @@ def run_serve(cli_values: dict[str, str | None]) -> int:
     try:
         asyncio.run(serve(config, ready=announce))
     except UnsafeHostError as error:
-        print(error.report, file=sys.stderr, flush=True)
+        print(error.report.text(), file=sys.stderr, flush=True)
         return _fail(f"refusing to start: {error.message}", EXIT_UNSAFE)
     except OSError as error:
         return _fail(f"cannot listen on {config.host}:{config.port}: {error}", EXIT_UNSAFE)
@@ -83,11 +83,7 @@ def run_doctor(cli_values: dict[str, str | None]) -> int:
     state_dir = Path(cli_values.get("state_dir") or option("state_dir").default)
     sandbox_env = Path(cli_values.get("sandbox_env") or option("sandbox_env").default)
     report = inspect_host(state_dir=state_dir, sandbox_env=sandbox_env)
-    print(report)
-    problem = _check_paths([("state dir", state_dir), ("sandbox env", sandbox_env)])
-    if problem:
-        print(f"UNSAFE: {problem}")
-        return EXIT_UNSAFE
+    print(report.text(), flush=True)
     return 0 if report.safe else EXIT_UNSAFE
 
 

@@ -19,17 +19,17 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sandboxd.envd import Envd
+from sandboxd.interpreter import RO_BINDS, Interpreter
 from sandboxd.jail import JailManager, Limits
 
 if TYPE_CHECKING:
     from sandboxd.config import Config
-    from sandboxd.interpreter import Interpreter
     from sandboxd.jail import Jail
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class ControlPlane:
         self._manager = manager or JailManager(
             state_dir=config.state_dir,
             sandbox_env=config.sandbox_env,
-            ro_binds=interpreter_ro_binds(),
+            ro_binds=RO_BINDS,
             egress=config.egress,
         )
         self._sandboxes: dict[str, Sandbox] = {}
@@ -282,9 +282,10 @@ class ControlPlane:
             sandbox.timer.cancel()
         sandbox.end_at = datetime.now(UTC) + timedelta(seconds=seconds)
         loop = asyncio.get_running_loop()
-        sandbox.timer = loop.call_at(
-            loop.time() + seconds, self._spawn_background, self._expire(sandbox.sandbox_id)
-        )
+        sandbox.timer = loop.call_at(loop.time() + seconds, self._on_timer, sandbox.sandbox_id)
+
+    def _on_timer(self, sandbox_id: str) -> None:
+        self._spawn_background(self._expire(sandbox_id))
 
     async def _expire(self, sandbox_id: str) -> None:
         sandbox = self._sandboxes.get(sandbox_id)
@@ -295,8 +296,8 @@ class ControlPlane:
         log.info("sandbox %s reached its timeout", sandbox_id)
         await self.kill(sandbox_id)
 
-    def _spawn_background(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -323,8 +324,6 @@ class ControlPlane:
 
     async def _prepare(self, sandbox_id: str, *, warm: bool) -> Prepared:
         """Start a jail with its interpreter and envd; warm the default Python context."""
-        from sandboxd.interpreter import Interpreter
-
         jail = await self._manager.create(sandbox_id, limits=self._limits)
         try:
             interpreter = Interpreter(jail)
@@ -371,11 +370,3 @@ class ControlPlane:
                 return
             self._pool.append(prepared)
             log.debug("pool: sandbox ready in %.0f ms", (time.monotonic() - started) * 1000)
-
-
-def interpreter_ro_binds() -> tuple[tuple[object, str], ...]:
-    """Read-only binds the code interpreter needs inside every sandbox (its kernel scripts,
-    esbuild), as declared by ``sandboxd.interpreter``; none when it declares none."""
-    from sandboxd import interpreter
-
-    return tuple(getattr(interpreter, "RO_BINDS", ()))

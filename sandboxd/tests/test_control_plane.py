@@ -1,0 +1,263 @@
+"""The control plane through the real E2B SDK (sync and async) against a real sandboxd:
+create, connect, set_timeout, kill, info, list; auth, unknown sandboxes, the cap, expiry."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import AsyncSandbox, Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import (
+    AuthenticationException,
+    RateLimitException,
+    SandboxNotFoundException,
+)
+
+from sandboxd.testing import RunningSandboxd, running_sandboxd
+from sandboxd.tests.conftest import make_state_dir
+
+pytestmark = pytest.mark.sandboxd
+
+
+def assert_healthy(server: RunningSandboxd) -> None:
+    """The server still answers after whatever the test did to it."""
+    assert server.alive()
+    assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+
+
+def host_processes_with(argv: list[str]) -> list[int]:
+    """Host pids whose command line is exactly ``argv`` (sandboxes are visible from the host)."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes() == wanted:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_it_creates_a_sandbox_that_reports_its_metadata_and_lifetime(
+    sandboxd: RunningSandboxd,
+) -> None:
+    sandbox = Sandbox.create(timeout=120, metadata={"owner": "alice"}, **sandboxd.sdk_options())
+    try:
+        info = sandbox.get_info()
+        assert info.sandbox_id == sandbox.sandbox_id
+        assert info.metadata == {"owner": "alice"}
+        assert info.state == SandboxState.RUNNING
+        assert 110 <= (info.end_at - info.started_at).total_seconds() <= 121
+        assert sandbox.is_running()
+    finally:
+        assert sandbox.kill() is True
+    assert not sandbox.is_running()
+
+
+def test_it_applies_create_envs_to_commands(sandboxd: RunningSandboxd) -> None:
+    with Sandbox.create(envs={"GREETING": "hello from create"}, **sandboxd.sdk_options()) as sb:
+        assert sb.commands.run("echo $GREETING").stdout == "hello from create\n"
+
+
+def test_connect_returns_the_same_sandbox_with_working_tokens(sandboxd: RunningSandboxd) -> None:
+    with Sandbox.create(**sandboxd.sdk_options()) as original:
+        original.files.write("marker.txt", "same sandbox")
+        again = Sandbox.connect(original.sandbox_id, **sandboxd.sdk_options())
+        assert again.sandbox_id == original.sandbox_id
+        assert again.files.read("marker.txt") == "same sandbox"
+
+
+def test_connect_only_lengthens_a_running_sandboxs_lifetime(sandboxd: RunningSandboxd) -> None:
+    with Sandbox.create(timeout=600, **sandboxd.sdk_options()) as sandbox:
+        before = sandbox.get_info().end_at
+        Sandbox.connect(sandbox.sandbox_id, timeout=30, **sandboxd.sdk_options())
+        assert sandbox.get_info().end_at == before
+        Sandbox.connect(sandbox.sandbox_id, timeout=1200, **sandboxd.sdk_options())
+        assert sandbox.get_info().end_at > before
+
+
+def test_set_timeout_moves_the_end_time(sandboxd: RunningSandboxd) -> None:
+    with Sandbox.create(timeout=60, **sandboxd.sdk_options()) as sandbox:
+        sandbox.set_timeout(900)
+        info = sandbox.get_info()
+        remaining = (info.end_at - info.started_at).total_seconds()
+        assert 890 <= remaining <= 905
+
+
+def test_a_sandbox_dies_at_its_timeout_with_its_processes(sandboxd: RunningSandboxd) -> None:
+    sandbox = Sandbox.create(timeout=2, **sandboxd.sdk_options())
+    argv = ["sleep", "31337"]
+    sandbox.commands.run(" ".join(argv), background=True)
+    assert wait_until(lambda: host_processes_with(argv), 5)
+    assert wait_until(lambda: not sandbox.is_running(), 10)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sandbox.sandbox_id, **sandboxd.sdk_options())
+    assert wait_until(lambda: not host_processes_with(argv), 5)
+    assert_healthy(sandboxd)
+
+
+def test_set_timeout_keeps_a_sandbox_alive_past_its_first_timeout(
+    sandboxd: RunningSandboxd,
+) -> None:
+    sandbox = Sandbox.create(timeout=2, **sandboxd.sdk_options())
+    try:
+        sandbox.set_timeout(60)
+        time.sleep(3)
+        assert sandbox.is_running()
+    finally:
+        sandbox.kill()
+
+
+def test_list_filters_by_metadata_and_state(sandboxd: RunningSandboxd) -> None:
+    tag = secrets.token_hex(4)
+    opts = sandboxd.sdk_options()
+    first = Sandbox.create(metadata={"run": tag, "who": "alice"}, **opts)
+    second = Sandbox.create(metadata={"run": tag, "who": "bob"}, **opts)
+    try:
+        mine = Sandbox.list(query=SandboxQuery(metadata={"run": tag}), **opts).next_items()
+        assert {s.sandbox_id for s in mine} == {first.sandbox_id, second.sandbox_id}
+        bobs = Sandbox.list(
+            query=SandboxQuery(metadata={"run": tag, "who": "bob"}), **opts
+        ).next_items()
+        assert [s.sandbox_id for s in bobs] == [second.sandbox_id]
+        paused = Sandbox.list(
+            query=SandboxQuery(metadata={"run": tag}, state=[SandboxState.PAUSED]), **opts
+        ).next_items()
+        assert paused == []
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_list_pages_with_a_next_token(sandboxd: RunningSandboxd) -> None:
+    tag = secrets.token_hex(4)
+    opts = sandboxd.sdk_options()
+    sandboxes = [Sandbox.create(metadata={"page": tag}, **opts) for _ in range(3)]
+    try:
+        paginator = Sandbox.list(query=SandboxQuery(metadata={"page": tag}), limit=2, **opts)
+        first_page = paginator.next_items()
+        assert len(first_page) == 2 and paginator.has_next
+        second_page = paginator.next_items()
+        assert len(second_page) == 1 and not paginator.has_next
+        seen = {s.sandbox_id for s in first_page + second_page}
+        assert seen == {s.sandbox_id for s in sandboxes}
+    finally:
+        for sandbox in sandboxes:
+            sandbox.kill()
+
+
+def test_a_wrong_api_key_gets_401(sandboxd: RunningSandboxd) -> None:
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(**{**sandboxd.sdk_options(), "api_key": "not-the-key"})
+    answer = httpx.get(f"{sandboxd.url}/v2/sandboxes", timeout=10)
+    assert answer.status_code == 401
+    assert answer.json()["code"] == 401
+    assert_healthy(sandboxd)
+
+
+def test_unknown_sandboxes_are_404_for_every_call(sandboxd: RunningSandboxd) -> None:
+    opts = sandboxd.sdk_options()
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.connect("doesnotexist", **opts)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info("doesnotexist", **opts)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.set_timeout("doesnotexist", 30, **opts)
+    assert Sandbox.kill("doesnotexist", **opts) is False
+    answer = httpx.delete(
+        f"{sandboxd.url}/sandboxes/doesnotexist",
+        headers={"X-API-KEY": sandboxd.api_key},
+        timeout=10,
+    )
+    assert answer.status_code == 404
+    assert answer.json() == {"code": 404, "message": "sandbox doesnotexist not found"}
+    assert_healthy(sandboxd)
+
+
+def test_a_killed_sandbox_is_gone_for_its_clients(sandboxd: RunningSandboxd) -> None:
+    sandbox = Sandbox.create(**sandboxd.sdk_options())
+    assert Sandbox.kill(sandbox.sandbox_id, **sandboxd.sdk_options()) is True
+    assert not sandbox.is_running()
+    assert sandbox.kill() is False
+
+
+def test_a_timeout_beyond_the_maximum_is_refused(sandboxd: RunningSandboxd) -> None:
+    answer = httpx.post(
+        f"{sandboxd.url}/v2/sandboxes",
+        json={"templateID": "base", "timeout": 10**9},
+        headers={"X-API-KEY": sandboxd.api_key},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert "timeout" in answer.json()["message"]
+
+
+async def test_the_async_sdk_creates_lists_and_kills(sandboxd: RunningSandboxd) -> None:
+    tag = secrets.token_hex(4)
+    opts = sandboxd.sdk_options()
+    sandbox = await AsyncSandbox.create(metadata={"async": tag}, **opts)
+    try:
+        assert await sandbox.is_running()
+        listed = await AsyncSandbox.list(
+            query=SandboxQuery(metadata={"async": tag}), **opts
+        ).next_items()
+        assert [s.sandbox_id for s in listed] == [sandbox.sandbox_id]
+        await sandbox.set_timeout(200)
+        info = await sandbox.get_info()
+        assert info.metadata == {"async": tag}
+        connected = await AsyncSandbox.connect(sandbox.sandbox_id, **opts)
+        assert (await connected.commands.run("echo async")).stdout == "async\n"
+    finally:
+        assert await sandbox.kill() is True
+    assert not await sandbox.is_running()
+
+
+# --- a second server with a cap of two sandboxes -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capped_sandboxd() -> Iterator[RunningSandboxd]:
+    state_dir = make_state_dir()
+    try:
+        with running_sandboxd(
+            state_dir=state_dir,
+            api_key="capped-" + secrets.token_hex(8),
+            env={"SANDBOXD_MAX_SANDBOXES": "2", "SANDBOXD_POOL_SIZE": "0"},
+        ) as server:
+            yield server
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_the_cap_on_live_sandboxes_answers_429_until_one_is_killed(
+    capped_sandboxd: RunningSandboxd,
+) -> None:
+    opts = capped_sandboxd.sdk_options()
+    first = Sandbox.create(**opts)
+    second = Sandbox.create(**opts)
+    try:
+        with pytest.raises(RateLimitException):
+            Sandbox.create(**opts)
+        first.kill()
+        third = Sandbox.create(**opts)
+        assert third.commands.run("echo fits").stdout == "fits\n"
+        third.kill()
+    finally:
+        first.kill()
+        second.kill()
+    assert_healthy(capped_sandboxd)

@@ -1,0 +1,133 @@
+"""envd's process service through the real SDK (sync and async): commands.run with output,
+exit codes, envs and cwd; background commands, kill, stdin, list, connect and disconnect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from e2b import AsyncSandbox, CommandExitException, Sandbox
+from e2b.exceptions import SandboxException
+
+from sandboxd.testing import RunningSandboxd
+from sandboxd.tests.test_control_plane import assert_healthy
+
+pytestmark = pytest.mark.sandboxd
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandboxd: RunningSandboxd) -> Iterator[Sandbox]:
+    created = Sandbox.create(envs={"SANDBOX_LEVEL": "from-create"}, **sandboxd.sdk_options())
+    yield created
+    created.kill()
+
+
+def test_run_returns_stdout_stderr_and_exit_code(sandbox: Sandbox) -> None:
+    result = sandbox.commands.run("echo out; echo err >&2; printf 'no newline'")
+    assert result.stdout == "out\nno newline"
+    assert result.stderr == "err\n"
+    assert result.exit_code == 0
+
+
+def test_a_non_zero_exit_raises_command_exit_exception(sandbox: Sandbox) -> None:
+    with pytest.raises(CommandExitException) as raised:
+        sandbox.commands.run("echo partial; echo broken >&2; exit 3")
+    assert raised.value.exit_code == 3
+    assert raised.value.stdout == "partial\n"
+    assert raised.value.stderr == "broken\n"
+    assert raised.value.error == "exit status 3"
+
+
+def test_envs_and_cwd_reach_the_command(sandbox: Sandbox) -> None:
+    sandbox.files.make_dir("workdir")
+    result = sandbox.commands.run(
+        'printf "%s|%s|%s" "$ONE" "$SANDBOX_LEVEL" "$PWD"',
+        envs={"ONE": 'it\'s "quoted" $x'},
+        cwd="/home/user/workdir",
+    )
+    assert result.stdout == 'it\'s "quoted" $x|from-create|/home/user/workdir'
+
+
+def test_a_missing_cwd_is_an_error_not_a_crash(sandbox: Sandbox, sandboxd: RunningSandboxd) -> None:
+    with pytest.raises(SandboxException):
+        sandbox.commands.run("pwd", cwd="/home/user/does-not-exist")
+    assert sandbox.commands.run("echo still fine").stdout == "still fine\n"
+    assert_healthy(sandboxd)
+
+
+def test_output_streams_to_callbacks_as_it_happens(sandbox: Sandbox) -> None:
+    seen: list[tuple[float, str]] = []
+    sandbox.commands.run(
+        "echo first; sleep 1; echo second",
+        on_stdout=lambda text: seen.append((time.monotonic(), text)),
+    )
+    assert [text for _, text in seen] == ["first\n", "second\n"]
+    assert seen[1][0] - seen[0][0] >= 0.8
+
+
+def test_a_background_command_is_listed_and_killed(sandbox: Sandbox) -> None:
+    handle = sandbox.commands.run("sleep 300", background=True)
+    assert handle.pid in {process.pid for process in sandbox.commands.list()}
+    listed = next(p for p in sandbox.commands.list() if p.pid == handle.pid)
+    assert listed.cmd == "/bin/bash" and listed.args[-1] == "sleep 300"
+    assert handle.kill() is True
+    with pytest.raises(CommandExitException) as raised:
+        handle.wait()
+    assert raised.value.error == "signal: killed"
+    assert handle.pid not in {process.pid for process in sandbox.commands.list()}
+    assert sandbox.commands.kill(handle.pid) is False
+
+
+def test_stdin_can_be_sent_and_closed(sandbox: Sandbox) -> None:
+    handle = sandbox.commands.run("cat; echo done", background=True, stdin=True)
+    sandbox.commands.send_stdin(handle.pid, "line one\n")
+    handle.send_stdin(b"line two\n")
+    handle.close_stdin()
+    result = handle.wait()
+    assert result.stdout == "line one\nline two\ndone\n"
+
+
+def test_stream_input_writes_chunks_in_order(sandbox: Sandbox) -> None:
+    handle = sandbox.commands.run("cat", background=True, stdin=True)
+    sandbox.commands.stream_input(handle.pid, iter(["a", "b", b"c"]))
+    handle.close_stdin()
+    assert handle.wait().stdout == "abc"
+
+
+def test_disconnecting_leaves_the_command_running_and_connect_reattaches(
+    sandbox: Sandbox,
+) -> None:
+    handle = sandbox.commands.run("sleep 1; echo after-disconnect", background=True)
+    handle.disconnect()
+    assert handle.pid in {process.pid for process in sandbox.commands.list()}
+    again = sandbox.commands.connect(handle.pid)
+    result = again.wait()
+    assert result.stdout == "after-disconnect\n"
+
+
+def test_sending_stdin_to_an_unknown_process_fails_cleanly(
+    sandbox: Sandbox, sandboxd: RunningSandboxd
+) -> None:
+    with pytest.raises(SandboxException):
+        sandbox.commands.send_stdin(999_999, "nobody")
+    assert_healthy(sandboxd)
+
+
+async def test_the_async_sdk_runs_commands_and_kills_them(sandboxd: RunningSandboxd) -> None:
+    sandbox = await AsyncSandbox.create(**sandboxd.sdk_options())
+    try:
+        result = await sandbox.commands.run("echo async-out; echo async-err >&2")
+        assert (result.stdout, result.stderr) == ("async-out\n", "async-err\n")
+        with pytest.raises(CommandExitException) as raised:
+            await sandbox.commands.run("exit 7")
+        assert raised.value.exit_code == 7
+        handle = await sandbox.commands.run("sleep 300", background=True)
+        assert await handle.kill() is True
+        with pytest.raises(CommandExitException):
+            await handle.wait()
+        handle = await sandbox.commands.run("read name; echo hi $name", background=True, stdin=True)
+        await handle.send_stdin("async\n")
+        assert (await handle.wait()).stdout == "hi async\n"
+    finally:
+        await sandbox.kill()

@@ -1,0 +1,203 @@
+"""envd's files API through the real SDK (sync and async): /files read and write (text,
+bytes, multipart with several files, octet-stream, gzip, signed URLs) and the filesystem
+RPCs (exists, list with depth, make_dir, rename, remove, get_info); access tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from e2b import AsyncSandbox, FileType, Sandbox
+from e2b.connection_config import ConnectionConfig
+from e2b.exceptions import (
+    AuthenticationException,
+    FileNotFoundException,
+    SandboxException,
+)
+from packaging.version import Version
+
+from sandboxd import ENVD_VERSION
+from sandboxd.testing import RunningSandboxd
+from sandboxd.tests.test_control_plane import assert_healthy
+
+pytestmark = pytest.mark.sandboxd
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandboxd: RunningSandboxd) -> Iterator[Sandbox]:
+    """One sandbox for the module's file tests (each test uses its own directory)."""
+    created = Sandbox.create(**sandboxd.sdk_options())
+    yield created
+    created.kill()
+
+
+def test_it_writes_and_reads_text_and_bytes(sandbox: Sandbox) -> None:
+    info = sandbox.files.write("/home/user/texts/hello.txt", "héllo\n")
+    assert info.path == "/home/user/texts/hello.txt"
+    assert info.type == FileType.FILE
+    assert sandbox.files.read("/home/user/texts/hello.txt") == "héllo\n"
+    payload = bytes(range(256)) * 64
+    sandbox.files.write("texts/blob.bin", payload)
+    assert sandbox.files.read("texts/blob.bin", format="bytes") == payload
+    # What the files API wrote is what code in the sandbox sees.
+    assert sandbox.commands.run("cat texts/hello.txt").stdout == "héllo\n"
+
+
+def test_write_files_uploads_several_files_in_one_multipart_request(sandbox: Sandbox) -> None:
+    written = sandbox.files.write_files(
+        [
+            {"path": "multi/a.txt", "data": "first"},
+            {"path": "/home/user/multi/deeper/b.bin", "data": b"\x00second"},
+            {"path": "multi/c.txt", "data": "third"},
+        ]
+    )
+    assert [w.path for w in written] == [
+        "/home/user/multi/a.txt",
+        "/home/user/multi/deeper/b.bin",
+        "/home/user/multi/c.txt",
+    ]
+    assert sandbox.files.read("multi/deeper/b.bin", format="bytes") == b"\x00second"
+    assert sandbox.files.read("multi/c.txt") == "third"
+
+
+def test_octet_stream_and_gzip_uploads_arrive_intact(sandbox: Sandbox) -> None:
+    sandbox.files.write("octet/plain.txt", "raw body", use_octet_stream=True)
+    sandbox.files.write("octet/zipped.txt", "gzipped body " * 100, gzip=True)
+    assert sandbox.files.read("octet/plain.txt") == "raw body"
+    assert sandbox.files.read("octet/zipped.txt", gzip=True) == "gzipped body " * 100
+    stream = sandbox.files.read("octet/plain.txt", format="stream")
+    assert b"".join(stream) == b"raw body"
+
+
+def test_reading_a_missing_file_raises_file_not_found(sandbox: Sandbox) -> None:
+    with pytest.raises(FileNotFoundException):
+        sandbox.files.read("no/such/file.txt")
+
+
+def test_exists_make_dir_list_rename_remove_and_get_info(sandbox: Sandbox) -> None:
+    assert sandbox.files.exists("tree") is False
+    assert sandbox.files.make_dir("tree/inner") is True
+    assert sandbox.files.make_dir("tree/inner") is False
+    sandbox.files.write("tree/inner/leaf.txt", "leaf")
+    sandbox.files.write("tree/top.txt", "top")
+
+    shallow = sandbox.files.list("tree")
+    assert sorted((e.name, e.type) for e in shallow) == [
+        ("inner", FileType.DIR),
+        ("top.txt", FileType.FILE),
+    ]
+    deep = sandbox.files.list("tree", depth=2)
+    assert "/home/user/tree/inner/leaf.txt" in {e.path for e in deep}
+
+    moved = sandbox.files.rename("tree/top.txt", "tree/inner/moved.txt")
+    assert moved.path == "/home/user/tree/inner/moved.txt"
+    assert sandbox.files.exists("tree/top.txt") is False
+
+    info = sandbox.files.get_info("tree/inner/moved.txt")
+    assert info.size == 3 and info.type == FileType.FILE
+    assert info.permissions.startswith("-rw")
+
+    sandbox.files.remove("tree")
+    assert sandbox.files.exists("tree") is False
+    with pytest.raises(FileNotFoundException):
+        sandbox.files.get_info("tree/inner/moved.txt")
+
+
+def test_a_symlink_is_reported_as_one(sandbox: Sandbox) -> None:
+    sandbox.commands.run("mkdir -p links && ln -sf /etc/hostname links/pointer")
+    info = sandbox.files.get_info("links/pointer")
+    assert info.type == FileType.SYMLINK
+    assert info.symlink_target == "/etc/hostname"
+
+
+def test_watching_a_directory_is_refused_clearly(sandbox: Sandbox) -> None:
+    with pytest.raises(SandboxException, match="does not implement directory watching"):
+        sandbox.files.watch_dir("/home/user")
+
+
+def test_signed_urls_download_and_upload_without_headers(sandbox: Sandbox) -> None:
+    sandbox.files.write("signed/in.txt", "signed content")
+    download = sandbox.download_url("signed/in.txt", use_signature_expiration=60)
+    answer = httpx.get(download, headers={"E2b-Sandbox-Id": sandbox.sandbox_id}, timeout=10)
+    assert answer.status_code == 200 and answer.content == b"signed content"
+
+    upload = sandbox.upload_url("signed/out.txt")
+    answer = httpx.post(
+        upload,
+        files={"file": ("signed/out.txt", b"uploaded")},
+        headers={"E2b-Sandbox-Id": sandbox.sandbox_id},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    assert sandbox.files.read("signed/out.txt") == "uploaded"
+
+    tampered = download.replace("signed%2Fin.txt", "signed%2Fout.txt")
+    answer = httpx.get(tampered, headers={"E2b-Sandbox-Id": sandbox.sandbox_id}, timeout=10)
+    assert answer.status_code == 401
+
+
+def test_a_wrong_access_token_is_refused_on_every_sandbox_route(
+    sandbox: Sandbox, sandboxd: RunningSandboxd
+) -> None:
+    wrong = {"E2b-Sandbox-Id": sandbox.sandbox_id, "X-Access-Token": "wrong-token"}
+    files = httpx.get(
+        f"{sandboxd.url}/files",
+        params={"path": "/etc/hostname"},
+        headers={**wrong, "E2b-Sandbox-Port": "49983"},
+        timeout=10,
+    )
+    assert files.status_code == 401
+    rpc = httpx.post(
+        f"{sandboxd.url}/filesystem.Filesystem/Stat",
+        json={"path": "/home/user"},
+        headers={**wrong, "E2b-Sandbox-Port": "49983", "Connect-Protocol-Version": "1"},
+        timeout=10,
+    )
+    assert rpc.status_code == 401
+    interpreter = httpx.get(
+        f"{sandboxd.url}/contexts",
+        headers={**wrong, "E2b-Sandbox-Port": "49999", "E2B-Traffic-Access-Token": "nope"},
+        timeout=10,
+    )
+    assert interpreter.status_code == 401
+    missing = httpx.get(
+        f"{sandboxd.url}/health", headers={"E2b-Sandbox-Id": sandbox.sandbox_id}, timeout=10
+    )
+    assert missing.status_code == 401
+    # The SDK, holding a wrong token, gets its authentication error on files and commands.
+    config = ConnectionConfig(
+        extra_sandbox_headers={**wrong, "E2b-Sandbox-Port": "49983"}, **sandboxd.sdk_options()
+    )
+    impostor = Sandbox(
+        sandbox_id=sandbox.sandbox_id,
+        envd_version=Version(ENVD_VERSION),
+        envd_access_token="wrong-token",
+        sandbox_domain=None,
+        connection_config=config,
+    )
+    with pytest.raises(AuthenticationException):
+        impostor.files.read("signed/in.txt")
+    with pytest.raises(AuthenticationException):
+        impostor.commands.run("echo never")
+    # And the sandbox still works with the right token.
+    assert sandbox.files.read("/home/user/signed/in.txt") == "signed content"
+    assert_healthy(sandboxd)
+
+
+async def test_the_async_sdk_reads_writes_and_lists(sandboxd: RunningSandboxd) -> None:
+    sandbox = await AsyncSandbox.create(**sandboxd.sdk_options())
+    try:
+        await sandbox.files.write_files(
+            [{"path": "async/one.txt", "data": "1"}, {"path": "async/two.txt", "data": "2"}]
+        )
+        assert await sandbox.files.read("async/two.txt") == "2"
+        names = sorted(e.name for e in await sandbox.files.list("async"))
+        assert names == ["one.txt", "two.txt"]
+        assert await sandbox.files.exists("async/one.txt")
+        await sandbox.files.remove("async/one.txt")
+        assert not await sandbox.files.exists("async/one.txt")
+        with pytest.raises(FileNotFoundException):
+            await sandbox.files.read("async/one.txt")
+    finally:
+        await sandbox.kill()
