@@ -404,7 +404,11 @@ class ExecutionRunner:
                 lease = sessions.get_or_create(thread)
                 context = sessions.context_for(thread, lease.sandbox, execution.language)
             except ToolError as exc:
-                sink.finish(Status.ERROR, error=_infra_error(exc.code, exc.message))
+                sink.finish(
+                    Status.ERROR,
+                    error=_infra_error(exc.code, exc.message),
+                    details={"reason": exc.details.get("reason", "")},
+                )
                 return
             details: dict[str, Any] = {"sandbox_id": lease.sandbox.sandbox_id}
             if lease.restored is not None:
