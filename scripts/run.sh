@@ -112,9 +112,10 @@ print(url.hostname or "127.0.0.1", url.port or 49982)' "$SANDBOXD_URL")
     say "Starting sandboxd on $SANDBOXD_URL (log: $VAR_DIR/log/sandboxd.log)"
     sandboxd_out="$VAR_DIR/log/sandboxd.out"
     : >"$sandboxd_out"
+    # The API key reaches sandboxd through SANDBOXD_API_KEY (exported above), not argv,
+    # where every local user could read it with ps.
     "$PY" -m sandboxd serve --host "$sandboxd_host" --port "$sandboxd_port" \
-      --api-key "$SANDBOXD_API_KEY" --state-dir "$VAR_DIR/sandboxd" \
-      >"$sandboxd_out" 2>"$VAR_DIR/log/sandboxd.log" &
+      --state-dir "$VAR_DIR/sandboxd" >"$sandboxd_out" 2>"$VAR_DIR/log/sandboxd.log" &
     children+=("$!")
     # It prints one line when it is ready; give up when it exits or after a minute.
     for _ in $(seq 1 600); do
@@ -137,4 +138,4 @@ say "AtlasChat is serving on $SITE_URL (Ctrl-C to stop)"
 children+=("$!")
 # Wait for daphne; if sandboxd dies first, stop too rather than serve a site that cannot run code.
 wait -n "${children[@]}" || true
-die "a server process stopped; see $VAR_DIR/log/"
+die "a server process stopped (daphne's messages are above; sandboxd's in $VAR_DIR/log/sandboxd.log)"
