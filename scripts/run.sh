@@ -7,7 +7,8 @@
 #      password the first time only);
 #   3. starts sandboxd in the background, unless E2B_API_KEY selects E2B's cloud or a
 #      sandboxd already answers at SANDBOXD_URL; waits for it and stops it on exit;
-#   4. serves the site with daphne on HOST:PORT (default 127.0.0.1:8000).
+#   4. serves the site with daphne on HOST:PORT (default 127.0.0.1:8000), and every 5 minutes
+#      releases the sandboxes of idle threads (manage.py reap_sandboxes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,11 +57,8 @@ say "Preparing the database and static files"
   || { cat "$VAR_DIR/log/migrate.log" >&2; die "migrate failed"; }
 "$PY" manage.py collectstatic --noinput >"$VAR_DIR/log/collectstatic.log" \
   || { cat "$VAR_DIR/log/collectstatic.log" >&2; die "collectstatic failed"; }
-# Runs left "running" by a previous server process that stopped mid-run (owned by the
-# execution app; only when it exists).
-if "$PY" manage.py help recover_executions >/dev/null 2>&1; then
-  "$PY" manage.py recover_executions
-fi
+# Runs left "running" by a previous server process that stopped mid-run are marked error.
+"$PY" manage.py recover_executions
 "$PY" manage.py ensure_admin --url "$SITE_URL"
 
 # --- the sandbox server ---------------------------------------------------------------------
@@ -131,6 +129,15 @@ print(url.hostname or "127.0.0.1", url.port or 49982)' "$SANDBOXD_URL")
     echo "run: sandboxd is not in this checkout yet: pages work, running code does not" >&2
   fi
 fi
+
+# Threads keep a warm sandbox between runs; every 5 minutes, those idle for longer than
+# SANDBOX_IDLE_SECONDS have theirs killed (their files and packages come back on the next run).
+(
+  while sleep 300; do
+    "$PY" manage.py reap_sandboxes >>"$VAR_DIR/log/reap_sandboxes.log" 2>&1 || true
+  done
+) &
+children+=("$!")
 
 # --- the web server ---------------------------------------------------------------------------
 say "AtlasChat is serving on $SITE_URL (Ctrl-C to stop)"
