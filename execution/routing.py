@@ -1,5 +1,16 @@
-"""Websocket routes of the execution app, mounted by atlaschat.asgi."""
+"""Websocket routes of the execution app, mounted by atlaschat.asgi.
+
+`atlaschat.asgi` wraps these in the origin check and the session/JWT authentication
+middleware, so the consumers receive an already resolved `scope["user"]`.
+"""
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from execution.consumers import ExecutionConsumer, ThreadConsumer
+
+websocket_urlpatterns = [
+    path("ws/threads/<uuid:thread_id>/", ThreadConsumer.as_asgi(), name="ws-thread"),
+    path("ws/executions/<uuid:execution_id>/", ExecutionConsumer.as_asgi(), name="ws-execution"),
+]
