@@ -57,7 +57,8 @@ def user_from_authorization_header(header: bytes) -> AbstractBaseUser | Anonymou
 
 
 class _ResolveUser(BaseMiddleware):
-    """Sets scope["user"] and scope["auth_method"]; expects scope["session"] from below."""
+    """Sets scope["user"] and scope["auth_method"]; needs scope["session"], which the
+    SessionMiddleware around it provides."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         scope = dict(scope)

@@ -122,6 +122,9 @@ def csv_cell(value: Any) -> str:
 class StaffReadOnlyAdmin(admin.ModelAdmin):
     """An audit list: readable by every active staff member, writable by nobody."""
 
+    class Media:
+        css = {"all": ["css/admin-audit.css"]}
+
     def has_module_permission(self, request: HttpRequest) -> bool:
         return _is_active_staff(request)
 

@@ -1,7 +1,7 @@
 """Websocket authentication: scope["user"] from a Bearer JWT or the session cookie.
 
-A tiny consumer reports what the middleware put in the scope; the project's real ASGI
-application is used for the origin check.
+A tiny consumer reports what the middleware put in the scope (the project's ASGI wiring is
+tested in atlaschat/tests/test_asgi.py).
 """
 
 from __future__ import annotations
@@ -152,16 +152,3 @@ async def test_a_session_from_before_a_password_change_is_refused(
     stale_session_cookie: list[tuple[bytes, bytes]],
 ) -> None:
     assert await who_am_i(stale_session_cookie) == {"user": None, "auth": None}
-
-
-async def test_the_project_refuses_a_websocket_from_another_origin(alice_access: str) -> None:
-    from atlaschat.asgi import application as project_application
-
-    communicator = WebsocketCommunicator(
-        project_application,
-        "/ws/threads/00000000-0000-0000-0000-000000000000/",
-        headers=[(b"origin", b"https://evil.example"), *bearer(alice_access)],
-    )
-    connected, _ = await communicator.connect()
-    await communicator.disconnect()
-    assert connected is False
