@@ -303,9 +303,15 @@ class SandboxSessions:
                 Thread.objects.filter(id=thread.id).update(context_ids=ids)
             thread.context_ids = ids
 
-    def forget_all(self) -> None:
-        """Forget every cached sandbox (e.g. when settings point at another server)."""
-        self._live.clear()
+    def forget_all(self, *, kill: bool = False) -> None:
+        """Forget every cached sandbox (e.g. when settings point at another server); with
+        kill=True kill them too (tests, shutdown)."""
+        with self._guard:
+            live = list(self._live.values())
+            self._live.clear()
+        if kill:
+            for entry in live:
+                self._kill_quietly(entry.sandbox)
 
     def forget(self, thread: Thread) -> None:
         """Forget the cached sandbox of `thread`, so the next use reconnects (or recreates)."""

@@ -630,19 +630,16 @@ class ToolExecutor:
         except ToolError as error:
             self._record_rejected_run(error, context, code=code, language=language)
             raise
-        with transaction.atomic():
-            try:
+        try:
+            # The count and the insert share one transaction (see quotas.py).
+            with transaction.atomic():
                 check_run_concurrency(context.user)
-            except ToolError as error:
-                record_security_event(error, context)
-                raise
-            if thread is None:
-                thread = Thread.objects.create(owner=context.user)
-            execution = Execution.objects.create(
-                thread=thread, user=context.user, agent=context.agent, language=language,
-                code=code, status=Status.QUEUED, source=context.source,
-                client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
-            )  # fmt: skip
+                execution = self._insert_execution(thread, context, language, code, timeout)
+        except ToolError as error:
+            # Recorded outside the rolled-back transaction, or the audit entry would vanish.
+            record_security_event(error, context)
+            raise
+        thread = execution.thread
         publisher = EventPublisher(caller_event_loop())
         publisher.publish(
             execution_id=execution.id,
@@ -654,6 +651,22 @@ class ToolExecutor:
             },
         )  # fmt: skip
         return execution, publisher
+
+    @staticmethod
+    def _insert_execution(
+        thread: Thread | None,
+        context: ExecutionContext,
+        language: str,
+        code: str,
+        timeout: float,
+    ) -> Execution:
+        if thread is None:
+            thread = Thread.objects.create(owner=context.user)
+        return Execution.objects.create(
+            thread=thread, user=context.user, agent=context.agent, language=language,
+            code=code, status=Status.QUEUED, source=context.source,
+            client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
+        )  # fmt: skip
 
     @staticmethod
     def _run_in_background(execution_id: uuid.UUID, publisher: EventPublisher) -> None:

@@ -59,6 +59,10 @@ def sandbox_settings(settings: Any, sandboxd_server: RunningSandboxd) -> Iterato
 
 
 @pytest.fixture
-def sandboxd(sandbox_settings: RunningSandboxd) -> RunningSandboxd:
-    """The session's sandboxd, with settings pointed at it, for one test."""
-    return sandbox_settings
+def sandboxd(sandbox_settings: RunningSandboxd) -> Iterator[RunningSandboxd]:
+    """The session's sandboxd, with settings pointed at it, for one test; the sandboxes the
+    test's threads got are killed afterwards so they do not pile up on the server."""
+    from execution.services.sandbox_sessions import sessions
+
+    yield sandbox_settings
+    sessions.forget_all(kill=True)
