@@ -1,13 +1,57 @@
-"""Account endpoints: who-am-I for API clients (the JWT views come from simplejwt)."""
+"""Account endpoints for API clients: the JWT views (simplejwt's, documented for the API
+docs) and who-am-I."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.views import (
+    TokenBlacklistView,
+    TokenObtainPairView,
+    TokenRefreshView,
+    TokenVerifyView,
+)
 
 from accounts.serializers import MeSerializer
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Log in: obtain an access and a refresh token",
+        description="Send `Authorization: Bearer <access>` on API requests and websocket "
+        "handshakes. Access tokens live JWT_ACCESS_MINUTES, refresh tokens JWT_REFRESH_DAYS.",
+    )
+)
+class TokenObtainView(TokenObtainPairView):
+    """Exchange a username and password for a token pair."""
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Refresh: a new access and refresh token",
+        description="The refresh token sent is blacklisted (rotation): use the new one next.",
+    )
+)
+class TokenRotateView(TokenRefreshView):
+    """Exchange a refresh token for a new pair; the old refresh token stops working."""
+
+
+@extend_schema_view(post=extend_schema(summary="Check that a token is valid"))
+class TokenCheckView(TokenVerifyView):
+    """Return 200 for a valid token, 401 otherwise."""
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Log out: blacklist a refresh token",
+        description="The refresh token can no longer be refreshed. Access tokens already "
+        "issued stay valid until they expire (JWT_ACCESS_MINUTES).",
+    )
+)
+class TokenLogoutView(TokenBlacklistView):
+    """Blacklist the given refresh token."""
 
 
 class MeView(APIView):

@@ -53,6 +53,8 @@ def _is_active_staff(request: HttpRequest) -> bool:
 
 
 def _pre(text: str, css_class: str = "") -> SafeString:
+    if not text:
+        return format_html('<span class="audit-empty">{}</span>', "(empty)")
     return format_html('<pre class="audit-block {}">{}</pre>', css_class, text)
 
 
@@ -311,7 +313,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
     def results_block(self, execution: Execution) -> SafeString:
         results = execution.results
         if not results:
-            return _pre("(none)")
+            return _pre("")
         if not isinstance(results, list):
             return _json_pre(results)
         return format_html_join(
@@ -322,7 +324,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
     def error_block(self, execution: Execution) -> SafeString:
         error = execution.error
         if not error:
-            return _pre("(none)")
+            return _pre("")
         if not isinstance(error, dict):
             return _json_pre(error)
         # A code error: {"name", "value", "traceback"}; a rejection: {"code", "message"}.

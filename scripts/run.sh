@@ -133,7 +133,12 @@ fi
 # Threads keep a warm sandbox between runs; every 5 minutes, those idle for longer than
 # SANDBOX_IDLE_SECONDS have theirs killed (their files and packages come back on the next run).
 (
-  while sleep 300; do
+  # Sleep in the background and wait for it, so a TERM ends the wait and the sleep at once.
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 300 &
+    sleeper=$!
+    wait "$sleeper"
     "$PY" manage.py reap_sandboxes >>"$VAR_DIR/log/reap_sandboxes.log" 2>&1 || true
   done
 ) &
