@@ -290,6 +290,16 @@ def _check_spec_shape(spec: str, manager: str) -> None:
             "package_spec_url", "URLs and version-control references are not accepted.",
             spec=spec,
         )  # fmt: skip
+    allowed_by_manager = {"pip": set("<>!*[]~"), "npm": set("<>|*~")}[manager]
+    bad = sorted({ch for ch in spec if ch in _SHELL_METACHARACTERS} - allowed_by_manager)
+    if bad or any(ch.isspace() for ch in spec):
+        raise _reject(
+            "package_spec_shell",
+            "Package specs may contain no spaces or shell characters; write e.g. "
+            + ("requests==2.32.3." if manager == "pip" else "left-pad@^1.3.0."),
+            spec=spec,
+            characters=bad or [" "],
+        )
     if (
         spec.startswith((".", "/", "~"))
         or "\\" in spec
@@ -304,16 +314,6 @@ def _check_spec_shape(spec: str, manager: str) -> None:
     if manager == "npm" and ":" in spec:
         raise _reject(
             "package_spec_url", "Aliases, URLs and protocols are not accepted.", spec=spec
-        )
-    allowed_by_manager = {"pip": set("<>!*[]~"), "npm": set("<>|*~")}[manager]
-    bad = sorted({ch for ch in spec if ch in _SHELL_METACHARACTERS} - allowed_by_manager)
-    if bad or any(ch.isspace() for ch in spec):
-        raise _reject(
-            "package_spec_shell",
-            "Package specs may contain no spaces or shell characters; write e.g. "
-            + ("requests==2.32.3." if manager == "pip" else "left-pad@^1.3.0."),
-            spec=spec,
-            characters=bad or [" "],
         )
 
 
