@@ -115,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("default_timeout", _parse_positive_int, 300, "sandbox lifetime (s) when not given"),
     Option("max_timeout", _parse_positive_int, 86_400, "longest sandbox lifetime (s) allowed"),
     Option(
-        "max_file_mb", _parse_positive_int, 512, "largest file (MiB) read or written via /files"
+        "max_file_mb", _parse_positive_int, 100, "largest file (MiB) read or written via /files"
     ),
     Option("egress", _parse_bool, True, "allow pip/npm installs through the allow-list proxy"),
     Option("memory_mb", _parse_positive_int, None, "memory per sandbox (MiB; default 1024)"),
@@ -143,7 +143,7 @@ class Config:
     pool_size: int = 2
     default_timeout: int = 300
     max_timeout: int = 86_400
-    max_file_mb: int = 512
+    max_file_mb: int = 100
     egress: bool = True
     limits: Mapping[str, int | float] = field(default_factory=dict)
     log_level: str = "info"

@@ -10,9 +10,12 @@ Files travel whole through memory, so both directions are capped (``max_bytes``)
 from __future__ import annotations
 
 import posixpath
+import re
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from aiohttp import BodyPartReader, web
+from aiohttp.multipart import parse_content_disposition
 
 from sandboxd.envd.errors import files_error, http_error
 from sandboxd.jail import FsError
@@ -21,6 +24,27 @@ if TYPE_CHECKING:
     from sandboxd.jail import Entry, Jail
 
 _READ_CHUNK = 1 << 16
+_QUOTED_FILENAME = re.compile(r'filename="([^"]*)"')
+# The HTML5 multipart escapes httpx (the SDK's multipart encoder) applies to a filename.
+_HTML5_ESCAPE = re.compile(r"%(22|[01][0-9A-F])")
+
+
+def part_path(part: BodyPartReader) -> str:
+    """The target path a multipart part names, exactly as the client sent it.
+
+    ``BodyPartReader.filename`` strips a leading ``/`` (it treats names as untrusted local
+    file names), but here the name is the absolute path inside the sandbox and the jail does
+    the confining, so the raw header value is used.
+    """
+    header = part.headers.get("Content-Disposition", "")
+    _kind, params = parse_content_disposition(header)
+    if "filename*" in params:
+        return params["filename*"]
+    match = _QUOTED_FILENAME.search(header)
+    if match:
+        raw = _HTML5_ESCAPE.sub(lambda m: urllib.parse.unquote("%" + m.group(1)), match.group(1))
+        return raw.replace("\\\\", "\\")
+    return params.get("filename", "")
 
 
 class _TooLarge(Exception):
@@ -97,7 +121,7 @@ async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Res
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     return files_error(400, "nested multipart bodies are not supported")
-                target = part.filename or ""
+                target = part_path(part)
                 parts.append((target, await _read_limited(part, max_bytes)))
             if not parts:
                 return files_error(400, "the multipart body holds no file part")
