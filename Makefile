@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: help setup system-packages run test lint bench
+.PHONY: help setup system-packages test-system-packages run test lint bench
 
 help:
 	@echo "make run    - set up everything and serve on http://$(HOST):$(PORT)"
@@ -27,6 +27,10 @@ help:
 
 system-packages:
 	@bash scripts/system-packages.sh
+
+# What only the tests need on the host (Chromium for the browser tests).
+test-system-packages:
+	@bash scripts/system-packages.sh test
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -55,7 +59,7 @@ lint: $(VENV)/.requirements.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup lint
+test: setup test-system-packages lint
 	@bash scripts/test.sh
 
 bench: setup

@@ -11,11 +11,13 @@ All share the password `accounts.testing.TEST_PASSWORD`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.hashers import make_password
+from playwright.sync_api import Browser, sync_playwright
 from rest_framework.test import APIClient
 
 from accounts.testing import TEST_PASSWORD, jwt_client_for
@@ -87,3 +89,28 @@ def api_client() -> APIClient:
 def jwt_client() -> Callable[[AbstractBaseUser], APIClient]:
     """Return a factory: jwt_client(alice) is an APIClient sending alice's access token."""
     return jwt_client_for
+
+
+# Debian's Chromium (scripts/system-packages.sh test installs it); Playwright drives it.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium for the tests marked `browser`, shared by one test module.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread while it is
+    started, and Django then refuses ORM calls there (SynchronousOnlyOperation) although
+    the test's own code is plain synchronous code. So the browser lives only as long as its
+    module, and only for that time DJANGO_ALLOW_ASYNC_UNSAFE lets the test's ORM calls
+    through; every other test keeps Django's check.
+    """
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/system-packages.sh test`")
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        # --no-sandbox: Chromium's own sandbox cannot start as root (CI runs as root); the
+        # pages it loads are our own, served from loopback.
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()

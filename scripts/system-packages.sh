@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the project needs on the host: bubblewrap (the sandbox), Node.js with npm
 # (front-end packages, the JavaScript/TypeScript kernels) and venv for the system Python (the
-# sandbox's Python environment). Installed when we are root and apt-get exists; otherwise we
-# say exactly what to install and stop. Fast and silent when everything is there.
+# sandbox's Python environment); with the argument `test`, also Chromium for the browser tests.
+# Installed when we are root and apt-get exists; otherwise we say exactly what to install and
+# stop. Fast and silent when everything is there.
 set -euo pipefail
 
 missing=()
@@ -14,6 +15,12 @@ command -v bwrap >/dev/null || have_deb bubblewrap || missing+=(bubblewrap)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+if [ "${1:-}" = "test" ]; then
+  # Debian's Chromium, driven by Playwright (a browser download of Playwright's own is not
+  # needed, nor possible offline); a font so pages render text.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  have_deb fonts-dejavu-core || missing+=(fonts-dejavu-core)
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
