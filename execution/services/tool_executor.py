@@ -338,8 +338,10 @@ async def _stream_run(
         elapsed = time.monotonic() - started
         if _is_execution_timeout(exc, elapsed, time_limit):
             outcome = RunOutcome("timeout", str(exc))
-        elif isinstance(exc, NotFoundException) and not received:
-            outcome = RunOutcome("gone", str(exc))
+        elif not received and isinstance(exc, NotFoundException | TimeoutException):
+            # Refused before anything ran (unknown context or sandbox, or the proxy's
+            # "not found"/502): safe to recover and run once more.
+            outcome = RunOutcome("gone", f"{type(exc).__name__}: {exc}")
         elif isinstance(exc, (*SANDBOX_GONE_ERRORS, TimeoutException)):
             outcome = RunOutcome("lost", f"{type(exc).__name__}: {exc}")
         elif is_unavailability(exc):
@@ -421,9 +423,18 @@ class ExecutionRunner:
             if outcome.kind == "gone":
                 # Nothing ran: the sandbox or the context is unknown to the server (killed
                 # behind our back, server restarted). Recover once, then run for real.
-                outcome, lease, context, details = self._recover_and_rerun(
-                    handle, sink, thread, execution, timeout, details
-                )
+                try:
+                    outcome, lease, context, details = self._recover_and_rerun(
+                        handle, sink, thread, execution, timeout, details
+                    )
+                except ToolError as exc:
+                    sessions.forget(thread)
+                    sink.finish(
+                        Status.ERROR,
+                        error=_infra_error(exc.code, exc.message),
+                        details={**details, "reason": exc.details.get("reason", "")},
+                    )
+                    return
             if outcome.kind in ("ok", "timeout", "cancelled"):
                 report = sync_workspace_back(
                     thread=thread, sandbox=lease.sandbox, since=since,
