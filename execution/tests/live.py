@@ -4,7 +4,7 @@ What runs here is what runs in production, only on loopback and in a temporary d
 daphne processes serving `atlaschat.asgi:application`, sharing one database (an SQLite
 file, or a fresh PostgreSQL database when the test run uses PostgreSQL) and, when asked,
 a Redis channel layer, in front of a real sandboxd. The test process reaches the same
-database through an extra connection alias (`LIVE_DB_ALIAS`), so a test creates users
+database through an extra connection alias (`live_…`), so a test creates users
 and threads and checks rows exactly as the servers see them.
 
 Used by `execution/tests/test_ws_live*.py` (through fixtures in those modules) and by
@@ -62,8 +62,12 @@ class LiveDatabase:
 
 
 @contextlib.contextmanager
-def live_database(directory: Path, *, alias: str = LIVE_DB_ALIAS) -> Iterator[LiveDatabase]:
-    """Create a fresh database, migrate it, register it as `alias`; drop it on exit.
+def live_database(directory: Path, *, alias: str | None = None) -> Iterator[LiveDatabase]:
+    """Create a fresh database, migrate it, register it as an alias; drop it on exit.
+
+    The alias is new each time (`live_<random>`) unless given: Django keeps connections
+    per thread, and a worker thread (asgiref's) may still hold one for an earlier live
+    database under the old name.
 
     SQLite (the embedded default) becomes a file in `directory`: the test database of
     pytest-django lives in memory, which other processes cannot open. Under PostgreSQL
@@ -71,6 +75,7 @@ def live_database(directory: Path, *, alias: str = LIVE_DB_ALIAS) -> Iterator[Li
     pytest-django has set up its test databases (depend on `django_db_setup`) so the
     extra alias is not mistaken for one of them.
     """
+    alias = alias or f"{LIVE_DB_ALIAS}_{uuid.uuid4().hex[:8]}"
     base = copy.deepcopy(connections.settings["default"])
     engine = base["ENGINE"]
     if "sqlite3" in engine:

@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connections
 from django.utils import timezone
 
 from accounts.testing import bearer_headers_for
@@ -59,6 +60,17 @@ async def connect() -> AsyncIterator[Connect]:
     yield open_
     for communicator in opened:
         await communicator.disconnect()
+
+
+@pytest.fixture(autouse=True)
+async def close_worker_connections() -> AsyncIterator[None]:
+    """Close what async ORM calls opened in asgiref's worker thread when a test ends.
+
+    pytest-django only manages the main thread's connection; one left open elsewhere
+    would keep PostgreSQL from dropping the test database at the end of the run.
+    """
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
