@@ -977,6 +977,21 @@ class ToolExecutor:
                 WorkspaceFile.content.field.storage.delete(name)
 
 
+def wait_for_background_runs(timeout: float = 60.0) -> bool:
+    """Wait until no execution runs in this process (tests, orderly shutdown); True if none is
+    left running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _active_lock:
+            handles = list(_active.values())
+        if not handles:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        handles[0].done.wait(remaining)
+
+
 def mark_interrupted_executions(*, reason: str = "The server stopped during the run.") -> int:
     """Mark every queued or running execution `error` (for use when a server starts, before it
     accepts runs: nothing can still be running them). Returns how many were marked."""
