@@ -1,0 +1,789 @@
+"""JailManager and Jail: one long-lived bubblewrap per sandbox, with the agent as its pid 1.
+
+How a sandbox is made (all by the server, which runs as root):
+* a host uid of its own from the machine-wide pool (sandboxd.jail.uids);
+* cgroups for memory, pids and CPU (sandboxd.jail.cgroups), joined before exec;
+* rlimits FSIZE, NOFILE, CORE=0 (and NPROC when there is no pids controller);
+* bubblewrap started after dropping to that uid (setgroups([]), setgid, setuid in the child),
+  with every namespace (network and user included), no capabilities, a read-only system, a
+  minimal /etc, size-capped tmpfs /tmp and /home/user, the seccomp deny-list and no nested user
+  namespaces;
+* inside, the agent (sandboxd/agent) as pid 1, speaking frames on its stdin/stdout.
+
+Everything the agent says is untrusted: frame sizes are bounded, replies are validated, and a
+broken or dead agent makes the jail dead (`alive` False) rather than confusing the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sandboxd.agent import wire
+from sandboxd.jail import egress as egress_mod
+from sandboxd.jail import seccomp
+from sandboxd.jail.cgroups import Cgroup, CgroupBackend, backend_for
+from sandboxd.jail.types import (
+    Entry,
+    FsError,
+    JailError,
+    Limits,
+    ProcessInfo,
+    ProcEvent,
+    UnsafeHostError,
+)
+from sandboxd.jail.uids import DEFAULT_UID_BASE, DEFAULT_UID_COUNT, UidLease, UidPool
+
+log = logging.getLogger("sandboxd.jail")
+
+AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
+SANDBOX_UID = 1000  # the sandbox user's uid and gid as seen inside
+EGRESS_PORT = 3128  # the agent's forwarder, on the sandbox's own loopback
+START_TIMEOUT = 20.0
+CALL_TIMEOUT = 120.0
+SHM_BYTES = 64 << 20
+SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PIP_TARGET = "/home/user/.local/lib/python-packages"
+
+# Read-only pieces of the host's /etc a sandbox needs (TLS roots, fonts, the dynamic linker's
+# cache, alternatives symlinks, time zone). Nothing with accounts or secrets.
+ETC_BINDS = (
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/fonts",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/mime.types",
+)
+
+
+def _describe(message: Mapping[str, Any]) -> str:
+    return json.dumps(message)[:200]
+
+
+class JailProcess:
+    """A process running inside a sandbox (see Jail.spawn)."""
+
+    def __init__(self, jail: Jail, pid: int, info: ProcessInfo, oom_before: int) -> None:
+        self.jail = jail
+        self.pid = pid
+        self.info = info
+        self._oom_before = oom_before
+        self._queue: asyncio.Queue[ProcEvent] = asyncio.Queue()
+        self.exited = False
+
+    def _push(self, event: ProcEvent) -> None:
+        if event.kind == "exit":
+            if self.exited:
+                return
+            self.exited = True
+        elif self.exited:
+            return
+        self._queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[ProcEvent]:
+        """Output events as they arrive, then exactly one exit event.
+
+        The agent holds back further output until we acknowledge what was consumed here, so a
+        process printing faster than the caller reads is paused, and host memory stays bounded
+        (at most wire.OUTPUT_CREDIT bytes per process are in flight).
+        """
+        while True:
+            event = await self._queue.get()
+            if event.kind == "exit":
+                yield event
+                return
+            yield event
+            self.jail._ack(self.pid, len(event.data))
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Send bytes to the process's stdin; returns once the pipe has taken them."""
+        view = memoryview(bytes(data))
+        while True:
+            chunk, view = view[: wire.CHUNK], view[wire.CHUNK :]
+            await self.jail._call({"op": "stdin", "pid": self.pid}, bytes(chunk))
+            if not view:
+                return
+
+    async def close_stdin(self) -> None:
+        await self.jail._call({"op": "stdin_close", "pid": self.pid})
+
+    async def signal(self, sig: int) -> None:
+        await self.jail.signal(self.pid, sig)
+
+
+class Jail:
+    """One sandbox: a bubblewrap whose pid 1 is the agent. Made by JailManager.create."""
+
+    def __init__(
+        self,
+        manager: JailManager,
+        sandbox_id: str,
+        lease: UidLease,
+        limits: Limits,
+        host_dir: Path,
+        cgroup: Cgroup,
+        base_env: dict[str, str],
+    ) -> None:
+        self.manager = manager
+        self.sandbox_id = sandbox_id
+        self.uid = lease.uid
+        self.limits = limits
+        self.runtime_dir = host_dir / "run"
+        self._host_dir = host_dir
+        self._lease = lease
+        self._cgroup = cgroup
+        self._base_env = base_env
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next_id = 0
+        # request id -> (future, received chunks, hook run synchronously on success)
+        self._pending: dict[int, tuple[asyncio.Future[tuple[dict, bytes]], list[bytes], Any]] = {}
+        self._procs: dict[int, JailProcess] = {}
+        self._proxy: egress_mod.EgressProxy | None = None
+        self._dead_reason: str | None = None
+        self._destroyed = False
+        self.stderr_tail = b""
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True while the agent runs and answers; False once it died or was destroyed."""
+        return (
+            self._dead_reason is None and self._proc is not None and self._proc.returncode is None
+        )
+
+    def oom_kills(self) -> int:
+        """OOM kills seen by the sandbox's memory cgroup so far."""
+        return self._cgroup.oom_kills()
+
+    def pids_limit_hits(self) -> int:
+        """Forks refused at the pids limit so far."""
+        return self._cgroup.pids_limit_hits()
+
+    def host_pids(self) -> list[int]:
+        """Host pids of the sandbox's processes (from its cgroup), for diagnostics and tests."""
+        return self._cgroup.pids()
+
+    # --- the agent channel ----------------------------------------------------------------
+
+    async def _read_frames(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        try:
+            while True:
+                header = await stdout.readexactly(wire.HEADER.size)
+                json_len, payload_len = wire.decode_header(header)
+                message = wire.decode_body(await stdout.readexactly(json_len))
+                payload = await stdout.readexactly(payload_len) if payload_len else b""
+                self._on_frame(message, payload)
+        except asyncio.IncompleteReadError:
+            self._die("the sandbox agent exited")
+        except wire.WireError as exc:
+            self._die(f"the sandbox agent broke the protocol: {exc}")
+        except asyncio.CancelledError:
+            self._die("the sandbox was destroyed")
+            raise
+
+    async def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        while data := await self._proc.stderr.read(4096):
+            self.stderr_tail = (self.stderr_tail + data)[-8192:]  # bounded, for diagnostics
+
+    def _on_frame(self, message: dict, payload: bytes) -> None:
+        if "ev" in message:
+            self._on_event(message, payload)
+            return
+        rid = message.get("id")
+        pending = self._pending.get(rid) if isinstance(rid, int) else None
+        if pending is None:
+            return  # an answer nobody waits for (timed out): ignore
+        future, chunks, on_ok = pending
+        if message.get("chunk") is True:
+            chunks.append(payload)
+            return
+        del self._pending[rid]  # type: ignore[arg-type]
+        if on_ok is not None and isinstance(message.get("ok"), dict) and not future.done():
+            # Before any later frame is handled: a spawned process's exit may be the very
+            # next frame, and it must find the process registered.
+            try:
+                on_ok(message["ok"])
+            except JailError as exc:
+                future.set_exception(exc)
+                return
+        if not future.done():
+            future.set_result((message, b"".join(chunks) if chunks else payload))
+
+    def _on_event(self, message: dict, payload: bytes) -> None:
+        kind = message.get("ev")
+        if kind == "ready":
+            if not self._ready.done():
+                self._ready.set_result(None)
+            return
+        proc = self._procs.get(message.get("pid"))  # type: ignore[arg-type]
+        if proc is None:
+            return
+        if kind == "out":
+            stream = "stdout" if message.get("fd") == 1 else "stderr"
+            proc._push(ProcEvent(kind=stream, data=payload))
+        elif kind == "exit":
+            code = message.get("code")
+            sig = message.get("signal")
+            code = code if isinstance(code, int) else None
+            sig = sig if isinstance(sig, int) else None
+            oom = sig == signal.SIGKILL and self.oom_kills() > proc._oom_before
+            proc._push(ProcEvent(kind="exit", exit_code=code, signal=sig, oom_killed=oom))
+            del self._procs[proc.pid]
+
+    def _die(self, reason: str) -> None:
+        if self._dead_reason is None:
+            self._dead_reason = reason
+        for future, _chunks, _hook in self._pending.values():
+            if not future.done():
+                future.set_exception(JailError(f"sandbox {self.sandbox_id}: {reason}"))
+        self._pending.clear()
+        oom = self.oom_kills() > 0
+        for proc in list(self._procs.values()):
+            proc._push(
+                ProcEvent(kind="exit", exit_code=None, signal=signal.SIGKILL, oom_killed=oom)
+            )
+        self._procs.clear()
+        if not self._ready.done():
+            self._ready.set_exception(JailError(f"sandbox {self.sandbox_id}: {reason}"))
+
+    def _send(self, message: dict, payload: bytes = b"") -> None:
+        if not self.alive:
+            raise JailError(f"sandbox {self.sandbox_id} is not running: {self._dead_reason}")
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(wire.encode(message, payload))
+
+    async def _call(
+        self,
+        message: dict,
+        payload: bytes = b"",
+        deadline: float = CALL_TIMEOUT,
+        on_ok: Any = None,
+    ) -> tuple[dict, bytes]:
+        """Send a request and return the agent's (result, payload); raise FsError/JailError.
+
+        `on_ok(result)` runs as soon as the success reply is read, before the next frame.
+        """
+        self._next_id += 1
+        rid = self._next_id
+        future: asyncio.Future[tuple[dict, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (future, [], on_ok)
+        try:
+            self._send({**message, "id": rid}, payload)
+            assert self._proc is not None and self._proc.stdin is not None
+            await self._proc.stdin.drain()
+            reply, data = await asyncio.wait_for(future, deadline)
+        except (ConnectionError, BrokenPipeError):
+            self._die("the sandbox agent's pipe closed")
+            raise JailError(f"sandbox {self.sandbox_id} is not running") from None
+        except TimeoutError:
+            raise JailError(f"sandbox {self.sandbox_id} did not answer in {deadline}s") from None
+        finally:
+            self._pending.pop(rid, None)
+        error = reply.get("error")
+        if isinstance(error, dict):
+            raise FsError(str(error.get("code")), str(error.get("message"))[:2000])
+        result = reply.get("ok")
+        if not isinstance(result, dict):
+            raise JailError(f"sandbox {self.sandbox_id} sent a malformed reply")
+        return result, data
+
+    def _ack(self, pid: int, amount: int) -> None:
+        if amount and self.alive:
+            with contextlib.suppress(JailError, ConnectionError):
+                self._send({"op": "ack", "pid": pid, "bytes": amount})
+
+    # --- processes ------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        envs: Mapping[str, str] = {},
+        cwd: str = "/home/user",
+        stdin: bool = False,
+        tag: str | None = None,
+        user: str = "user",
+    ) -> JailProcess:
+        """Run argv inside the sandbox as the sandbox user (there is no root inside: `user`
+        is accepted for API compatibility and every process runs as `user`).
+
+        The environment is the base env (PATH, HOME, USER, LANG, TERM, package-install
+        settings, the create() envs) updated with `envs`. Raises FsError('not_found') for a
+        missing cwd or executable, JailError if the sandbox is not running.
+        """
+        del user
+        if not argv:
+            raise FsError("invalid_argument", "argv is empty")
+        env = {**self._base_env, **{str(k): str(v) for k, v in envs.items()}}
+        argv_list = [str(a) for a in argv]
+        oom_before = self.oom_kills()
+        made: list[JailProcess] = []
+
+        def register(result: dict) -> None:
+            pid = result.get("pid")
+            if not isinstance(pid, int) or pid <= 0 or pid in self._procs:
+                raise JailError(f"sandbox {self.sandbox_id} sent a malformed spawn reply")
+            info = ProcessInfo(pid=pid, tag=tag, argv=tuple(argv_list), envs=dict(envs), cwd=cwd)
+            made.append(JailProcess(self, pid, info, oom_before))
+            self._procs[pid] = made[0]
+
+        await self._call(
+            {"op": "spawn", "argv": argv_list, "env": env, "cwd": cwd, "stdin": bool(stdin)},
+            on_ok=register,
+        )
+        return made[0]
+
+    def processes(self) -> list[ProcessInfo]:
+        """Live processes started with spawn()."""
+        return [p.info for p in self._procs.values()]
+
+    async def signal(self, pid: int, sig: int) -> None:
+        """Send `sig` to a spawned process (and its process group); FsError('not_found')."""
+        if pid not in self._procs:
+            raise FsError("not_found", f"no such process: {pid}")
+        await self._call({"op": "signal", "pid": pid, "sig": int(sig)})
+
+    # --- files (done by the agent, in the sandbox's own view) -----------------------------
+
+    @staticmethod
+    def _entry(raw: object) -> Entry:
+        if not isinstance(raw, dict):
+            raise FsError("internal", "malformed entry from the sandbox")
+        try:
+            kind = raw["type"]
+            if kind not in ("file", "dir", "symlink"):
+                raise ValueError(kind)
+            target = raw.get("symlink_target")
+            return Entry(
+                name=str(raw["name"]),
+                type=kind,
+                path=str(raw["path"]),
+                size=int(raw["size"]),
+                mode=int(raw["mode"]),
+                permissions=str(raw["permissions"]),
+                owner=str(raw["owner"]),
+                group=str(raw["group"]),
+                modified_time=datetime.fromtimestamp(float(raw["mtime"]), tz=UTC),
+                symlink_target=str(target) if target is not None else None,
+            )
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            raise FsError("internal", "malformed entry from the sandbox") from None
+
+    async def stat(self, path: str) -> Entry:
+        """Describe `path` (a final symlink is not followed)."""
+        result, _ = await self._call({"op": "stat", "path": path})
+        return self._entry(result.get("entry"))
+
+    async def list_dir(self, path: str, depth: int = 1) -> list[Entry]:
+        """Entries under `path`, descending `depth` levels (symlinked dirs are not entered)."""
+        result, _ = await self._call({"op": "list", "path": path, "depth": int(depth)})
+        raw = result.get("entries")
+        if not isinstance(raw, list):
+            raise FsError("internal", "malformed listing from the sandbox")
+        return [self._entry(item) for item in raw]
+
+    async def make_dir(self, path: str) -> bool:
+        """Create `path` and its parents; False when it already exists."""
+        result, _ = await self._call({"op": "mkdir", "path": path})
+        return result.get("created") is True
+
+    async def move(self, src: str, dst: str) -> Entry:
+        """Rename `src` to `dst` (creating dst's parents); return the moved entry."""
+        result, _ = await self._call({"op": "move", "src": src, "dst": dst})
+        return self._entry(result.get("entry"))
+
+    async def remove(self, path: str) -> None:
+        """Remove a file, symlink or directory tree."""
+        await self._call({"op": "remove", "path": path})
+
+    async def read_file(self, path: str, *, max_bytes: int) -> bytes:
+        """The file's bytes; FsError('resource_exhausted') when larger than max_bytes."""
+        result, data = await self._call({"op": "read", "path": path, "max_bytes": max_bytes})
+        if len(data) > max_bytes or result.get("size") != len(data):
+            raise FsError("internal", "the sandbox sent a file of the wrong size")
+        return data
+
+    async def write_file(self, path: str, data: bytes) -> Entry:
+        """Create or replace the file (and its parent directories); return its entry."""
+        view = memoryview(bytes(data))
+        first = True
+        while True:
+            chunk, view = view[: wire.CHUNK], view[wire.CHUNK :]
+            last = not view
+            result, _ = await self._call(
+                {"op": "write", "path": path, "append": not first, "last": last}, bytes(chunk)
+            )
+            first = False
+            if last:
+                return self._entry(result.get("entry"))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def destroy(self) -> None:
+        """Kill everything of the sandbox and remove its cgroups, socket and directories."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        self._die("the sandbox was destroyed")
+        if self._proc is not None and self._proc.returncode is None:
+            # The agent is pid 1 of the sandbox's pid namespace: when it dies the kernel
+            # kills every process in it. bwrap (outside) follows via --die-with-parent.
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        await asyncio.to_thread(self._cgroup.destroy)
+        if self._proc is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 5)
+        for task in (self._reader_task, self._stderr_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._proxy is not None:
+            await self._proxy.close()
+        await asyncio.to_thread(shutil.rmtree, self._host_dir, True)
+        self._lease.release()
+        self.manager._jails.pop(self.sandbox_id, None)
+
+
+class JailManager:
+    """Creates and destroys sandboxes; one per server (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        sandbox_env: Path,
+        ro_binds: Sequence[tuple[Path, str]] = (),
+        egress: bool = True,
+        uid_base: int = DEFAULT_UID_BASE,
+        uid_count: int = DEFAULT_UID_COUNT,
+    ) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.sandbox_env = Path(sandbox_env).absolute()
+        self.ro_binds = [(Path(src).absolute(), dst) for src, dst in ro_binds]
+        self.egress = egress
+        self.uids = UidPool(uid_base, uid_count)
+        self.cgroups: CgroupBackend | None = None
+        self.allowed: egress_mod.Allowed | None = None
+        self._jails: dict[str, Jail] = {}
+        self._started = False
+
+    @property
+    def jails_dir(self) -> Path:
+        return self.state_dir / "jails"
+
+    async def start(self) -> None:
+        """Check the host, sweep this state dir's leftovers, derive the egress allow-list.
+
+        Raises UnsafeHostError(report) when a sandbox cannot be made safe here.
+        """
+        from sandboxd.doctor import inspect_host
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # o+x only: bwrap resolves bind sources below it as the sandbox's uid
+        os.chmod(self.state_dir, 0o711)  # noqa: S103
+        report = await asyncio.to_thread(
+            inspect_host, state_dir=self.state_dir, sandbox_env=self.sandbox_env
+        )
+        if not report.safe:
+            raise UnsafeHostError(report)
+        self.cgroups = await asyncio.to_thread(backend_for, self.state_dir)
+        await asyncio.to_thread(self.sweep)
+        self.jails_dir.mkdir(exist_ok=True, mode=0o711)
+        if self.egress:
+            self.allowed = egress_mod.derive_allowed(await egress_mod.npm_registry())
+        seccomp.filter_bpf()  # build once now, not during the first create()
+        self._started = True
+
+    def sweep(self) -> dict[str, int]:
+        """Janitor: remove leftovers of THIS state dir (cgroups with their processes, then the
+        per-sandbox directories). Returns what was removed."""
+        assert self.cgroups is not None
+        cgroups = self.cgroups.sweep()
+        dirs = 0
+        if self.jails_dir.is_dir():
+            for child in self.jails_dir.iterdir():
+                shutil.rmtree(child, ignore_errors=True)
+                dirs += 1
+        return {"cgroups": cgroups, "dirs": dirs}
+
+    def base_env(self, envs: Mapping[str, str]) -> dict[str, str]:
+        """The environment every process in a sandbox starts from."""
+        env = {
+            "PATH": "/opt/python/bin:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/home/user",
+            "USER": "user",
+            "LOGNAME": "user",
+            "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8",
+            "TERM": "xterm-256color",
+            "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own private tmpfs
+            # pip: wheels only, into a user-writable dir that is on the sandbox Python's path
+            # (a venv ignores the user site, so PIP_TARGET + PYTHONPATH).
+            "PIP_TARGET": PIP_TARGET,
+            "PYTHONPATH": PIP_TARGET,
+            "PIP_ONLY_BINARY": ":all:",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_INPUT": "1",
+            "PIP_CERT": CA_BUNDLE,
+            "SSL_CERT_FILE": CA_BUNDLE,
+            "npm_config_ignore_scripts": "true",
+            "npm_config_cafile": CA_BUNDLE,  # npm only: NODE_EXTRA_CA_CERTS slows every node
+            "npm_config_update_notifier": "false",
+            "npm_config_fund": "false",
+            "npm_config_audit": "false",
+        }
+        if self.egress and self.allowed is not None:
+            proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+            env |= {
+                "HTTPS_PROXY": proxy,
+                "HTTP_PROXY": proxy,
+                "https_proxy": proxy,
+                "http_proxy": proxy,
+                "NO_PROXY": "localhost,127.0.0.1,::1",
+                "no_proxy": "localhost,127.0.0.1,::1",
+                "npm_config_https_proxy": proxy,
+                "npm_config_proxy": proxy,
+            }
+            if self.allowed.pip_index_url:
+                env["PIP_INDEX_URL"] = self.allowed.pip_index_url
+            if self.allowed.pip_extra_index_urls:
+                env["PIP_EXTRA_INDEX_URL"] = " ".join(self.allowed.pip_extra_index_urls)
+            if self.allowed.npm_registry:
+                env["npm_config_registry"] = self.allowed.npm_registry
+        env |= {str(k): str(v) for k, v in envs.items()}
+        return env
+
+    async def create(
+        self,
+        sandbox_id: str,
+        *,
+        limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, safe as a default
+        envs: Mapping[str, str] = {},
+    ) -> Jail:
+        """Start a sandbox and return it once its agent is ready.
+
+        Raises JailError if the sandbox cannot start (the partial sandbox is cleaned up).
+        """
+        if not self._started or self.cgroups is None:
+            raise JailError("JailManager.start() was not called")
+        if not SANDBOX_ID.match(sandbox_id):
+            raise JailError(f"invalid sandbox id {sandbox_id!r}", "invalid_argument")
+        if sandbox_id in self._jails:
+            raise JailError(f"sandbox {sandbox_id} exists", "already_exists")
+        lease = self.uids.allocate()
+        host_dir = self.jails_dir / sandbox_id
+        cgroup: Cgroup | None = None
+        try:
+            host_dir.mkdir(mode=0o711)
+            runtime = host_dir / "run"
+            runtime.mkdir(mode=0o700)
+            os.chown(runtime, lease.uid, lease.uid)
+            cgroup = self.cgroups.create(sandbox_id, limits)
+        except Exception:
+            lease.release()
+            shutil.rmtree(host_dir, ignore_errors=True)
+            if cgroup is not None:
+                cgroup.destroy()
+            raise
+        jail = Jail(self, sandbox_id, lease, limits, host_dir, cgroup, self.base_env(envs))
+        self._jails[sandbox_id] = jail
+        try:
+            await self._launch(jail)
+        except BaseException:
+            await jail.destroy()
+            raise
+        return jail
+
+    async def _launch(self, jail: Jail) -> None:
+        fds: list[int] = []
+
+        def keep(fd: int) -> str:
+            fds.append(fd)
+            return str(fd)
+
+        def data_fd(name: str, content: str) -> str:
+            fd = os.memfd_create(name, os.MFD_CLOEXEC)
+            os.write(fd, content.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            return keep(fd)
+
+        def path_fd(path: Path) -> str:
+            return keep(os.open(path, os.O_PATH | os.O_CLOEXEC))
+
+        if self.egress and self.allowed is not None:
+            jail._proxy = egress_mod.EgressProxy(
+                self.allowed, jail._host_dir / "egress.sock", jail.uid, jail.sandbox_id
+            )
+            await jail._proxy.start()
+        try:
+            argv = self._bwrap_argv(jail, keep, data_fd, path_fd)
+            procs_files = jail._cgroup.procs_files()
+            no_pids_cgroup = "pids" not in jail._cgroup.dirs
+            limits = jail.limits
+            uid = jail.uid
+
+            def child_setup() -> None:
+                # Runs in the forked child, as root, before exec: join the cgroups first so
+                # that nothing the sandbox starts can be outside them, set the rlimits, then
+                # drop to the sandbox's uid for good (bwrap is never started as host root).
+                pid = str(os.getpid()).encode()
+                for path in procs_files:
+                    fd = os.open(path, os.O_WRONLY)
+                    os.write(fd, pid)
+                    os.close(fd)
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                resource.setrlimit(
+                    resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes)
+                )
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+                if no_pids_cgroup:
+                    # one uid per sandbox makes the per-uid count a per-sandbox count
+                    resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+
+            jail._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=fds,
+                preexec_fn=child_setup,
+                start_new_session=True,
+                limit=wire.MAX_JSON,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+        jail._reader_task = asyncio.create_task(jail._read_frames())
+        jail._stderr_task = asyncio.create_task(jail._read_stderr())
+        try:
+            await asyncio.wait_for(asyncio.shield(jail._ready), START_TIMEOUT)
+        except (TimeoutError, JailError):
+            await asyncio.sleep(0.05)  # let the stderr reader catch bwrap's message
+            detail = jail.stderr_tail.decode(errors="replace").strip()[-500:]
+            raise JailError(
+                f"sandbox {jail.sandbox_id} did not start: {detail or 'no message'}",
+                "start_failed",
+            ) from None
+
+    def _bwrap_argv(self, jail: Jail, keep: Any, data_fd: Any, path_fd: Any) -> list[str]:
+        """bubblewrap's argv. Host-specific paths go in as fds (--ro-bind-fd), so bwrap needs
+        no search permission on their parents and they stay out of its argv."""
+        limits = jail.limits
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            raise JailError("bubblewrap (bwrap) is not installed", "unsafe_host")
+        argv = [
+            bwrap,
+            "--unshare-all",
+            "--unshare-user",  # explicit: needed by --disable-userns
+            "--disable-userns",  # code inside cannot nest namespaces
+            "--die-with-parent",
+            "--new-session",
+            "--as-pid-1",  # the agent is init: it reaps, and its death ends the sandbox
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--hostname",
+            "sandbox",
+            "--cap-drop",
+            "ALL",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
+        for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            host = Path("/") / top
+            if host.is_symlink():
+                argv += ["--symlink", os.readlink(host), f"/{top}"]
+            elif host.is_dir():
+                argv += ["--ro-bind", str(host), f"/{top}"]
+        for path in ETC_BINDS:
+            argv += ["--ro-bind-try", path, path]
+        passwd = (
+            f"user:x:{SANDBOX_UID}:{SANDBOX_UID}:user:/home/user:/bin/bash\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        )
+        group = f"user:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+        hosts = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        argv += ["--ro-bind-data", data_fd("passwd", passwd), "/etc/passwd"]
+        argv += ["--ro-bind-data", data_fd("group", group), "/etc/group"]
+        argv += ["--ro-bind-data", data_fd("hosts", hosts), "/etc/hosts"]
+        argv += ["--ro-bind-data", data_fd("hostname", "sandbox\n"), "/etc/hostname"]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        # Private, size-capped tmpfs mounts (paths inside the sandbox, not the host's).
+        shm, tmp, home = "/dev/shm", "/tmp", "/home/user"  # noqa: S108
+        argv += ["--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", shm]
+        argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", tmp]
+        argv += ["--perms", "0755", "--size", str(limits.workspace_bytes), "--tmpfs", home]
+        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
+        argv += ["--ro-bind-fd", path_fd(AGENT_DIR), "/opt/sandboxd/agent"]
+        for src, dst in self.ro_binds:
+            argv += ["--ro-bind-fd", path_fd(src), dst]
+        argv += ["--bind-fd", path_fd(jail.runtime_dir), "/run/sandbox"]
+        agent_config: dict[str, Any] = {"dirs": [PIP_TARGET]}
+        if jail._proxy is not None:
+            argv += ["--bind", str(jail._proxy.socket_path), "/run/sandboxd/egress.sock"]
+            agent_config |= {
+                "egress_socket": "/run/sandboxd/egress.sock",
+                "egress_port": EGRESS_PORT,
+            }
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        argv += ["--seccomp", keep(seccomp.filter_fd())]
+        argv += ["--chdir", "/home/user", "--clearenv"]
+        for key, value in (
+            ("PATH", "/opt/python/bin:/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", "/home/user"),
+            ("LANG", "C.UTF-8"),
+        ):
+            argv += ["--setenv", key, value]
+        argv += [
+            "/opt/python/bin/python3",
+            "-E",
+            "-s",
+            "-S",
+            "-B",
+            "/opt/sandboxd/agent/main.py",
+            json.dumps(agent_config, separators=(",", ":")),
+        ]
+        return argv
+
+    async def close(self) -> None:
+        """Destroy every sandbox."""
+        await asyncio.gather(
+            *(jail.destroy() for jail in list(self._jails.values())), return_exceptions=True
+        )
+
+    def get(self, sandbox_id: str) -> Jail | None:
+        """The live jail with this id, if any."""
+        return self._jails.get(sandbox_id)
