@@ -91,13 +91,6 @@ def test_no_generated_request_makes_the_api_answer_5xx(
             aim_at_real_objects(case, alice, *aim)
             try:
                 response = case.call(base_url=live_server.url, headers=headers)
-                print(
-                    "DBG",
-                    case.method,
-                    case.formatted_path[:60],
-                    response.status_code,
-                    response.text[:80].replace("\n", " "),
-                )
                 assert response.status_code < 500, (
                     f"{case.method} {case.formatted_path} -> {response.status_code}: "
                     f"{response.text[:500]}"
