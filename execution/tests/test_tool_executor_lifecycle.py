@@ -1,0 +1,95 @@
+"""Sandbox lifecycle around the ToolExecutor: idle sandboxes reaped by `reap_sandboxes`,
+interrupted runs recovered by `recover_executions`, and a cancel that arrives through the
+database (as from another server process)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from e2b import NotFoundException
+
+from execution.models import Execution, Thread
+from execution.services.sandbox_sessions import sandbox_class, sessions
+from execution.services.tool_executor import ExecutionContext, ToolExecutor
+
+pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(120)]
+
+
+@pytest.mark.django_db
+def test_reap_sandboxes_kills_idle_sandboxes_and_the_next_run_gets_a_new_one(
+    alice: Any, sandboxd: Any
+) -> None:
+    idle = Thread.objects.create(owner=alice, title="idle")
+    busy = Thread.objects.create(owner=alice, title="recent")
+    for thread in (idle, busy):
+        ToolExecutor().execute_code(
+            code="v = 1", language="python", context=ExecutionContext(user=alice, thread=thread)
+        )
+    Thread.objects.filter(pk=idle.pk).update(last_used_at=timezone.now() - dt.timedelta(hours=2))
+    idle.refresh_from_db()
+    old_sandbox = idle.sandbox_id
+
+    out = io.StringIO()
+    call_command("reap_sandboxes", "--idle-seconds", "3600", stdout=out)
+
+    assert "released 1 sandbox(es)" in out.getvalue()
+    idle.refresh_from_db()
+    busy.refresh_from_db()
+    assert idle.sandbox_id == "" and busy.sandbox_id
+    with pytest.raises(NotFoundException):
+        sessions.call(sandbox_class().connect(old_sandbox))
+    again = ToolExecutor().execute_code(
+        code="print('fresh')", language="python", context=ExecutionContext(user=alice, thread=idle)
+    )
+    assert again.stdout == "fresh\n"
+
+
+@pytest.mark.django_db
+def test_recover_executions_marks_only_unfinished_runs_error(alice: Any) -> None:
+    thread = Thread.objects.create(owner=alice)
+    make = lambda status: Execution.objects.create(  # noqa: E731
+        thread=thread, user=alice, language="python", code="x", status=status, last_seq=3
+    )
+    queued, running, done = make("queued"), make("running"), make("succeeded")
+
+    out = io.StringIO()
+    call_command("recover_executions", stdout=out)
+
+    assert "marked 2 interrupted execution(s)" in out.getvalue()
+    for row in (queued, running):
+        row.refresh_from_db()
+        assert (row.status, row.error["code"], row.last_seq) == ("error", "server_restarted", 4)
+        assert row.finished_at is not None
+    done.refresh_from_db()
+    assert done.status == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_recorded_in_the_database_reaches_a_run_of_this_process(
+    alice: Any, sandboxd: Any
+) -> None:
+    thread = Thread.objects.create(owner=alice)
+    executor = ToolExecutor()
+    execution = executor.start_execution(
+        code="import time\nprint('started', flush=True)\ntime.sleep(30)",
+        language="python",
+        context=ExecutionContext(user=alice, thread=thread),
+    )
+    deadline = time.monotonic() + 30
+    while Execution.objects.get(pk=execution.pk).stdout != "started\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    # What cancel_execution does in another server process: only the flag, in the database.
+    Execution.objects.filter(pk=execution.pk).update(cancel_requested=True)
+
+    assert executor.wait_for(execution.id, 10)
+    execution.refresh_from_db()
+    assert execution.status == "cancelled"
+    assert execution.duration_ms is not None and execution.duration_ms < 10_000
