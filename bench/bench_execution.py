@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import statistics
@@ -48,6 +49,9 @@ BENCH_SERVER_ENV = {
     "INSTALL_THROTTLE_RATE": "100000/minute",
 }
 
+# 20 clients need 20 sandboxes (one per thread) at once, more than sandboxd's default cap.
+BENCH_SANDBOXD_ENV = {"SANDBOXD_MAX_SANDBOXES": "48"}
+
 
 def percentile(values: list[float], fraction: float) -> float:
     """The `fraction` quantile (0..1) by nearest rank on sorted values."""
@@ -74,6 +78,8 @@ def _setup_django() -> None:
     import django
 
     django.setup()
+    # The SDK's HTTP client logs every request at INFO: thousands of lines, no information.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 # --- 1. REST execute vs the SDK -------------------------------------------------------------
@@ -111,7 +117,7 @@ def bench_sdk(options: dict[str, Any]) -> tuple[list[float], list[float]]:
             started = time.perf_counter()
             execution = sandbox.run_code("print(1)")
             elapsed = time.perf_counter() - started
-            if execution.logs.stdout != ["1\n"]:
+            if "".join(execution.logs.stdout) != "1\n":
                 raise RuntimeError(f"SDK run failed: {execution}")
             if n >= WARMUP:
                 timings.append(elapsed)
@@ -120,7 +126,10 @@ def bench_sdk(options: dict[str, Any]) -> tuple[list[float], list[float]]:
             seen: list[float] = []
 
             def on_stdout(message: Any, seen: list[float] = seen) -> None:
-                seen.append(time.time() - float(message.line))
+                now = time.time()
+                # print() may arrive as the text and its newline in two messages.
+                if message.line.strip() and not seen:
+                    seen.append(now - float(message.line))
 
             sandbox.run_code("import time; print(time.time())", on_stdout=on_stdout)
             if n >= WARMUP:
@@ -151,7 +160,7 @@ async def bench_ws_latency(stack: Any, user: Any, thread: Any) -> tuple[list[flo
             latency = None
             while True:
                 frame = await receive_frame(socket)
-                if frame["type"] == "stdout" and latency is None:
+                if frame["type"] == "stdout" and latency is None and frame["text"].strip():
                     latency = time.time() - float(frame["text"])
                 if frame["type"] == "done":
                     break
@@ -207,8 +216,10 @@ async def bench_concurrent_ws(stack: Any, pairs: list[tuple[Any, Any]]) -> dict[
 async def bench_concurrent_sdk(options: dict[str, Any]) -> dict[str, Any]:
     from e2b_code_interpreter import AsyncSandbox
 
-    sandboxes = await asyncio.gather(*(AsyncSandbox.create(**options) for _ in range(CLIENTS)))
+    sandboxes: list[Any] = []
     try:
+        for _ in range(CLIENTS):
+            sandboxes.append(await AsyncSandbox.create(**options))
         for sandbox in sandboxes:
             await sandbox.run_code("None")  # warm, as the service's threads are
 
@@ -216,7 +227,7 @@ async def bench_concurrent_sdk(options: dict[str, Any]) -> dict[str, Any]:
             lines = 0
             for run in range(RUNS_PER_CLIENT):
                 execution = await sandbox.run_code(f"print('client {index} run {run}')")
-                lines += execution.logs.stdout == [f"client {index} run {run}\n"]
+                lines += "".join(execution.logs.stdout) == f"client {index} run {run}\n"
             return lines
 
         started = time.perf_counter()
@@ -264,7 +275,9 @@ def run_all() -> dict[str, Any]:
         directory.chmod(0o755)
         (directory / "live").mkdir()
         api_key = secrets.token_urlsafe(24)
-        with running_sandboxd(state_dir=directory / "sandboxd", api_key=api_key) as sandboxd:
+        with running_sandboxd(
+            state_dir=directory / "sandboxd", api_key=api_key, env=BENCH_SANDBOXD_ENV
+        ) as sandboxd:
             options = sandboxd.sdk_options()
             sdk_timings, sdk_latencies = bench_sdk(options)
             sdk_concurrent = asyncio.run(bench_concurrent_sdk(options))
