@@ -173,7 +173,7 @@ USE_TZ = True
 
 # --- Static and media files ---
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # Front-end packages come from npm (scripts/setup-frontend.sh, package.json) into
 # node_modules/; only the built directory of each is published, as static/vendor/<package>/,
 # so collectstatic never copies a package's sources, tests or its own node_modules.
