@@ -1,0 +1,52 @@
+"""`make test`'s script: both passes run, and it fails when a pass fails or runs nothing
+(pytest's exit 5 would otherwise let an empty run look green)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from django.conf import settings
+
+TEST_SCRIPT = Path(settings.BASE_DIR) / "scripts" / "test.sh"
+
+
+def run_test_script(*pytest_args: str) -> subprocess.CompletedProcess[str]:
+    # A nested pytest must not inherit this run's database or layer choice.
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    return subprocess.run(
+        ["bash", str(TEST_SCRIPT), "-q", "-p", "no:cacheprovider", *pytest_args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_it_passes_when_every_pass_passes() -> None:
+    result = run_test_script("-k", "test_envbool_reads_the_usual_spellings")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pytest: SQLite + in-memory layer" in result.stdout
+    # PostgreSQL and Redis answer on this machine and on CI's: the second pass ran too.
+    assert "pytest: PostgreSQL + Redis" in result.stdout
+    assert result.stdout.count("8 passed") == 2
+    assert "every pass succeeded" in result.stdout
+
+
+def test_it_fails_when_a_pass_collects_no_tests() -> None:
+    result = run_test_script("-k", "no_test_is_called_like_this")
+    assert result.returncode == 1
+    assert "the SQLite + in-memory layer pass collected no tests" in result.stderr
+    assert "FAILED" in result.stderr
+
+
+def test_it_fails_when_a_test_fails(tmp_path: Path) -> None:
+    canary = tmp_path / "test_canary.py"
+    canary.write_text("def test_canary_fails():\n    assert 1 + 1 == 3\n")
+    result = run_test_script(str(canary), "-k", "canary")
+    assert result.returncode == 1
+    assert "1 failed" in result.stdout
+    assert "FAILED: SQLite + in-memory layer (exit 1)" in result.stderr
