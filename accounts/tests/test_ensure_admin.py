@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.management import call_command
 
 pytestmark = pytest.mark.django_db
 
 
-def run_ensure_admin(*args: str) -> str:
+def run_ensure_admin(*args: str, stderr: StringIO | None = None) -> str:
     out = StringIO()
-    call_command("ensure_admin", *args, stdout=out)
+    call_command("ensure_admin", *args, stdout=out, stderr=stderr or StringIO())
     return out.getvalue()
 
 
@@ -56,3 +58,16 @@ def test_when_the_admin_exists_it_says_so_and_how_to_reset_it() -> None:
 def test_another_username_can_be_chosen() -> None:
     output = run_ensure_admin("--username", "root")
     assert get_user_model().objects.get(username="root").check_password(printed_password(output))
+
+
+def test_an_ordinary_account_called_admin_is_left_alone_with_a_warning(
+    make_user: Callable[..., AbstractBaseUser],
+) -> None:
+    make_user("admin")
+    errors = StringIO()
+    output = run_ensure_admin(stderr=errors)
+    assert output == ""
+    assert "not an active superuser" in errors.getvalue()
+    assert "createsuperuser" in errors.getvalue()
+    admin = get_user_model().objects.get(username="admin")
+    assert not admin.is_superuser and not admin.is_staff

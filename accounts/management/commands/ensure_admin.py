@@ -32,10 +32,21 @@ class Command(BaseCommand):
         reset_command = f".venv/bin/python manage.py changepassword {username}"
         with transaction.atomic():
             user = user_model.objects.select_for_update().filter(username=username).first()
-            if user is not None:
+            if user is not None and user.is_superuser and user.is_active:
                 self.stdout.write(
                     f"The admin account {username!r} exists; log in at {login_url}. "
                     f"Forgot its password? Set a new one with: {reset_command}"
+                )
+                return
+            if user is not None:
+                # Never promote (or re-enable) an existing account silently: someone may have
+                # taken the name on purpose. Say what to do and leave it as it is.
+                self.stderr.write(
+                    self.style.WARNING(
+                        f"An account {username!r} exists but is not an active superuser, so "
+                        "there may be no administrator. Create one with: .venv/bin/python "
+                        "manage.py createsuperuser (or pass --username NAME)"
+                    )
                 )
                 return
             # 16 random bytes, URL-safe: typed once, then changed or kept in a password manager.
