@@ -64,3 +64,11 @@ def test_the_api_docs_are_served_without_any_cdn(client: Client) -> None:
     assert any("swagger-ui" in source for source in sources)
     # Every script and stylesheet comes from this site.
     assert all(source.startswith("/") for source in sources), sources
+
+
+def test_healthz_answers_head_requests_too(client: Client) -> None:
+    assert client.head("/healthz").status_code == 200
+
+
+def test_healthz_refuses_a_post(client: Client) -> None:
+    assert client.post("/healthz").status_code == 405
