@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import json
 import logging
 import os
@@ -73,8 +75,13 @@ ETC_BINDS = (
 )
 
 
-def _describe(message: Mapping[str, Any]) -> str:
-    return json.dumps(message)[:200]
+PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """libc, loaded before any fork (the child may not load libraries)."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class JailProcess:
@@ -647,6 +654,7 @@ class JailManager:
             no_pids_cgroup = "pids" not in jail._cgroup.dirs
             limits = jail.limits
             uid = jail.uid
+            libc = _libc()
 
             def child_setup() -> None:
                 # Runs in the forked child, as root, before exec: join the cgroups first so
@@ -668,6 +676,10 @@ class JailManager:
                 os.setgroups([])
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
+                # After the uid change (which clears it): bwrap itself dies with the server,
+                # not only the sandbox inside it (--die-with-parent covers that one).
+                if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                    os._exit(126)
 
             jail._proc = await asyncio.create_subprocess_exec(
                 *argv,
