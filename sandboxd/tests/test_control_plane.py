@@ -17,6 +17,8 @@ from e2b.exceptions import (
     RateLimitException,
     SandboxNotFoundException,
 )
+from e2b_code_interpreter import AsyncSandbox as AsyncCodeSandbox
+from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from sandboxd.testing import RunningSandboxd, running_sandboxd
 from sandboxd.tests.conftest import make_state_dir
@@ -72,6 +74,28 @@ def test_it_creates_a_sandbox_that_reports_its_metadata_and_lifetime(
 def test_it_applies_create_envs_to_commands(sandboxd: RunningSandboxd) -> None:
     with Sandbox.create(envs={"GREETING": "hello from create"}, **sandboxd.sdk_options()) as sb:
         assert sb.commands.run("echo $GREETING").stdout == "hello from create\n"
+
+
+def test_a_code_interpreter_sandbox_runs_python_with_its_create_envs(
+    sandboxd: RunningSandboxd,
+) -> None:
+    with CodeSandbox.create(envs={"FROM_CREATE": "yes"}, **sandboxd.sdk_options()) as sandbox:
+        assert sandbox.get_info().template_id == "code-interpreter-v1"
+        execution = sandbox.run_code("import os\nos.environ['FROM_CREATE'] == 'yes'")
+        assert execution.error is None
+        assert execution.text == "True"
+        assert sandbox.commands.run("echo $FROM_CREATE").stdout == "yes\n"
+
+
+async def test_the_async_code_interpreter_sdk_gets_a_first_result(
+    sandboxd: RunningSandboxd,
+) -> None:
+    sandbox = await AsyncCodeSandbox.create(**sandboxd.sdk_options())
+    try:
+        execution = await sandbox.run_code("print(6 * 7)")
+        assert execution.logs.stdout == ["42\n"]
+    finally:
+        await sandbox.kill()
 
 
 def test_connect_returns_the_same_sandbox_with_working_tokens(sandboxd: RunningSandboxd) -> None:
