@@ -4,12 +4,22 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
 from django.conf import settings
 
 TEST_SCRIPT = Path(settings.BASE_DIR) / "scripts" / "test.sh"
+
+
+def answers(port: int) -> bool:
+    """Whether a server accepts connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def run_test_script(*pytest_args: str) -> subprocess.CompletedProcess[str]:
@@ -30,9 +40,12 @@ def test_it_passes_when_every_pass_passes() -> None:
     result = run_test_script("-k", "test_envbool_reads_the_usual_spellings")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pytest: SQLite + in-memory layer" in result.stdout
-    # PostgreSQL and Redis answer on this machine and on CI's: the second pass ran too.
-    assert "pytest: PostgreSQL + Redis" in result.stdout
-    assert result.stdout.count("8 passed") == 2
+    if answers(5432) and answers(6379):  # as on CI's machine: the second pass ran too
+        assert "pytest: PostgreSQL + Redis" in result.stdout
+        assert result.stdout.count("8 passed") == 2
+    else:
+        assert "skipped that pass" in result.stderr
+        assert result.stdout.count("8 passed") == 1
     assert "every pass succeeded" in result.stdout
 
 
