@@ -759,6 +759,8 @@ class JailManager:
         argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", tmp]
         argv += ["--perms", "0755", "--size", str(limits.workspace_bytes), "--tmpfs", home]
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
+        # The env's console scripts (pip, jupyter, ...) have its host path in their #! line.
+        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env)]
         argv += ["--ro-bind-fd", path_fd(AGENT_DIR), "/opt/sandboxd/agent"]
         for src, dst in self.ro_binds:
             argv += ["--ro-bind-fd", path_fd(src), dst]
