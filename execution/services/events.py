@@ -67,22 +67,34 @@ class EventPublisher:
     def publish(
         self, *, execution_id: uuid.UUID | str, thread_id: uuid.UUID | str | None, event: dict
     ) -> None:
-        """Send `event` to the execution's group and its thread's group; blocks until sent.
+        """Send one event; see publish_many."""
+        self.publish_many(execution_id=execution_id, thread_id=thread_id, events=[event])
 
-        Never raises: a channel layer failure is logged, because the event's effect is already
-        stored and a client can always replay it from the database.
+    def publish_many(
+        self,
+        *,
+        execution_id: uuid.UUID | str,
+        thread_id: uuid.UUID | str | None,
+        events: list[dict[str, Any]],
+    ) -> None:
+        """Send `events`, in order, each to the execution's group then its thread's group;
+        blocks until sent (one hop to the publishing loop for the whole batch).
+
+        Never raises: a channel layer failure is logged, because the events' effects are
+        already stored and a client can always replay them from the database.
         """
         layer = get_channel_layer()
-        if layer is None:
+        if layer is None or not events:
             return
         groups = [execution_group(execution_id)]
         if thread_id is not None:
             groups.append(thread_group(thread_id))
-        message: dict[str, Any] = {"type": "execution.event", "event": event}
 
         async def send() -> None:
-            for group in groups:
-                await layer.group_send(group, message)
+            for event in events:
+                message: dict[str, Any] = {"type": "execution.event", "event": event}
+                for group in groups:
+                    await layer.group_send(group, message)
 
         loop = self.loop
         if loop is None or loop.is_closed() or not loop.is_running():
@@ -91,5 +103,5 @@ class EventPublisher:
             asyncio.run_coroutine_threadsafe(send(), loop).result(PUBLISH_TIMEOUT_SECONDS)
         except Exception:
             logger.exception(
-                "could not publish %s event of execution %s", event.get("type"), execution_id
+                "could not publish %d event(s) of execution %s", len(events), execution_id
             )

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from e2b import FileType
+from e2b import EntryInfo, FileType
 from e2b_code_interpreter import AsyncSandbox
 
 from execution.models import Thread, WorkspaceFile
@@ -75,15 +75,21 @@ def sync_workspace_back(
     sandbox: AsyncSandbox,
     since: dt.datetime,
     written_by: str = WorkspaceFile.WrittenBy.CODE,
+    listing: list[EntryInfo] | BaseException | None = None,
 ) -> SyncReport:
     """Store files that code created or changed in `sandbox` since `since` as the thread's
-    WorkspaceFiles and drop those it deleted. Never raises for sandbox trouble: a failure is
-    recorded in the report, because the run itself already finished."""
-    from execution.services.sandbox_sessions import sessions
+    WorkspaceFiles and drop those it deleted. `listing` is the workspace listing when the
+    caller already took it (or the error taking it raised). Never raises for sandbox
+    trouble: a failure is recorded in the report, because the run itself already finished."""
+    from execution.services.sandbox_sessions import as_tool_error, is_unavailability, sessions
 
     report = SyncReport()
     try:
-        entries = sessions.call(sandbox.files.list(WORKSPACE_ROOT, depth=SYNC_DEPTH))
+        if isinstance(listing, BaseException):
+            raise as_tool_error(listing) if is_unavailability(listing) else listing
+        entries = listing
+        if entries is None:
+            entries = sessions.call(sandbox.files.list(WORKSPACE_ROOT, depth=SYNC_DEPTH))
     except ToolError as exc:
         report.error = exc.message
         return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Count, Q
 
 from execution.models import Execution
 from execution.services.errors import ToolError
@@ -34,16 +35,18 @@ def _quota_error(code: str, message: str, limit: int) -> ToolError:
 def check_run_concurrency(user: AbstractBaseUser) -> None:
     """Raise ToolError 429 (`concurrency_limit_user` or `concurrency_limit_global`) when a new
     run of `user` would exceed EXECUTION_USER_CONCURRENCY or EXECUTION_GLOBAL_CONCURRENCY."""
-    active = Execution.objects.filter(status__in=ACTIVE_STATUSES)
+    counts = Execution.objects.filter(status__in=ACTIVE_STATUSES).aggregate(
+        everyone=Count("pk"), mine=Count("pk", filter=Q(user=user))
+    )
     user_limit = settings.EXECUTION_USER_CONCURRENCY
-    if active.filter(user=user).count() >= user_limit:
+    if counts["mine"] >= user_limit:
         raise _quota_error(
             "concurrency_limit_user",
             f"You already have {user_limit} runs in progress; wait for one to finish.",
             user_limit,
         )
     global_limit = settings.EXECUTION_GLOBAL_CONCURRENCY
-    if active.count() >= global_limit:
+    if counts["everyone"] >= global_limit:
         raise _quota_error(
             "concurrency_limit_global",
             "The server is running as many programs as it allows; try again shortly.",

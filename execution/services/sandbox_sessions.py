@@ -174,12 +174,14 @@ class SandboxSessions:
 
     # --- the lifecycle ----------------------------------------------------------------------
 
-    def get_or_create(self, thread: Thread) -> SandboxLease:
+    def get_or_create(self, thread: Thread, *, fresh: bool = False) -> SandboxLease:
         """Return a live sandbox for `thread`: the cached one, a reconnected one, or a new one
-        with the thread's files and packages restored. Raises ToolError (503) when the sandbox
-        server cannot be reached."""
+        with the thread's files and packages restored. `fresh` says the caller read the
+        thread row just now (saves reading it again). Raises ToolError (503) when the
+        sandbox server cannot be reached."""
         with self.thread_lock(thread.id):
-            thread.refresh_from_db(fields=["sandbox_id", "context_ids"])
+            if not fresh:
+                thread.refresh_from_db(fields=["sandbox_id", "context_ids"])
             live = self._live.get(thread.id)
             live_matches = live is not None and live.sandbox.sandbox_id == thread.sandbox_id
             if live_matches and self._keep_alive(thread, live):

@@ -54,17 +54,20 @@ from execution.models import (
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, caller_event_loop
-from execution.services.file_sync import sync_workspace_back
+from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
 from execution.services.packages import run_install
 from execution.services.quotas import check_run_concurrency
 from execution.services.runtime import service_loop
 from execution.services.sandbox_sessions import SANDBOX_GONE_ERRORS, is_unavailability, sessions
+from execution.services.validation import WORKSPACE_ROOT
 
 logger = logging.getLogger(__name__)
 
 Status = Execution.Status
 # Extra time past a run's own timeout before we stop waiting on the SDK ourselves.
 RUN_GRACE_SECONDS = 5.0
+# How precisely Thread.last_used_at follows the runs (it only feeds idle-sandbox reaping).
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 # How often a running execution looks for a cancel asked through another process.
 CANCEL_POLL_SECONDS = 1.0
 # Result fields kept from the SDK's Result (the E2B result formats).
@@ -150,10 +153,9 @@ class EventSink:
         return {"type": kind, "execution_id": self.execution_id, **fields, "seq": self.seq}
 
     def _publish(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self.publisher.publish(
-                execution_id=self.execution.id, thread_id=self.execution.thread_id, event=event
-            )
+        self.publisher.publish_many(
+            execution_id=self.execution.id, thread_id=self.execution.thread_id, events=events
+        )
 
     def _spend(self, size: int) -> int:
         """Take up to `size` bytes from the output budget; returns what was granted."""
@@ -226,8 +228,11 @@ class EventSink:
         details: dict[str, Any] | None = None,
     ) -> None:
         """Store the final status (with an infra `error` if given) and publish `error` (if
-        given) and `done`. Does nothing if the execution is already final."""
-        self.execution.refresh_from_db(fields=["status", "started_at", "details"])
+        given) and `done`. Does nothing if the execution is already final.
+
+        The in-memory row is trusted (this sink is its only writer besides a cancel of a
+        queued run); the UPDATE is conditional on the status it expects, so a run cancelled
+        behind its back is never overwritten."""
         if not self.execution.can_transition_to(status):
             return
         events: list[dict[str, Any]] = []
@@ -332,6 +337,13 @@ async def _stream_run(
                 on_stdout=on_text("stdout"), on_stderr=on_text("stderr"),
                 on_result=on_result, on_error=on_error,
             )  # fmt: skip
+        # List the workspace for file sync here, while the worker thread is still storing
+        # the last output: the round trip overlaps the database writes.
+        try:
+            entries = await sandbox.files.list(WORKSPACE_ROOT, depth=SYNC_DEPTH)
+            push.put(("listing", entries))
+        except Exception as exc:
+            push.put(("listing", exc))
     except asyncio.CancelledError:
         outcome = RunOutcome("cancelled")
     except BaseException as exc:
@@ -362,9 +374,18 @@ def _infra_error(code: str, message: str) -> dict[str, Any]:
 class ExecutionRunner:
     """Carries one queued execution to a final status (runs in the thread that calls run())."""
 
-    def __init__(self, execution_id: uuid.UUID, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        execution_id: uuid.UUID,
+        publisher: EventPublisher,
+        execution: Execution | None = None,
+    ) -> None:
         self.execution_id = execution_id
         self.publisher = publisher
+        # The row just created by the caller (inline runs), to save reading it back.
+        self.execution = execution
+        # The workspace listing taken right after the run (or the error listing it).
+        self.listing: Any = None
 
     def run(self) -> None:
         handle = _RunHandle()
@@ -386,7 +407,9 @@ class ExecutionRunner:
                 _active.pop(self.execution_id, None)
 
     def _run(self, handle: _RunHandle) -> None:
-        execution = Execution.objects.select_related("thread").get(pk=self.execution_id)
+        execution = self.execution or Execution.objects.select_related("thread").get(
+            pk=self.execution_id
+        )
         thread = execution.thread
         sink = EventSink(execution, self.publisher)
         if thread is None:
@@ -395,15 +418,13 @@ class ExecutionRunner:
             )
             return
         with sessions.thread_lock(thread.id):
-            execution.refresh_from_db(fields=["status", "cancel_requested", "last_seq"])
-            sink.seq = execution.last_seq
-            if execution.status != Status.QUEUED:
-                return  # cancelled while it waited for the thread
-            if execution.cancel_requested or handle.cancel.is_set():
+            # A cancel while it waited for the thread is caught by running(), whose update
+            # is conditional on `queued`.
+            if handle.cancel.is_set():
                 sink.finish(Status.CANCELLED)
                 return
             try:
-                lease = sessions.get_or_create(thread)
+                lease = sessions.get_or_create(thread, fresh=self.execution is not None)
                 context = sessions.context_for(thread, lease.sandbox, execution.language)
             except ToolError as exc:
                 sink.finish(
@@ -437,12 +458,15 @@ class ExecutionRunner:
                     return
             if outcome.kind in ("ok", "timeout", "cancelled"):
                 report = sync_workspace_back(
-                    thread=thread, sandbox=lease.sandbox, since=since,
+                    thread=thread, sandbox=lease.sandbox, since=since, listing=self.listing,
                     written_by=WorkspaceFile.WrittenBy.AGENT if execution.agent_id
                     else WorkspaceFile.WrittenBy.CODE,
                 )  # fmt: skip
                 details["file_sync"] = report.as_dict()
-            Thread.objects.filter(pk=thread.pk).update(last_used_at=timezone.now())
+            now = timezone.now()
+            # Idle reaping needs minutes, not milliseconds: skip the write on busy threads.
+            if thread.last_used_at is None or now - thread.last_used_at > LAST_USED_RESOLUTION:
+                Thread.objects.filter(pk=thread.pk).update(last_used_at=now)
             self._finish(sink, outcome, timeout, details, thread)
 
     def _stream(
@@ -478,7 +502,10 @@ class ExecutionRunner:
                 except queue.Empty:
                     break
             end = next((payload for kind, payload in batch if kind == "end"), None)
-            sink.output([(kind, payload) for kind, payload in batch if kind != "end"])
+            for kind, payload in batch:
+                if kind == "listing":
+                    self.listing = payload
+            sink.output([(k, p) for k, p in batch if k not in ("end", "listing")])
             if end is not None:
                 if end.kind == "cancelled" and not handle.cancel.is_set():
                     end.kind = "unavailable"
@@ -722,7 +749,7 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
-        ExecutionRunner(execution.id, publisher).run()
+        ExecutionRunner(execution.id, publisher, execution).run()
         execution.refresh_from_db()
         return execution
 
