@@ -204,7 +204,11 @@ class ProcessTable:
         try:
             async for event in process.handle.events():
                 if event.kind == "exit":
-                    end = _end_event(event)
+                    # A process ended by its sandbox's destruction has no exit status to
+                    # report; without an end event the stream fails as unavailable, and the
+                    # SDK's health probe then says the sandbox is gone.
+                    if self._jail.alive:
+                        end = _end_event(event)
                     break
                 message = _data_event(event)
                 for queue in list(process.subscribers):

@@ -3,12 +3,14 @@ exit codes, envs and cwd; background commands, kill, stdin, list, connect and di
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2b import AsyncSandbox, CommandExitException, Sandbox
-from e2b.exceptions import SandboxException
+from e2b.exceptions import SandboxException, SandboxNotRunningException
 
 from sandboxd.testing import RunningSandboxd
 from sandboxd.tests.test_control_plane import assert_healthy
@@ -112,6 +114,44 @@ def test_sending_stdin_to_an_unknown_process_fails_cleanly(
     with pytest.raises(SandboxException):
         sandbox.commands.send_stdin(999_999, "nobody")
     assert_healthy(sandboxd)
+
+
+def server_rss_bytes(server: RunningSandboxd) -> int:
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+def test_a_command_killed_with_its_sandbox_reports_the_sandbox_gone(
+    sandboxd: RunningSandboxd,
+) -> None:
+    doomed = Sandbox.create(**sandboxd.sdk_options())
+    killer = threading.Timer(1.0, doomed.kill)
+    killer.start()
+    try:
+        with pytest.raises(SandboxNotRunningException):
+            doomed.commands.run("sleep 60")
+    finally:
+        killer.join()
+    assert_healthy(sandboxd)
+
+
+def test_200_mb_of_output_streams_through_without_growing_the_server(
+    sandbox: Sandbox, sandboxd: RunningSandboxd
+) -> None:
+    received = 0
+
+    def count(text: str) -> None:
+        nonlocal received
+        received += len(text)
+
+    before = server_rss_bytes(sandboxd)
+    sandbox.commands.run(
+        "head -c 200000000 /dev/zero | tr '\\0' a", on_stdout=count, retain_output=False
+    )
+    assert received == 200_000_000
+    assert server_rss_bytes(sandboxd) - before < 64 << 20
 
 
 async def test_the_async_sdk_runs_commands_and_kills_them(sandboxd: RunningSandboxd) -> None:
