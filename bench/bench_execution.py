@@ -7,6 +7,8 @@ directly, so the ratios are what the Django service adds.
 
 1. `POST /api/code/execute` of `print(1)` on a warm thread (wait=true): p50/p95, vs the
    same `run_code` through the SDK on a warm sandbox. Targets: ratio <= 2x, p50 <= 15 ms.
+   Two rows say where the time goes: `ToolExecutor.execute_code` called in this process
+   (the service without HTTP) and `GET /api/auth/me/` (HTTP + JWT without a run).
 2. Websocket latency from the `print` in the sandbox to the client's frame (the code
    prints `time.time()`; sandbox and client share the host clock), vs the SDK's own
    `on_stdout` callback for the same code. Target: p50 <= 20 ms.
@@ -49,6 +51,9 @@ BENCH_SERVER_ENV = {
     "INSTALL_THROTTLE_RATE": "100000/minute",
 }
 
+# What _setup_django changes in this process's environment (restored after the run).
+BENCH_ENV_NAMES = ("DATABASE_URL", "REDIS_URL", "E2B_API_KEY", "E2B_DOMAIN", "ATLASCHAT_VAR_DIR")
+
 # 20 clients need 20 sandboxes (one per thread) at once, more than sandboxd's default cap.
 BENCH_SANDBOXD_ENV = {"SANDBOXD_MAX_SANDBOXES": "48"}
 
@@ -70,8 +75,18 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def _setup_django() -> None:
+def _setup_django(var_dir: Path) -> None:
+    """Configure Django in this process for the embedded defaults, its data in `var_dir`.
+
+    The database is an SQLite file in `var_dir`, the very file the daphne server uses, so
+    the in-process measurement and the database counts see what the server wrote; a
+    DATABASE_URL or REDIS_URL of the caller's environment is ignored, so the bench never
+    touches a real database.
+    """
     sys.path.insert(0, str(ROOT))
+    for name in ("DATABASE_URL", "REDIS_URL", "E2B_API_KEY", "E2B_DOMAIN"):
+        os.environ.pop(name, None)
+    os.environ["ATLASCHAT_VAR_DIR"] = str(var_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlaschat.settings")
     # A throwaway key for this process and the servers it starts (they get the same one).
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
@@ -85,16 +100,27 @@ def _setup_django() -> None:
 # --- 1. REST execute vs the SDK -------------------------------------------------------------
 
 
-def bench_rest(stack: Any, user: Any, thread: Any) -> list[float]:
+def bench_rest(stack: Any, user: Any, thread: Any) -> tuple[list[float], list[float]]:
+    """Timings of `POST /api/code/execute`, and of `GET /api/auth/me/` (the floor of an
+    authenticated request through daphne, Django and DRF, with no execution in it)."""
     import httpx
 
     from execution.tests.live import bearer_headers
 
     body = {"code": "print(1)", "language": "python", "thread_id": str(thread.id)}
     timings: list[float] = []
+    floor: list[float] = []
     with httpx.Client(
         base_url=stack.server.http_url, headers=bearer_headers(user), timeout=60
     ) as client:
+        for n in range(WARMUP + REST_RUNS):
+            started = time.perf_counter()
+            response = client.get("/api/auth/me/")
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"who-am-I failed: {response.status_code} {response.text}")
+            if n >= WARMUP:
+                floor.append(elapsed)
         for n in range(WARMUP + REST_RUNS):
             started = time.perf_counter()
             response = client.post("/api/code/execute", json=body)
@@ -103,6 +129,33 @@ def bench_rest(stack: Any, user: Any, thread: Any) -> list[float]:
                 raise RuntimeError(f"execute failed: {response.status_code} {response.text}")
             if n >= WARMUP:
                 timings.append(elapsed)
+    return timings, floor
+
+
+def bench_in_process(sandboxd: Any, user: Any, thread: Any) -> list[float]:
+    """The service alone: `ToolExecutor.execute_code` in this process, no HTTP, same DB."""
+    from django.conf import settings
+
+    from execution.services.sandbox_sessions import sessions
+    from execution.services.tool_executor import ExecutionContext, ToolExecutor
+
+    settings.SANDBOXD_URL = sandboxd.url
+    settings.SANDBOXD_API_KEY = sandboxd.api_key
+    context = ExecutionContext(user=user, thread=thread, source="api", client_ip="127.0.0.1")
+    timings: list[float] = []
+    try:
+        for n in range(WARMUP + REST_RUNS):
+            started = time.perf_counter()
+            execution = ToolExecutor().execute_code(
+                code="print(1)", language="python", context=context
+            )
+            elapsed = time.perf_counter() - started
+            if execution.stdout != "1\n":
+                raise RuntimeError(f"in-process run failed: {execution.status} {execution.error}")
+            if n >= WARMUP:
+                timings.append(elapsed)
+    finally:
+        sessions.forget_all(kill=True)
     return timings
 
 
@@ -264,41 +317,38 @@ def count_lost(alias: str, pairs: list[tuple[Any, Any]], seen: list[dict[str, st
 # --- the run --------------------------------------------------------------------------------
 
 
-def run_all() -> dict[str, Any]:
+def run_all(directory: Path) -> dict[str, Any]:
     from execution.models import Thread
     from execution.tests.live import create_user, live_stack
     from sandboxd.testing import running_sandboxd
 
-    with tempfile.TemporaryDirectory(prefix="atlaschat-bench-", dir="/tmp") as tmp:
-        directory = Path(tmp)
-        # sandboxd opens its state as the sandbox uids: the directory must be traversable.
-        directory.chmod(0o755)
-        (directory / "live").mkdir()
-        api_key = secrets.token_urlsafe(24)
-        with running_sandboxd(
-            state_dir=directory / "sandboxd", api_key=api_key, env=BENCH_SANDBOXD_ENV
-        ) as sandboxd:
-            options = sandboxd.sdk_options()
-            sdk_timings, sdk_latencies = bench_sdk(options)
-            sdk_concurrent = asyncio.run(bench_concurrent_sdk(options))
-            with live_stack(
-                directory / "live",
-                sandboxd_url=sandboxd.url,
-                sandboxd_api_key=sandboxd.api_key,
-                extra_env=BENCH_SERVER_ENV,
-            ) as stack:
-                alias = stack.database.alias
-                users = [create_user(alias, f"bench{n}") for n in range(CLIENTS)]
-                threads = [
-                    Thread.objects.using(alias).create(owner=user, title="bench") for user in users
-                ]
-                rest_timings = bench_rest(stack, users[0], threads[0])
-                ws_latencies, ws_round_trips = asyncio.run(
-                    bench_ws_latency(stack, users[0], threads[0])
-                )
-                pairs = list(zip(users, threads, strict=True))
-                concurrent = asyncio.run(bench_concurrent_ws(stack, pairs))
-                lost = count_lost(alias, pairs, concurrent["seen"])
+    api_key = secrets.token_urlsafe(24)
+    with running_sandboxd(
+        state_dir=directory / "sandboxd", api_key=api_key, env=BENCH_SANDBOXD_ENV
+    ) as sandboxd:
+        options = sandboxd.sdk_options()
+        sdk_timings, sdk_latencies = bench_sdk(options)
+        sdk_concurrent = asyncio.run(bench_concurrent_sdk(options))
+        with live_stack(
+            directory / "live",
+            sandboxd_url=sandboxd.url,
+            sandboxd_api_key=sandboxd.api_key,
+            extra_env=BENCH_SERVER_ENV,
+        ) as stack:
+            alias = stack.database.alias
+            users = [create_user(alias, f"bench{n}") for n in range(CLIENTS)]
+            threads = [
+                Thread.objects.using(alias).create(owner=user, title="bench") for user in users
+            ]
+            in_process_thread = Thread.objects.using(alias).create(owner=users[0], title="direct")
+            in_process_timings = bench_in_process(sandboxd, users[0], in_process_thread)
+            rest_timings, http_floor = bench_rest(stack, users[0], threads[0])
+            ws_latencies, ws_round_trips = asyncio.run(
+                bench_ws_latency(stack, users[0], threads[0])
+            )
+            pairs = list(zip(users, threads, strict=True))
+            concurrent = asyncio.run(bench_concurrent_ws(stack, pairs))
+            lost = count_lost(alias, pairs, concurrent["seen"])
 
     total = CLIENTS * RUNS_PER_CLIENT
     rest = summary_ms(rest_timings)
@@ -307,6 +357,8 @@ def run_all() -> dict[str, Any]:
         "rest_execute": rest,
         "sdk_run_code": sdk,
         "rest_to_sdk_p50_ratio": round(rest["p50_ms"] / sdk["p50_ms"], 2),
+        "tool_executor_in_process": summary_ms(in_process_timings),
+        "http_jwt_floor_get_me": summary_ms(http_floor),
         "ws_print_to_frame": summary_ms(ws_latencies),
         "sdk_print_to_on_stdout": summary_ms(sdk_latencies),
         "ws_execute_to_done": summary_ms(ws_round_trips),
@@ -351,6 +403,20 @@ def render(results: dict[str, Any]) -> str:
             "",
         ),
         (
+            "  of which ToolExecutor in process p50",
+            f"{results['tool_executor_in_process']['p50_ms']} ms",
+            "",
+            f"{round(results['tool_executor_in_process']['p50_ms'] / sdk['p50_ms'], 2)}x",
+            "",
+        ),
+        (
+            "  floor: GET /api/auth/me/ p50",
+            f"{results['http_jwt_floor_get_me']['p50_ms']} ms",
+            "",
+            "",
+            "",
+        ),
+        (
             "websocket print -> frame p50",
             f"{ws['p50_ms']} ms",
             f"{sdk_ws['p50_ms']} ms (on_stdout)",
@@ -382,8 +448,21 @@ def render(results: dict[str, Any]) -> str:
 
 def main() -> None:
     """Run every execution benchmark, print the table, write bench/results/execution.json."""
-    _setup_django()
-    results = run_all()
+    saved = {name: os.environ.get(name) for name in BENCH_ENV_NAMES}
+    try:
+        with tempfile.TemporaryDirectory(prefix="atlaschat-bench-", dir="/tmp") as tmp:
+            directory = Path(tmp)
+            # sandboxd opens its state as the sandbox uids: the directory must be traversable.
+            directory.chmod(0o755)
+            (directory / "live").mkdir()
+            _setup_django(directory / "live")
+            results = run_all(directory)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     print(render(results))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
