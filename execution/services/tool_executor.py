@@ -365,6 +365,15 @@ async def _stream_run(
     push.put(("end", outcome))
 
 
+def _exit_code(error: dict[str, Any] | None) -> int:
+    """The exit code of a failed run: a bash kernel reports the shell's own (E2B's and
+    sandboxd's bash kernels send it as the error's value); any other failure is 1."""
+    value = str((error or {}).get("value", ""))
+    if (error or {}).get("name") == "CommandExitError" and value.isdigit():
+        return int(value)
+    return 1
+
+
 def _infra_error(code: str, message: str) -> dict[str, Any]:
     # Stored and sent in the shape of a code error ({name, value, traceback}) so that every
     # client renders it, plus the stable code for those that branch on it.
@@ -547,7 +556,7 @@ class ExecutionRunner:
             failed = sink.error is not None
             sink.finish(
                 Status.FAILED if failed else Status.SUCCEEDED,
-                exit_code=1 if failed else 0,
+                exit_code=_exit_code(sink.error) if failed else 0,
                 details=details,
             )
         elif outcome.kind == "timeout":

@@ -161,6 +161,7 @@ def test_it_marks_a_failing_bash_command_failed(ctx: ExecutionContext) -> None:
 
     assert execution.status == Status.FAILED
     assert execution.stdout == "partial\n"
+    assert execution.exit_code == 3
 
 
 @pytest.mark.django_db
