@@ -402,8 +402,7 @@ async def serve(config: Config, *, ready: Callable[[str], None] | None = None) -
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
-        sockets = site._server.sockets if site._server else ()  # the bound port (port 0)
-        host, port = sockets[0].getsockname()[:2]
+        host, port = runner.addresses[0][:2]  # the port actually bound (for --port 0)
         url = f"http://{host}:{port}"
         if ready is not None:
             ready(url)

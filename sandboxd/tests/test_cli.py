@@ -4,6 +4,7 @@ exit code agrees with its verdict."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,10 +15,14 @@ import pytest
 from sandboxd.config import PROJECT_ROOT, ConfigError, config_from, describe_options
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, as_nobody: bool = False
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
+    # setpriv drops to an unprivileged user: a host where sandboxes cannot be made safe.
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
     return subprocess.run(
-        [sys.executable, "-m", "sandboxd", *args],
+        [*prefix, sys.executable, "-m", "sandboxd", *args],
         cwd=PROJECT_ROOT,
         env={**environment, **(env or {})},
         capture_output=True,
@@ -47,6 +52,34 @@ def test_serve_refuses_a_state_dir_the_sandbox_uids_cannot_reach() -> None:
         assert f"{closed} has no o+x permission" in result.stderr
     finally:
         closed.rmdir()
+
+
+def test_serve_refuses_to_start_where_a_sandbox_cannot_be_made_safe() -> None:
+    state_dir = Path(tempfile.mkdtemp(prefix="sandboxd-unsafe-"))
+    state_dir.chmod(0o777)
+    try:
+        result = run_cli(
+            "serve",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+            "--state-dir",
+            str(state_dir / "s"),
+            as_nobody=True,
+        )
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    assert result.returncode == 1
+    assert "refusing to start" in result.stderr
+    assert "not running as root" in result.stderr
+    assert "listening" not in result.stdout
+
+
+def test_doctor_says_unsafe_and_exits_1_without_root() -> None:
+    result = run_cli("doctor", as_nobody=True)
+    assert result.returncode == 1
+    assert "verdict: UNSAFE" in result.stdout
 
 
 def test_the_command_line_wins_over_the_environment_and_limits_convert_units() -> None:
