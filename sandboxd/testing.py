@@ -142,7 +142,8 @@ def running_sandboxd(
     state_dir.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix="sandboxd-log-"))
     log_path = log_dir / "sandboxd.log"
-    environment = {**os.environ, **(env or {})}
+    # The key goes through the environment, not argv, where any local user could read it.
+    environment = {**os.environ, **(env or {}), "SANDBOXD_API_KEY": api_key}
     environment.setdefault("SANDBOXD_LOG_LEVEL", "info")
     command = [
         sys.executable,
@@ -153,8 +154,6 @@ def running_sandboxd(
         "127.0.0.1",
         "--port",
         "0",
-        "--api-key",
-        api_key,
         "--state-dir",
         str(state_dir),
     ]
