@@ -15,7 +15,7 @@ from django.utils import timezone
 from e2b import NotFoundException
 
 from execution.models import Execution, Thread
-from execution.services.sandbox_sessions import sandbox_class, sessions
+from execution.services.sandbox_sessions import sandbox_class, sandbox_client_options, sessions
 from execution.services.tool_executor import ExecutionContext, ToolExecutor
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(120)]
@@ -93,3 +93,56 @@ def test_a_cancel_recorded_in_the_database_reaches_a_run_of_this_process(
     execution.refresh_from_db()
     assert execution.status == "cancelled"
     assert execution.duration_ms is not None and execution.duration_ms < 10_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_runs_of_a_thread_share_one_new_sandbox(alice: Any, sandboxd: Any) -> None:
+    thread = Thread.objects.create(owner=alice)
+    executor = ToolExecutor()
+    context = ExecutionContext(user=alice, thread=thread)
+    runs = [
+        executor.start_execution(code=f"print({n})", language="python", context=context)
+        for n in range(3)
+    ]
+    for run in runs:
+        assert executor.wait_for(run.id, 60)
+
+    finished = [Execution.objects.get(pk=run.pk) for run in runs]
+    assert [(e.status, e.stdout) for e in finished] == [("succeeded", f"{n}\n") for n in range(3)]
+    assert len({e.details["sandbox_id"] for e in finished}) == 1
+    assert sum("restored" in e.details for e in finished) == 1  # created exactly once
+    thread.refresh_from_db()
+    assert thread.sandbox_id == finished[0].details["sandbox_id"]
+
+
+@pytest.mark.django_db
+def test_a_used_sandbox_is_kept_alive_past_its_original_timeout(
+    alice: Any, sandboxd: Any, settings: Any
+) -> None:
+    settings.SANDBOX_TIMEOUT_SECONDS = 6
+    thread = Thread.objects.create(owner=alice)
+    context = ExecutionContext(user=alice, thread=thread)
+    first = ToolExecutor().execute_code(code="kept = 1", language="python", context=context)
+
+    for _ in range(4):  # 8 s of use, longer than the 6 s the sandbox was created with
+        time.sleep(2)
+        run = ToolExecutor().execute_code(code="print(kept)", language="python", context=context)
+        assert (run.status, run.stdout) == ("succeeded", "1\n")
+    assert run.details["sandbox_id"] == first.details["sandbox_id"]
+
+
+def test_without_an_e2b_key_the_sdk_talks_to_sandboxd_and_with_one_to_e2b(settings: Any) -> None:
+    settings.E2B_API_KEY = ""
+    settings.SANDBOXD_URL = "http://127.0.0.1:4999"
+    settings.SANDBOXD_API_KEY = "local-key"
+    assert sandbox_client_options() == {
+        "api_key": "local-key",
+        "api_url": "http://127.0.0.1:4999",
+        "sandbox_url": "http://127.0.0.1:4999",
+    }
+    settings.E2B_API_KEY = "e2b_test"
+    settings.E2B_DOMAIN = "e2b.example.test"
+    assert sandbox_client_options() == {"api_key": "e2b_test", "domain": "e2b.example.test"}
+    bound = sandbox_class()._bound_api_params
+    assert (bound["api_key"], bound["domain"]) == ("e2b_test", "e2b.example.test")
+    assert "api_url" not in bound and "sandbox_url" not in bound
