@@ -306,3 +306,52 @@ def test_it_cancels_a_running_execution(client: Any) -> None:
     assert_error(
         client.post(f"/api/executions/{started['id']}/cancel"), 409, "execution_not_cancellable"
     )
+
+
+@pytest.mark.django_db
+def test_it_answers_429_at_the_global_cap_even_for_a_user_with_no_runs(
+    client: Any, bob: Any, settings: Any
+) -> None:
+    settings.EXECUTION_GLOBAL_CONCURRENCY = 1
+    thread = Thread.objects.create(owner=bob)
+    Execution.objects.create(thread=thread, user=bob, language="python", code="x", status="queued")
+
+    response = client.post(EXECUTE, {"code": "1", "language": "python"}, format="json")
+
+    assert_error(response, 429, "concurrency_limit_global")
+    assert "Retry-After" in response
+
+
+@pytest.mark.django_db
+def test_it_answers_403_when_the_agent_may_not_run_code_and_404_for_another_users_agent(
+    client: Any, alice: Any, charlie: Any
+) -> None:
+    from execution.models import Agent
+
+    reader = Agent.objects.create(owner=alice, name="reader", allowed_tools=["read_file"])
+    theirs = Agent.objects.create(owner=charlie, name="coder", allowed_tools=["execute_code"])
+    payload = {"code": "print(1)", "language": "python"}
+
+    refused = client.post(EXECUTE, {**payload, "agent_id": str(reader.pk)}, format="json")
+    foreign = client.post(EXECUTE, {**payload, "agent_id": str(theirs.pk)}, format="json")
+
+    assert_error(refused, 403, "tool_not_allowed")
+    assert_error(foreign, 404, "agent_not_found")
+    assert SecurityEvent.objects.filter(kind="authorization", code="tool_not_allowed").exists()
+
+
+@pytest.mark.django_db
+def test_an_allowed_agent_runs_code_and_is_recorded_on_the_execution(
+    client: Any, alice: Any
+) -> None:
+    from execution.models import Agent
+
+    coder = Agent.objects.create(owner=alice, name="coder", allowed_tools=["execute_code"])
+    response = client.post(
+        EXECUTE,
+        {"code": "print('agent')", "language": "python", "agent_id": str(coder.pk)},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert (response.json()["agent_id"], response.json()["source"]) == (str(coder.pk), "agent")
