@@ -2,51 +2,35 @@
 
 Every operation goes through the sandbox's ``Jail``, which performs it inside the sandbox's
 own view of the file system, so a symlink planted by sandboxed code never reaches a host
-file. Directory watching is not implemented and says so with ``unimplemented``.
+file. Directory watching (the ``WatchDir`` stream and the polling watcher API) is done by
+comparing listings (``sandboxd.envd.watch``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from e2b.envd.filesystem import filesystem_pb
-from protobuf.wkt import Timestamp
+from protobuf import Oneof
 
+from sandboxd.envd.entries import entry_info
 from sandboxd.envd.errors import connect_error
 from sandboxd.envd.process import request_user
+from sandboxd.envd.watch import MAX_WATCHERS, POLL_SECONDS, DirectoryPoller
 from sandboxd.jail import FsError
 
 if TYPE_CHECKING:
     from connectrpc.request import RequestContext
 
-    from sandboxd.jail import Entry, Jail
+    from sandboxd.jail import Jail
 
-_FILE_TYPES = {
-    "file": filesystem_pb.FileType.FILE,
-    "dir": filesystem_pb.FileType.DIRECTORY,
-    "symlink": filesystem_pb.FileType.SYMLINK,
-}
-_NO_WATCH = "sandboxd does not implement directory watching; list the directory again instead"
-
-
-def entry_info(entry: Entry) -> filesystem_pb.EntryInfo:
-    """The protobuf ``EntryInfo`` the SDK maps to its ``EntryInfo`` for a jail entry."""
-    return filesystem_pb.EntryInfo(
-        name=entry.name,
-        type=_FILE_TYPES[entry.type],
-        path=entry.path,
-        size=entry.size,
-        mode=entry.mode,
-        permissions=entry.permissions,
-        owner=entry.owner,
-        group=entry.group,
-        modified_time=Timestamp.from_datetime(entry.modified_time),
-        symlink_target=entry.symlink_target,
-        is_symlink=entry.type == "symlink",
-    )
+# A watch stream with nothing to report still sends a keepalive this often.
+WATCH_KEEPALIVE_SECONDS = 30.0
 
 
 def check_user(ctx: RequestContext[Any, Any]) -> None:
@@ -65,6 +49,7 @@ class FilesystemService:
 
     def __init__(self, jail: Jail) -> None:
         self._jail = jail
+        self._watchers: dict[str, DirectoryPoller] = {}
 
     async def stat(
         self, request: filesystem_pb.StatRequest, ctx: RequestContext[Any, Any]
@@ -123,22 +108,76 @@ class FilesystemService:
             raise connect_error(error) from None
         return filesystem_pb.RemoveResponse()
 
-    def watch_dir(
+    async def _poller(self, request: Any) -> DirectoryPoller:
+        poller = DirectoryPoller(
+            self._jail,
+            request.path,
+            recursive=request.recursive,
+            include_entry=request.include_entry,
+        )
+        try:
+            await poller.start()
+        except FsError as error:
+            raise connect_error(error) from None
+        return poller
+
+    async def watch_dir(
         self, request: filesystem_pb.WatchDirRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[filesystem_pb.WatchDirResponse]:
-        raise ConnectError(Code.UNIMPLEMENTED, _NO_WATCH)
+        check_user(ctx)
+        poller = await self._poller(request)
+        yield filesystem_pb.WatchDirResponse(
+            event=Oneof("start", filesystem_pb.WatchDirResponse.StartEvent())
+        )
+        quiet = 0.0
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                events = await poller.poll()
+            except FsError as error:
+                raise connect_error(error) from None
+            for event in events:
+                yield filesystem_pb.WatchDirResponse(event=Oneof("filesystem", event))
+            quiet = 0.0 if events else quiet + POLL_SECONDS
+            if quiet >= WATCH_KEEPALIVE_SECONDS:
+                quiet = 0.0
+                yield filesystem_pb.WatchDirResponse(
+                    event=Oneof("keepalive", filesystem_pb.WatchDirResponse.KeepAlive())
+                )
 
     async def create_watcher(
         self, request: filesystem_pb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
     ) -> filesystem_pb.CreateWatcherResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, _NO_WATCH)
+        check_user(ctx)
+        if len(self._watchers) >= MAX_WATCHERS:
+            raise ConnectError(
+                Code.RESOURCE_EXHAUSTED,
+                f"a sandbox may hold {MAX_WATCHERS} watchers; stop one first",
+            )
+        poller = await self._poller(request)
+        watcher_id = secrets.token_hex(8)
+        self._watchers[watcher_id] = poller
+        return filesystem_pb.CreateWatcherResponse(watcher_id=watcher_id)
 
     async def get_watcher_events(
         self, request: filesystem_pb.GetWatcherEventsRequest, ctx: RequestContext[Any, Any]
     ) -> filesystem_pb.GetWatcherEventsResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, _NO_WATCH)
+        poller = self._watcher(request.watcher_id)
+        try:
+            events = await poller.poll()
+        except FsError as error:
+            raise connect_error(error) from None
+        return filesystem_pb.GetWatcherEventsResponse(events=events)
 
     async def remove_watcher(
         self, request: filesystem_pb.RemoveWatcherRequest, ctx: RequestContext[Any, Any]
     ) -> filesystem_pb.RemoveWatcherResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, _NO_WATCH)
+        self._watcher(request.watcher_id)
+        del self._watchers[request.watcher_id]
+        return filesystem_pb.RemoveWatcherResponse()
+
+    def _watcher(self, watcher_id: str) -> DirectoryPoller:
+        poller = self._watchers.get(watcher_id)
+        if poller is None:
+            raise ConnectError(Code.NOT_FOUND, f"watcher {watcher_id!r} not found")
+        return poller

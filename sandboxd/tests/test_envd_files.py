@@ -1,14 +1,16 @@
 """envd's files API through the real SDK (sync and async): /files read and write (text,
 bytes, multipart with several files, octet-stream, gzip, signed URLs) and the filesystem
-RPCs (exists, list with depth, make_dir, rename, remove, get_info); access tokens."""
+RPCs (exists, list with depth, make_dir, rename, remove, get_info, watching); access
+tokens."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2b import AsyncSandbox, FileType, Sandbox
+from e2b import AsyncSandbox, FilesystemEvent, FilesystemEventType, FileType, Sandbox
 from e2b.connection_config import ConnectionConfig
 from e2b.exceptions import (
     AuthenticationException,
@@ -111,9 +113,56 @@ def test_a_symlink_is_reported_as_one(sandbox: Sandbox) -> None:
     assert info.symlink_target == "/etc/hostname"
 
 
-def test_watching_a_directory_is_refused_clearly(sandbox: Sandbox) -> None:
-    with pytest.raises(SandboxException, match="does not implement directory watching"):
-        sandbox.files.watch_dir("/home/user")
+def test_a_watcher_reports_creates_writes_and_removes(sandbox: Sandbox) -> None:
+    sandbox.files.make_dir("watched/sub")
+    sandbox.files.write("watched/existing.txt", "v1")
+    watcher = sandbox.files.watch_dir("watched", recursive=True)
+    try:
+        assert watcher.get_new_events() == []
+        sandbox.files.write("watched/new.txt", "fresh")
+        sandbox.files.write("watched/existing.txt", "version two")
+        sandbox.files.write("watched/sub/deep.txt", "deep")
+        events = {(e.name, e.type) for e in watcher.get_new_events()}
+        assert events == {
+            ("new.txt", FilesystemEventType.CREATE),
+            ("existing.txt", FilesystemEventType.WRITE),
+            ("sub/deep.txt", FilesystemEventType.CREATE),
+            # the sub directory's mtime changed with its new entry
+            ("sub", FilesystemEventType.WRITE),
+        }
+        sandbox.files.remove("watched/new.txt")
+        assert [(e.name, e.type) for e in watcher.get_new_events()] == [
+            ("new.txt", FilesystemEventType.REMOVE)
+        ]
+    finally:
+        watcher.stop()
+    with pytest.raises(SandboxException, match="already stopped"):
+        watcher.get_new_events()
+
+
+def test_watching_a_missing_directory_is_not_found(sandbox: Sandbox) -> None:
+    with pytest.raises(FileNotFoundException):
+        sandbox.files.watch_dir("no/such/dir")
+
+
+async def test_the_async_watch_stream_delivers_events(sandboxd: RunningSandboxd) -> None:
+    sandbox = await AsyncSandbox.create(**sandboxd.sdk_options())
+    try:
+        await sandbox.files.make_dir("streamed")
+        seen: list[tuple[str, FilesystemEventType]] = []
+        arrived = asyncio.Event()
+
+        def on_event(event: FilesystemEvent) -> None:
+            seen.append((event.name, event.type))
+            arrived.set()
+
+        handle = await sandbox.files.watch_dir("streamed", on_event=on_event)
+        await sandbox.files.write("streamed/hello.txt", "hi")
+        await asyncio.wait_for(arrived.wait(), 10)
+        await handle.stop()
+        assert seen == [("hello.txt", FilesystemEventType.CREATE)]
+    finally:
+        await sandbox.kill()
 
 
 def test_signed_urls_download_and_upload_without_headers(sandbox: Sandbox) -> None:
