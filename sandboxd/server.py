@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 INTERPRETER_PORT = 49999
 CLIENT_ID = "sandboxd"
 LIST_LIMIT_MAX = 100
+JSON_BODY_MAX_BYTES = 16 * MIB
 
 CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane", ControlPlane)
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
@@ -262,16 +263,14 @@ async def not_supported(request: web.Request) -> web.Response:
 
 
 async def server_health(request: web.Request) -> web.Response:
-    """``GET /health`` without a sandbox header: the server is up (no key needed)."""
-    plane = request.app[CONTROL_PLANE]
-    return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "sandboxes": len(plane.live()),
-            "pool_ready": plane.pool_ready(),
-        }
-    )
+    """``GET /health`` without a sandbox header: the server is up. No key is needed, so it
+    says nothing about the sandboxes; with a valid ``X-API-KEY`` it adds their counts."""
+    body: dict[str, Any] = {"status": "ok", "version": __version__}
+    if tokens_equal(request.headers.get("X-API-KEY"), request.app[CONFIG].api_key):
+        plane = request.app[CONTROL_PLANE]
+        body["sandboxes"] = len(plane.live())
+        body["pool_ready"] = plane.pool_ready()
+    return web.json_response(body)
 
 
 # --- sandboxes -------------------------------------------------------------------------------
@@ -359,7 +358,9 @@ async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def build_app(config: Config, plane: ControlPlane) -> web.Application:
     """The aiohttp application (the control plane must be started separately)."""
-    app = web.Application(middlewares=[dispatch], client_max_size=config.max_file_bytes + MIB)
+    # Bodies read whole (control-plane JSON, /execute) stay small; file uploads and RPC
+    # streams are read incrementally with their own caps.
+    app = web.Application(middlewares=[dispatch], client_max_size=JSON_BODY_MAX_BYTES)
     app[CONFIG] = config
     app[CONTROL_PLANE] = plane
     app.router.add_get("/health", server_health)

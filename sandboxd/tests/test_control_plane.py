@@ -194,6 +194,16 @@ def test_a_wrong_api_key_gets_401(sandboxd: RunningSandboxd) -> None:
     assert_healthy(sandboxd)
 
 
+def test_health_needs_no_key_and_tells_counts_only_with_one(sandboxd: RunningSandboxd) -> None:
+    anonymous = httpx.get(f"{sandboxd.url}/health", timeout=10).json()
+    assert anonymous["status"] == "ok" and "sandboxes" not in anonymous
+    with Sandbox.create(**sandboxd.sdk_options()):
+        keyed = httpx.get(
+            f"{sandboxd.url}/health", headers={"X-API-KEY": sandboxd.api_key}, timeout=10
+        ).json()
+        assert keyed["sandboxes"] >= 1
+
+
 def test_unknown_sandboxes_are_404_for_every_call(sandboxd: RunningSandboxd) -> None:
     opts = sandboxd.sdk_options()
     with pytest.raises(SandboxNotFoundException):
