@@ -21,8 +21,12 @@ object is "not found", never "forbidden"). Origins are checked before any of thi
 A request the server cannot honour never closes the socket: it answers with a frame
 `{"type": "error", "error": {"code", "message", "details"}}` (no `execution_id`, which
 tells it apart from a run's `error` event). Codes are stable: `invalid_json`,
-`invalid_message`, `unknown_type`, `execution_not_found`, `internal_error`, plus every
-`ToolError` code of the execution service (validation, quotas, sandbox availability).
+`invalid_message`, `unknown_type`, `execution_not_found`, `throttled`, `internal_error`,
+plus every `ToolError` code of the execution service (validation, quotas, sandbox
+availability). Runs share the REST API's per-user rate limit and concurrency caps.
+
+A socket opened with a JWT lives longer than its access token: once the token expires,
+the next request or event closes the socket with `token_expired` and 4401.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
@@ -39,11 +44,19 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connections
+from django.utils import timezone
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from execution.api.throttles import ExecuteRateThrottle
 from execution.models import Execution, Source, Thread
 from execution.services.errors import ToolError, not_found
 from execution.services.events import execution_group, thread_group
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import (
+    ExecutionContext,
+    ToolExecutor,
+    record_security_event,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +262,56 @@ def authenticated_user(scope: dict[str, Any]) -> AbstractBaseUser | None:
     return user if user is not None and user.is_authenticated else None
 
 
+def token_expiry(scope: dict[str, Any]) -> datetime | None:
+    """When the access token a socket was opened with expires; None for a session socket.
+
+    The middleware has already validated the token; reading it again gives its `exp`. A
+    token that no longer validates counts as expired now.
+    """
+    if scope.get("auth_method") != "jwt":
+        return None
+    header = next(
+        (value for name, value in scope.get("headers", ()) if name.lower() == b"authorization"),
+        None,
+    )
+    authentication = JWTAuthentication()
+    try:
+        raw_token = authentication.get_raw_token(header) if header else None
+        if raw_token is None:
+            return timezone.now()
+        token = authentication.get_validated_token(raw_token)
+    except (InvalidToken, TokenError):
+        return timezone.now()
+    return datetime.fromtimestamp(int(token["exp"]), tz=UTC)
+
+
+class _ThrottleSubject:
+    """What DRF's throttles read from a request, for a websocket request."""
+
+    def __init__(self, user: AbstractBaseUser, ip: str | None) -> None:
+        self.user = user
+        self.META = {"REMOTE_ADDR": ip or ""}
+
+
+def check_execute_rate(user: AbstractBaseUser, ip: str | None) -> None:
+    """Apply the REST execute throttle (EXECUTION_THROTTLE_RATE) to a websocket run.
+
+    Same class, same per-user counter: a client gets no more runs per minute by switching
+    from REST to the websocket. Raises ToolError 429 `throttled` with `retry_after`.
+    """
+    throttle = ExecuteRateThrottle()
+    if throttle.allow_request(_ThrottleSubject(user, ip), None):
+        return
+    retry_after = max(1, math.ceil(throttle.wait() or 1))
+    raise ToolError(
+        "throttled",
+        f"Too many runs; try again in {retry_after} s.",
+        429,
+        {"retry_after": retry_after},
+        kind="quota",
+    )
+
+
 class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
     """Common ground: one sync thread per socket, JSON frames, closing on refusal."""
 
@@ -290,6 +353,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             return
         self.user = user
         self.thread = thread
+        self.expires_at = await database_sync_to_async(token_expiry)(self.scope)
+        self.expired = False
         group = thread_group(thread.id)
         # Join before accepting: once the client sees the handshake, no event is missed.
         await self.channel_layer.group_add(group, self.channel_name)
@@ -299,6 +364,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not hasattr(self, "thread"):
             return  # a frame that raced a refusal: the socket is closing
+        if await self._closed_for_expiry():
+            return
         try:
             request = parse_thread_message(text_data, bytes_data)
             if isinstance(request, ExecuteRequest):
@@ -318,7 +385,30 @@ class ThreadConsumer(OwnedWebsocketConsumer):
 
     async def execution_event(self, message: dict[str, Any]) -> None:
         """A live event of one of the thread's runs, published by the execution service."""
+        if await self._closed_for_expiry():
+            return
         await self.send_frame(message["event"])
+
+    async def _closed_for_expiry(self) -> bool:
+        """Close the socket once its access token has expired; True when it did.
+
+        A socket outlives the short-lived token it was opened with; checking before every
+        request and event means nothing is run or shown on an expired token. (Session
+        sockets are not re-checked: the session's own expiry is days, not minutes.)
+        """
+        if self.expired:
+            return True  # already closing: drop what still arrives
+        if self.expires_at is None or timezone.now() < self.expires_at:
+            return False
+        self.expired = True
+        await self.send_frame(
+            error_frame(
+                "token_expired",
+                "The access token of this socket has expired; reconnect with a fresh one.",
+            )
+        )
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+        return True
 
     async def _execute(self, request: ExecuteRequest) -> None:
         # start_execution validates, creates the row and publishes the "execution" event,
@@ -334,6 +424,11 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             source=Source.WEBSOCKET,
             client_ip=client_ip(self.scope),
         )
+        try:
+            check_execute_rate(self.user, context.client_ip)
+        except ToolError as error:
+            record_security_event(error, context)
+            raise
         return ToolExecutor().start_execution(
             code=request.code,
             language=request.language,

@@ -9,9 +9,11 @@ through a real daphne and sandboxd is in `test_ws_live.py`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,8 +21,10 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
 from django.db import connections
 from django.utils import timezone
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.testing import bearer_headers_for
 from atlaschat.asgi import application
@@ -424,3 +428,43 @@ async def test_cancel_of_a_finished_execution_is_refused_as_not_cancellable(
     answer = await reply(alices_socket, {"type": "cancel", "execution_id": str(finished.id)})
     assert answer["error"]["code"] == "execution_not_cancellable"
     assert answer["error"]["details"] == {"status": "succeeded"}
+
+
+async def test_it_applies_the_rest_execute_rate_limit_to_websocket_runs(
+    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser, settings: Any
+) -> None:
+    settings.EXECUTION_THROTTLE_RATE = "1/minute"
+    await sync_to_async(cache.clear)()
+    refused = {"type": "execute", "code": "print(1)", "language": "cobol"}
+    # The first request counts against the limit even though validation refuses it.
+    assert (await reply(alices_socket, refused))["error"]["code"] == "unsupported_language"
+    answer = await reply(alices_socket, refused)
+    assert answer["error"]["code"] == "throttled"
+    assert answer["error"]["details"]["retry_after"] >= 1
+    assert await SecurityEvent.objects.filter(
+        user=alice, code="throttled", kind="quota", source=Source.WEBSOCKET
+    ).aexists()
+
+
+async def test_it_closes_a_socket_with_4401_once_its_access_token_has_expired(
+    alice: AbstractBaseUser, alices_thread: Thread
+) -> None:
+    token = AccessToken.for_user(alice)
+    token.set_exp(lifetime=timedelta(seconds=1))
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/threads/{alices_thread.id}/",
+        headers=[ORIGIN, (b"authorization", f"Bearer {token}".encode())],
+    )
+    try:
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        await asyncio.sleep(2.1)
+        answer = await reply(
+            communicator, {"type": "execute", "code": "print(1)", "language": "python"}
+        )
+        assert answer["error"]["code"] == "token_expired"
+        assert await close_code(communicator) == CLOSE_UNAUTHENTICATED
+        assert not await Execution.objects.filter(thread=alices_thread).aexists()
+    finally:
+        await communicator.disconnect()
