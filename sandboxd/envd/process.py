@@ -279,7 +279,15 @@ class ProcessService:
     ) -> AsyncIterator[process_pb.StartResponse]:
         if request.has_field("pty"):
             raise ConnectError(Code.UNIMPLEMENTED, "sandboxd does not provide PTYs")
-        process, queue = await self._table.start(request, request_user(ctx))
+        user = request_user(ctx)
+        if user != DEFAULT_USER:
+            # There is no root in a sandbox; running as `user` instead would fail later and
+            # more confusingly (permission errors), so say it now.
+            raise ConnectError(
+                Code.PERMISSION_DENIED,
+                f"commands run as 'user' in a sandboxd sandbox, not {user!r}",
+            )
+        process, queue = await self._table.start(request, user)
         async for event in follow(process, queue, _keepalive_seconds(ctx)):
             yield process_pb.StartResponse(event=event)
 

@@ -58,6 +58,16 @@ def test_a_missing_cwd_is_an_error_not_a_crash(sandbox: Sandbox, sandboxd: Runni
     assert_healthy(sandboxd)
 
 
+def test_commands_and_files_as_root_are_refused_not_silently_run_as_user(
+    sandbox: Sandbox,
+) -> None:
+    with pytest.raises(SandboxException, match="run as 'user'"):
+        sandbox.commands.run("id -u", user="root")
+    with pytest.raises(SandboxException, match="run as 'user'"):
+        sandbox.files.write("as-root.txt", "x", user="root")
+    assert sandbox.commands.run("whoami", user="user").stdout == "user\n"
+
+
 def test_output_streams_to_callbacks_as_it_happens(sandbox: Sandbox) -> None:
     seen: list[tuple[float, str]] = []
     sandbox.commands.run(
