@@ -231,6 +231,8 @@ class Agent:
             self.fail(rid, err.code, err.message)
         except (KeyError, TypeError, ValueError) as exc:
             self.fail(rid, "invalid_argument", f"bad request: {exc}")
+        except Exception as exc:  # one bad request must not end the sandbox
+            self.fail(rid, "internal", f"{type(exc).__name__}: {exc}")
 
     # --- processes ------------------------------------------------------------------------
 

@@ -200,3 +200,12 @@ async def test_when_the_agent_dies_the_jail_is_dead(manager: JailManager) -> Non
         await jail.spawn(["true"])
     await jail.destroy()
     assert jail.host_pids() == []
+
+
+async def test_a_malformed_request_is_an_error_not_the_end_of_the_sandbox(jail: Jail) -> None:
+    for argv, envs in ((["echo", "nul\x00byte"], {}), (["true"], {"BAD=KEY": "v"})):
+        with pytest.raises(FsError) as raised:
+            await jail.spawn(argv, envs=envs)
+        assert raised.value.code == "invalid_argument"
+    assert jail.alive
+    assert (await sh(jail, "echo fine"))[1] == "fine\n"
