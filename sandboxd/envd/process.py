@@ -150,6 +150,9 @@ class ProcessTable:
         self._jail = jail
         self._base_envs = dict(base_envs)
         self._processes: dict[int, ManagedProcess] = {}
+        # Every pump still running, including ones past their process's exit that are
+        # still delivering its end to slow readers.
+        self._pumps: set[asyncio.Task[None]] = set()
 
     def set_base_envs(self, envs: Mapping[str, str]) -> None:
         """Sandbox-level variables (create's ``envVars``) under every command's own envs."""
@@ -196,6 +199,8 @@ class ProcessTable:
         queue = process.subscribe()
         self._processes[process.pid] = process
         process.pump = asyncio.create_task(self._pump(process), name=f"envd-pump-{process.pid}")
+        self._pumps.add(process.pump)
+        process.pump.add_done_callback(self._pumps.discard)
         return process, queue
 
     async def _pump(self, process: ManagedProcess) -> None:
@@ -213,22 +218,27 @@ class ProcessTable:
                 message = _data_event(event)
                 for queue in list(process.subscribers):
                     await queue.put(message)
-        except Exception:
-            log.exception("reading events of process %s failed", process.pid)
-        finally:
+        except asyncio.CancelledError:
+            # The server is closing the sandbox: end every stream now, output or not.
             self._processes.pop(process.pid, None)
             for queue in list(process.subscribers):
-                # Make room so the final events always fit: a subscriber that is this far
-                # behind loses output, never the end event.
-                while queue.qsize() > SUBSCRIBER_QUEUE_CHUNKS - 2:
+                while queue.full():
                     queue.get_nowait()
-                if end is not None:
-                    queue.put_nowait(end)
                 queue.put_nowait(None)
+            raise
+        except Exception:
+            log.exception("reading events of process %s failed", process.pid)
+        self._processes.pop(process.pid, None)
+        # Deliver the end after all the output, waiting for slow readers like any output
+        # (a reader that leaves empties its queue, which releases these puts).
+        for queue in list(process.subscribers):
+            if end is not None:
+                await queue.put(end)
+            await queue.put(None)
 
     async def close(self) -> None:
         """Stop every pump (the jail's destruction has already ended the processes)."""
-        pumps = [process.pump for process in self._processes.values() if process.pump]
+        pumps = list(self._pumps)
         for pump in pumps:
             pump.cancel()
         for pump in pumps:
