@@ -68,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Content-Security-Policy on every response (the policy and why: atlaschat/csp.py).
+    "atlaschat.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "atlaschat.urls"
@@ -177,7 +179,7 @@ STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # Front-end packages come from npm (scripts/setup-frontend.sh, package.json) into
 # node_modules/; only the built directory of each is published, as static/vendor/<package>/,
 # so collectstatic never copies a package's sources, tests or its own node_modules.
-FRONTEND_VENDOR_DIRS = {"htmx.org": "dist"}
+FRONTEND_VENDOR_DIRS = {"htmx.org": "dist", "monaco-editor": "min"}
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     *(
