@@ -76,12 +76,39 @@ ETC_BINDS = (
 
 
 PR_SET_PDEATHSIG = 1
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MNT_DETACH = 2
+RUNTIME_BYTES = 16 << 20  # /run/sandbox: kernel sockets and connection files only
 
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
     """libc, loaded before any fork (the child may not load libraries)."""
     return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_runtime_tmpfs(path: Path, uid: int) -> None:
+    """Mount a small tmpfs owned by the sandbox's uid on its runtime dir: the sandbox can write
+    there, so it must not be the host's disk (the workspace and /tmp caps would not hold)."""
+    options = f"size={RUNTIME_BYTES},nr_inodes=4096,mode=0700,uid={uid},gid={uid}"
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if _libc().mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, options.encode()) != 0:
+        errno_ = ctypes.get_errno()
+        raise JailError(f"cannot mount the runtime tmpfs on {path}: {os.strerror(errno_)}")
+
+
+def _unmount_under(directory: Path) -> int:
+    """Detach every mount at or below `directory` (deepest first); return how many."""
+    prefix = str(directory.absolute())
+    points: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        _libc().umount2(point.encode(), MNT_DETACH)
+    return len(points)
 
 
 class JailProcess:
@@ -472,6 +499,7 @@ class Jail:
                     await task
         if self._proxy is not None:
             await self._proxy.close()
+        await asyncio.to_thread(_unmount_under, self._host_dir)
         await asyncio.to_thread(shutil.rmtree, self._host_dir, True)
         self._lease.release()
         self.manager._jails.pop(self.sandbox_id, None)
@@ -532,12 +560,13 @@ class JailManager:
         per-sandbox directories). Returns what was removed."""
         assert self.cgroups is not None
         cgroups = self.cgroups.sweep()
+        mounts = _unmount_under(self.jails_dir)
         dirs = 0
         if self.jails_dir.is_dir():
             for child in self.jails_dir.iterdir():
                 shutil.rmtree(child, ignore_errors=True)
                 dirs += 1
-        return {"cgroups": cgroups, "dirs": dirs}
+        return {"cgroups": cgroups, "mounts": mounts, "dirs": dirs}
 
     def base_env(self, envs: Mapping[str, str]) -> dict[str, str]:
         """The environment every process in a sandbox starts from."""
@@ -611,9 +640,11 @@ class JailManager:
             runtime = host_dir / "run"
             runtime.mkdir(mode=0o700)
             os.chown(runtime, lease.uid, lease.uid)
+            _mount_runtime_tmpfs(runtime, lease.uid)
             cgroup = self.cgroups.create(sandbox_id, limits)
         except Exception:
             lease.release()
+            _unmount_under(host_dir)
             shutil.rmtree(host_dir, ignore_errors=True)
             if cgroup is not None:
                 cgroup.destroy()

@@ -175,3 +175,11 @@ async def test_proc_shows_only_the_sandboxs_own_processes(jail: Jail) -> None:
     assert max(pids) < 1000 and len(pids) < 10
     assert str(os.getpid()) not in out.split()
     assert "sandboxd/agent/main.py" in out  # pid 1 is the agent, not a host process
+
+
+async def test_the_runtime_dir_is_a_small_tmpfs_not_the_host_disk(jail: Jail) -> None:
+    code, out, _ = await sh(jail, "stat -f -c %T /run/sandbox; df -B1M --output=size /run/sandbox")
+    assert code == 0 and out.split()[0] == "tmpfs" and out.split()[-1] == "16"
+    code, _, err = await sh(jail, "head -c 64M /dev/zero > /run/sandbox/fill")
+    assert code != 0 and "No space left on device" in err
+    await sh(jail, "rm -f /run/sandbox/fill")

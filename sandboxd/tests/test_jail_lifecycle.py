@@ -36,6 +36,12 @@ def still_running(pids: list[int]) -> list[int]:
     return alive
 
 
+def mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory) + "/"
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in lines if line.split()[4].startswith(prefix)]
+
+
 def cgroup_dirs(state_dir: Path) -> list[Path]:
     """Every sandbox cgroup directory of this state dir, across v1 controllers or v2."""
     name = parent_name(state_dir)
@@ -52,10 +58,12 @@ async def test_destroy_leaves_no_process_cgroup_dir_or_uid_lease() -> None:
         pids = jail.host_pids()
         assert len(still_running(pids)) >= 3  # bwrap, the agent, sleep
         assert cgroup_dirs(manager.state_dir)
+        assert mounts_under(manager.state_dir) == [str(jail.runtime_dir)]
         await jail.destroy()
         # ... but not the sandbox
         assert still_running(pids) == []
         assert cgroup_dirs(manager.state_dir) == []
+        assert mounts_under(manager.state_dir) == []
         assert not jail.runtime_dir.exists()
         assert not jail.alive
         again = await manager.create("life-destroy")  # the id and a uid are free again
@@ -112,6 +120,7 @@ async def test_the_janitor_sweeps_what_a_killed_server_left() -> None:
         leftovers = cgroup_dirs(state_dir)
         assert leftovers, "a SIGKILLed server leaves its cgroups behind"
         assert (state_dir / "jails" / "left-behind").exists()
+        assert mounts_under(state_dir), "and its runtime tmpfs mount"
         # and a process that escaped --die-with-parent would still sit in those cgroups:
         stray = await asyncio.create_subprocess_exec("sleep", "300")
         for directory in leftovers:
@@ -121,6 +130,7 @@ async def test_the_janitor_sweeps_what_a_killed_server_left() -> None:
         await manager.start()
         try:
             assert cgroup_dirs(state_dir) == []
+            assert mounts_under(state_dir) == []
             assert await asyncio.wait_for(stray.wait(), 5) == -signal.SIGKILL
             assert list((state_dir / "jails").iterdir()) == []
             assert still_running(pids) == []
