@@ -4,7 +4,10 @@ Django's ASGI app is built first so that the app registry is ready before any co
 model or auth module is imported. Websockets then pass through, outermost first:
 the origin check (Origin must be one of ALLOWED_HOSTS, so another site's page cannot open
 a socket with the visitor's cookie), authentication (session cookie or JWT, see
-accounts.middleware), and the execution app's routes.
+accounts.middleware), and the execution app's routes. HTTP requests for an agent's MCP
+endpoint (`/api/agents/<id>/mcp/`) are served by the MCP SDK in front of Django
+(execution/agents/mcp.py, which authenticates them with the same JWTs); all other HTTP
+goes to Django.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.middleware import JWTOrSessionAuthMiddleware  # noqa: E402
+from execution.agents.mcp import AgentMCPRouter  # noqa: E402
 from execution.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": AgentMCPRouter(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             JWTOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from execution.agents import api as agents
 from execution.api import views
 
 urlpatterns = [
@@ -48,5 +49,15 @@ urlpatterns = [
         "executions/<uuid:execution_id>/cancel",
         views.ExecutionCancelView.as_view(),
         name="api-execution-cancel",
+    ),
+    # Agents (execution/agents/); their MCP endpoint, /api/agents/<id>/mcp/, is served ahead
+    # of Django by atlaschat/asgi.py.
+    path("agents/", agents.AgentListView.as_view(), name="api-agent-list"),
+    path("agents/<uuid:agent_id>/", agents.AgentDetailView.as_view(), name="api-agent-detail"),
+    path("agents/<uuid:agent_id>/tools", agents.AgentToolsView.as_view(), name="api-agent-tools"),
+    path(
+        "agents/<uuid:agent_id>/tool-calls",
+        agents.AgentToolCallView.as_view(),
+        name="api-agent-tool-calls",
     ),
 ]
