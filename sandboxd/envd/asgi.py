@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aiohttp import web
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 from multidict import CIMultiDict
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,11 @@ async def serve_asgi(app: AsgiApp, request: web.Request) -> web.StreamResponse:
         elif kind == "http.response.body":
             if response is None or finished:
                 return
+            if request.transport is None or request.transport.is_closing():
+                # The client is gone (a closed stream is normal: a disconnected command,
+                # an SDK timeout); there is nobody to write the rest to.
+                finished = True
+                return
             body: bytes = message.get("body", b"")
             more = bool(message.get("more_body", False))
             if not response.prepared:
@@ -98,7 +105,11 @@ async def serve_asgi(app: AsgiApp, request: web.Request) -> web.StreamResponse:
         await app(scope, receive, send)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
-    except Exception:
+    except Exception as error:
+        if isinstance(error, ConnectError) and error.code == Code.CANCELED:
+            # connectrpc turns the handler's cancellation (the client went away) into this
+            # error; hand aiohttp back the cancellation it started.
+            raise asyncio.CancelledError from error
         log.exception("envd RPC %s failed", request.path)
         if response is None or not response.prepared:
             return web.json_response({"code": "internal", "message": "internal error"}, status=500)
