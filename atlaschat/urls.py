@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from atlaschat.views import healthz, home
+from atlaschat.views import healthz
 
 urlpatterns = [
-    path("", home, name="home"),
+    # The browser workspace: `/` is the thread list for a logged-in person (the landing page
+    # for anyone else), then each thread's workspace.
+    path("", include("execution.urls")),
     path("healthz", healthz, name="healthz"),
     # login/logout pages and /api/auth/… (JWT, who-am-I)
     path("", include("accounts.urls")),
-    # The OpenAPI schema and Swagger UI (served from our own static files, see settings).
+    # The OpenAPI schema and Swagger UI (served from our own static files, see settings). The
+    # split view serves Swagger UI's start-up script as a file, not inline, so the page
+    # passes our Content-Security-Policy (atlaschat/csp.py).
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("execution.api.urls")),
     path("admin/", admin.site.urls),
 ]
