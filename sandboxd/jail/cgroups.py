@@ -286,9 +286,8 @@ def _v1_mount(controller: str) -> Path | None:
 
 def detect_version() -> int:
     """2 on a pure unified hierarchy, 1 when v1 controllers are mounted, 0 with none."""
-    with contextlib.suppress(OSError):
-        if os.statvfs(CGROUP_ROOT) and (CGROUP_ROOT / "cgroup.controllers").exists():
-            return 2
+    if (CGROUP_ROOT / "cgroup.controllers").exists():  # the unified hierarchy is the root
+        return 2
     if any(_v1_mount(c) for c in CONTROLLERS):
         return 1
     return 0

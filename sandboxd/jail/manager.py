@@ -78,6 +78,7 @@ ETC_BINDS = (
 PR_SET_PDEATHSIG = 1
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
+MAX_READ_BYTES = 1 << 30  # no read_file answer is larger, whatever the agent says
 RUNTIME_BYTES = 16 << 20  # /run/sandbox: kernel sockets and connection files only
 
 
@@ -121,6 +122,7 @@ class JailProcess:
         self._oom_before = oom_before
         self._queue: asyncio.Queue[ProcEvent] = asyncio.Queue()
         self.exited = False
+        self.unacked = 0  # output bytes received and not yet acknowledged to the agent
 
     def _push(self, event: ProcEvent) -> None:
         if event.kind == "exit":
@@ -254,6 +256,8 @@ class Jail:
         future, chunks, on_ok = pending
         if message.get("chunk") is True:
             chunks.append(payload)
+            if sum(map(len, chunks)) > MAX_READ_BYTES:
+                self._kill_broken("the sandbox agent sent more data than was asked for")
             return
         del self._pending[rid]  # type: ignore[arg-type]
         if on_ok is not None and isinstance(message.get("ok"), dict) and not future.done():
@@ -277,6 +281,11 @@ class Jail:
         if proc is None:
             return
         if kind == "out":
+            proc.unacked += len(payload)
+            if proc.unacked > wire.OUTPUT_CREDIT:
+                # the agent ignored its credit: do not let it grow our memory
+                self._kill_broken("the sandbox agent sent output beyond its credit")
+                return
             stream = "stdout" if message.get("fd") == 1 else "stderr"
             proc._push(ProcEvent(kind=stream, data=payload))
         elif kind == "exit":
@@ -345,7 +354,17 @@ class Jail:
             raise JailError(f"sandbox {self.sandbox_id} sent a malformed reply")
         return result, data
 
+    def _kill_broken(self, reason: str) -> None:
+        """The agent broke the protocol: the sandbox is dead (destroy() cleans up)."""
+        self._die(reason)
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
     def _ack(self, pid: int, amount: int) -> None:
+        proc = self._procs.get(pid)
+        if proc is not None:
+            proc.unacked = max(0, proc.unacked - amount)
         if amount and self.alive:
             with contextlib.suppress(JailError, ConnectionError):
                 self._send({"op": "ack", "pid": pid, "bytes": amount})
