@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from e2b import AsyncSandbox, CommandExitException, Sandbox
-from e2b.exceptions import SandboxException, SandboxNotRunningException
+from e2b.exceptions import SandboxException, SandboxNotRunningException, TimeoutException
 
 from sandboxd.testing import RunningSandboxd
 from sandboxd.tests.test_control_plane import assert_healthy
@@ -116,6 +116,18 @@ def test_disconnecting_leaves_the_command_running_and_connect_reattaches(
     again = sandbox.commands.connect(handle.pid)
     result = again.wait()
     assert result.stdout == "after-disconnect\n"
+
+
+def test_an_sdk_timeout_leaves_the_command_running_and_the_log_clean(
+    sandbox: Sandbox, sandboxd: RunningSandboxd
+) -> None:
+    log_before = len(sandboxd.log())
+    with pytest.raises(TimeoutException):
+        sandbox.commands.run("sleep 2; echo finished", timeout=0.5)
+    running = [p for p in sandbox.commands.list() if p.args[-1] == "sleep 2; echo finished"]
+    assert len(running) == 1
+    assert sandbox.commands.connect(running[0].pid).wait().stdout == "finished\n"
+    assert "Traceback" not in sandboxd.log()[log_before:]
 
 
 def test_sending_stdin_to_an_unknown_process_fails_cleanly(
