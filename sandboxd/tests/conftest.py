@@ -36,3 +36,23 @@ def sandboxd() -> Iterator[RunningSandboxd]:
             yield server
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def small_sandboxd() -> Iterator[RunningSandboxd]:
+    """A second server with small limits: at most 2 live sandboxes, no pool, and files of at
+    most 1 MiB through /files."""
+    state_dir = make_state_dir()
+    try:
+        with running_sandboxd(
+            state_dir=state_dir,
+            api_key="small-" + secrets.token_hex(8),
+            env={
+                "SANDBOXD_MAX_SANDBOXES": "2",
+                "SANDBOXD_POOL_SIZE": "0",
+                "SANDBOXD_MAX_FILE_MB": "1",
+            },
+        ) as server:
+            yield server
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)

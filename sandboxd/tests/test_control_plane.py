@@ -4,9 +4,7 @@ create, connect, set_timeout, kill, info, list; auth, unknown sandboxes, the cap
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,8 +18,7 @@ from e2b.exceptions import (
 from e2b_code_interpreter import AsyncSandbox as AsyncCodeSandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
-from sandboxd.testing import RunningSandboxd, running_sandboxd
-from sandboxd.tests.conftest import make_state_dir
+from sandboxd.testing import RunningSandboxd
 
 pytestmark = pytest.mark.sandboxd
 
@@ -261,27 +258,13 @@ async def test_the_async_sdk_creates_lists_and_kills(sandboxd: RunningSandboxd) 
     assert not await sandbox.is_running()
 
 
-# --- a second server with a cap of two sandboxes -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def capped_sandboxd() -> Iterator[RunningSandboxd]:
-    state_dir = make_state_dir()
-    try:
-        with running_sandboxd(
-            state_dir=state_dir,
-            api_key="capped-" + secrets.token_hex(8),
-            env={"SANDBOXD_MAX_SANDBOXES": "2", "SANDBOXD_POOL_SIZE": "0"},
-        ) as server:
-            yield server
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+# --- a second server with small limits (conftest.small_sandboxd) ----------------------
 
 
 def test_the_cap_on_live_sandboxes_answers_429_until_one_is_killed(
-    capped_sandboxd: RunningSandboxd,
+    small_sandboxd: RunningSandboxd,
 ) -> None:
-    opts = capped_sandboxd.sdk_options()
+    opts = small_sandboxd.sdk_options()
     first = Sandbox.create(**opts)
     second = Sandbox.create(**opts)
     try:
@@ -294,4 +277,4 @@ def test_the_cap_on_live_sandboxes_answers_429_until_one_is_killed(
     finally:
         first.kill()
         second.kill()
-    assert_healthy(capped_sandboxd)
+    assert_healthy(small_sandboxd)

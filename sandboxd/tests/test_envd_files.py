@@ -72,6 +72,17 @@ def test_octet_stream_and_gzip_uploads_arrive_intact(sandbox: Sandbox) -> None:
     assert b"".join(stream) == b"raw body"
 
 
+def test_files_over_the_size_cap_are_refused_both_ways(small_sandboxd: RunningSandboxd) -> None:
+    with Sandbox.create(**small_sandboxd.sdk_options()) as sandbox:
+        with pytest.raises(SandboxException, match="413"):
+            sandbox.files.write("big.bin", b"x" * (2 << 20))
+        sandbox.commands.run("head -c 2000000 /dev/zero > big.bin")
+        with pytest.raises(SandboxException, match="413"):
+            sandbox.files.read("big.bin", format="bytes")
+        sandbox.files.write("fits.bin", b"y" * 1000)
+        assert sandbox.files.read("fits.bin") == "y" * 1000
+
+
 def test_reading_a_missing_file_raises_file_not_found(sandbox: Sandbox) -> None:
     with pytest.raises(FileNotFoundException):
         sandbox.files.read("no/such/file.txt")
