@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -196,3 +197,52 @@ async def test_the_sandbox_cannot_replace_the_kernel_sockets(sbx: AsyncSandbox) 
     )
 
     assert execution.text == "refused"
+
+
+async def test_a_cell_that_ignores_the_interrupt_gets_a_fresh_kernel(sbx: AsyncSandbox) -> None:
+    await sbx.run_code("old_state = 1")
+
+    with pytest.raises(TimeoutException):
+        await sbx.run_code(
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+            timeout=1,
+        )
+    after = await sbx.run_code("'old_state' in globals()")
+
+    assert after.error is None
+    assert after.text == "False"
+
+
+async def test_a_quiet_run_sends_keepalive_lines(sbx: AsyncSandbox) -> None:
+    lines: list[dict[str, object]] = []
+    async with (
+        httpx.AsyncClient(timeout=60) as client,
+        client.stream(
+            "POST",
+            f"{sbx._jupyter_url}/execute",
+            json={"code": "import time\ntime.sleep(6)\nprint('woke')"},
+            headers=_interpreter_headers(sbx),
+        ) as response,
+    ):
+        async for line in response.aiter_lines():
+            lines.append(json.loads(line))
+
+    types = [line["type"] for line in lines]
+    assert "keepalive" in types
+    assert types.index("keepalive") < types.index("stdout")
+    assert types[-1] == "end_of_execution"
+
+
+async def test_sandbox_env_vars_reach_every_language(sandboxd: RunningSandboxd) -> None:
+    hostile = "a'b\"c $d `e` \\f"
+    sandbox = await AsyncSandbox.create(envs={"SK_SANDBOX_VAR": hostile}, **sandboxd.sdk_options())
+    try:
+        python = await sandbox.run_code("import os\nprint(os.environ['SK_SANDBOX_VAR'])")
+        js = await sandbox.run_code("console.log(process.env.SK_SANDBOX_VAR)", language="js")
+        bash = await sandbox.run_code('echo "$SK_SANDBOX_VAR"', language="bash")
+    finally:
+        await sandbox.kill()
+
+    assert python.logs.stdout == [hostile + "\n"]
+    assert js.logs.stdout == [hostile + "\n"]
+    assert bash.logs.stdout == [hostile + "\n"]

@@ -218,3 +218,23 @@ def test_a_bash_timeout_stops_the_command(sbx: Sandbox) -> None:
     after = sbx.run_code("echo next", language="bash")
 
     assert after.logs.stdout == ["next\n"]
+
+
+def test_a_javascript_await_that_never_settles_is_interrupted(sbx: Sandbox) -> None:
+    with pytest.raises(TimeoutException):
+        sbx.run_code("await new Promise(() => {})", language="js", timeout=1)
+    after = sbx.run_code("'usable'", language="js")
+
+    assert after.text == "usable"
+
+
+def test_javascript_exiting_the_process_restarts_the_context(sbx: Sandbox) -> None:
+    ctx = sbx.create_code_context(language="js")
+    sbx.run_code("globalThis.before = 1", context=ctx)
+
+    execution = sbx.run_code("process.exit(4)", context=ctx)
+    after = sbx.run_code("typeof before", context=ctx)
+
+    assert execution.error is not None
+    assert execution.error.name == "KernelDied"
+    assert after.text == "undefined"

@@ -17,7 +17,6 @@
 // native esbuild binary.
 "use strict";
 
-const fs = require("node:fs");
 const path = require("node:path");
 const util = require("node:util");
 const vm = require("node:vm");
@@ -247,7 +246,10 @@ process.on("unhandledRejection", (err) => {
 // Requests are handled one at a time, in order (the host also serialises runs).
 let queue = Promise.resolve();
 let pending = "";
-const input = fs.createReadStream(null, { fd: 0, encoding: "utf8" });
+// process.stdin (a non-blocking pipe handle), not an fs stream: a blocking read of fd 0 in
+// libuv's thread pool would keep process.exit() from finishing while the host holds the pipe.
+const input = process.stdin;
+input.setEncoding("utf8");
 input.on("data", (chunk) => {
   pending += chunk;
   let nl;
