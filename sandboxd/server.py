@@ -398,7 +398,8 @@ async def serve(config: Config, *, ready: Callable[[str], None] | None = None) -
     app = build_app(config, plane)
     # handler_cancellation: a client that goes away cancels its handler, which is how a
     # closed /execute interrupts the run and a closed process stream unsubscribes.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    access_log = logging.getLogger("sandboxd.access") if config.log_level == "debug" else None
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=access_log)
     try:
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
