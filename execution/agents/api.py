@@ -25,10 +25,15 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from execution.agents.calls import call_tool, find_agent, require_active, tool_call_body_limit
+from execution.agents.calls import (
+    TOOL_THROTTLES,
+    call_tool,
+    find_agent,
+    require_active,
+    tool_call_body_limit,
+)
 from execution.agents.tools import DIALECTS, TOOLS, tool_definitions
 from execution.api.serializers import ErrorSerializer
-from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
 from execution.api.views import client_ip, errors
 from execution.models import Agent, SecurityEvent, Source
 from execution.services.errors import ToolError
@@ -234,11 +239,8 @@ class AgentToolCallView(APIView):
         # The same request-rate limits as the REST endpoints the tools mirror. Reading the
         # body here is safe: DRF parses it once and keeps it for the view.
         name = self.request.data.get("name") if isinstance(self.request.data, dict) else None
-        if name == "execute_code":
-            return [ExecuteRateThrottle()]
-        if name == "install_packages":
-            return [InstallRateThrottle()]
-        return []
+        throttle_class = TOOL_THROTTLES.get(name) if isinstance(name, str) else None
+        return [throttle_class()] if throttle_class is not None else []
 
     def check_throttles(self, request: Request) -> None:
         # After authentication, before anything reads the body (get_throttles does): an

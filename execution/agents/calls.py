@@ -27,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from rest_framework.throttling import SimpleRateThrottle
 
 from execution.agents.tools import TOOLS, ToolSpec, unknown_arguments
 from execution.api.serializers import (
@@ -35,6 +36,7 @@ from execution.api.serializers import (
     ReadFileResponseSerializer,
     WorkspaceFileSerializer,
 )
+from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
 from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Source, Thread
 from execution.services.errors import ToolError, not_found
 from execution.services.tool_executor import (
@@ -98,6 +100,46 @@ class RequestOrigin:
 
     def is_secure(self) -> bool:
         return self.secure
+
+
+# The request-rate limits of the REST endpoints the tools mirror: a tool call counts against
+# the same per-user budget as /api/code/execute or /api/code/install-packages.
+TOOL_THROTTLES: dict[str, type[SimpleRateThrottle]] = {
+    "execute_code": ExecuteRateThrottle,
+    "install_packages": InstallRateThrottle,
+}
+
+
+@dataclass(frozen=True)
+class _ThrottleSubject:
+    # What a DRF user throttle reads of a request: only `user` for an authenticated one.
+    user: AbstractBaseUser
+
+
+def check_tool_rate(*, name: str, context: ExecutionContext) -> None:
+    """Count one call of tool `name` against its REST endpoint's rate limit, for callers
+    outside DRF (the MCP server; DRF views use the throttle classes themselves).
+
+    Raises ToolError 429 `throttled` with Retry-After, audited as a quota SecurityEvent.
+    """
+    throttle_class = TOOL_THROTTLES.get(name)
+    if throttle_class is None:
+        return
+    throttle = throttle_class()
+    if throttle.allow_request(_ThrottleSubject(context.user), None):
+        return
+    wait = max(1, int((throttle.wait() or 1) + 0.999))
+    raise _refuse(
+        ToolError(
+            "throttled",
+            "Request rate limit reached.",
+            429,
+            {"retry_after": str(wait), "tool": name},
+            kind=SecurityEvent.Kind.QUOTA,
+            headers={"Retry-After": str(wait)},
+        ),
+        context,
+    )
 
 
 def _refuse(error: ToolError, context: ExecutionContext) -> ToolError:

@@ -52,6 +52,7 @@ from execution.agents.calls import (
     RequestOrigin,
     ToolCallOutcome,
     call_tool,
+    check_tool_rate,
     find_agent,
     require_active,
     tool_call_body_limit,
@@ -116,6 +117,13 @@ def _call_in_worker(caller: Caller, name: str, arguments: Any) -> ToolCallOutcom
     # minutes and must not hold up the rest of this process's synchronous work.
     close_old_connections()
     try:
+        check_tool_rate(
+            name=name,
+            context=ExecutionContext(
+                user=caller.user, agent=caller.agent, source=Source.AGENT,
+                client_ip=caller.client_ip,
+            ),
+        )  # fmt: skip
         return call_tool(
             agent=caller.agent,
             user=caller.user,

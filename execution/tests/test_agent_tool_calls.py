@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
 from execution.models import (
     Agent,
@@ -312,3 +313,25 @@ def test_another_users_thread_is_404_and_audited(client: Any, charlie: Any, agen
 
     assert_error(response, 404, "thread_not_found")
     assert audited(agent, "thread_not_owned").details["object_id"] == str(foreign.id)
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_execute_code_calls_share_the_execute_rate_limit(
+    client: Any, agent: Agent, settings: Any
+) -> None:
+    settings.EXECUTION_THROTTLE_RATE = "2/minute"
+    cache.clear()
+    arguments = {"language": "python"}  # refused after the throttle: cheap to count
+
+    statuses = [call(client, agent, "execute_code", arguments).status_code for _ in range(2)]
+    third = call(client, agent, "execute_code", arguments)
+    other_tool = call(client, agent, "list_files", {"thread_id": None})
+
+    assert statuses == [400, 400]
+    assert_error(third, 429, "throttled")
+    assert int(third["Retry-After"]) >= 1
+    assert other_tool.status_code == 400  # list_files has no rate limit of its own
+    cache.clear()

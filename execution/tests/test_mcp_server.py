@@ -263,3 +263,52 @@ async def test_other_paths_still_reach_django(live: Live) -> None:
         )
     assert response.status_code == 200
     assert {"count", "results"} <= set(response.json())
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def throttled_live(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    sandboxd_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Live]:
+    """A second deployment whose execute rate limit is 2 per minute."""
+    directory: Path = tmp_path_factory.mktemp("mcp-throttled")
+    with (
+        django_db_blocker.unblock(),
+        live_stack(
+            directory,
+            sandboxd_url=sandboxd_server.url,
+            sandboxd_api_key=sandboxd_server.api_key,
+            extra_env={"EXECUTION_THROTTLE_RATE": "2/minute"},
+        ) as stack,
+    ):
+        alias = stack.database.alias
+        yield Live(
+            stack=stack,
+            alice=create_user(alias, "alice"),
+            charlie=create_user(alias, "charlie"),
+        )
+
+
+async def test_execute_code_calls_count_against_the_execute_rate_limit(
+    throttled_live: Live,
+) -> None:
+    live = throttled_live
+    agent = await make_agent(live, ["execute_code", "list_files"])
+    arguments = {"language": "python"}  # refused after the rate check: cheap to count
+    async with mcp_client(live, agent, bearer_headers(live.alice)) as client:
+        first = [await client.call_tool("execute_code", arguments) for _ in range(2)]
+        third = await client.call_tool("execute_code", arguments)
+        other_tool = await client.call_tool("list_files", {})
+
+    assert [r.structured_content["error"]["code"] for r in first] == ["invalid_arguments"] * 2
+    assert third.is_error is True
+    assert third.structured_content["error"]["code"] == "throttled"
+    assert other_tool.structured_content["error"]["code"] == "invalid_arguments"
+    throttled = await events(live, agent_id=agent.id, code="throttled")
+    assert len(throttled) == 1
+    assert throttled[0].kind == SecurityEvent.Kind.QUOTA
