@@ -201,6 +201,21 @@ def test_health_needs_no_key_and_tells_counts_only_with_one(sandboxd: RunningSan
         assert keyed["sandboxes"] >= 1
 
 
+def pool_ready(server: RunningSandboxd) -> int:
+    answer = httpx.get(f"{server.url}/health", headers={"X-API-KEY": server.api_key}, timeout=10)
+    return int(answer.json()["pool_ready"])
+
+
+def test_the_pool_hands_out_a_sandbox_and_refills(sandboxd: RunningSandboxd) -> None:
+    assert wait_until(lambda: pool_ready(sandboxd) == 2, 60)
+    sandbox = Sandbox.create(**sandboxd.sdk_options())
+    try:
+        assert pool_ready(sandboxd) < 2
+        assert wait_until(lambda: pool_ready(sandboxd) == 2, 60)
+    finally:
+        sandbox.kill()
+
+
 def test_unknown_sandboxes_are_404_for_every_call(sandboxd: RunningSandboxd) -> None:
     opts = sandboxd.sdk_options()
     with pytest.raises(SandboxNotFoundException):
