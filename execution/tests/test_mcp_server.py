@@ -312,3 +312,27 @@ async def test_execute_code_calls_count_against_the_execute_rate_limit(
     throttled = await events(live, agent_id=agent.id, code="throttled")
     assert len(throttled) == 1
     assert throttled[0].kind == SecurityEvent.Kind.QUOTA
+
+
+async def test_a_figure_comes_back_as_image_content(live: Live) -> None:
+    agent = await make_agent(live, ["execute_code"])
+    code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
+    async with mcp_client(live, agent, bearer_headers(live.alice)) as client:
+        result = await client.call_tool("execute_code", {"code": code, "language": "python"})
+    images = [block for block in result.content if block.type == "image"]
+    assert result.is_error is False, result_text(result)
+    assert [image.mime_type for image in images] == ["image/png"]
+    assert images[0].data.startswith("iVBORw0KGgo")  # base64 of the PNG signature
+    assert "[png image]" in result_text(result)
+
+
+async def test_a_host_outside_allowed_hosts_is_refused(live: Live) -> None:
+    agent = await make_agent(live, ["execute_code"])
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            live.mcp_url(agent),
+            json={"jsonrpc": "2.0"},
+            headers={**bearer_headers(live.alice), "Host": "evil.example"},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "disallowed_host"
