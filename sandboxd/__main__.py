@@ -18,7 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandboxd.config import ConfigError, build_parser, config_from, option, untraversable_ancestor
+from sandboxd.config import (
+    ConfigError,
+    build_parser,
+    config_from,
+    option,
+    resolve,
+    untraversable_ancestor,
+)
 
 EXIT_UNSAFE = 1
 EXIT_CONFIG = 2
@@ -80,9 +87,14 @@ def run_serve(cli_values: dict[str, str | None]) -> int:
 def run_doctor(cli_values: dict[str, str | None]) -> int:
     from sandboxd.doctor import inspect_host
 
-    state_dir = Path(cli_values.get("state_dir") or option("state_dir").default)
-    sandbox_env = Path(cli_values.get("sandbox_env") or option("sandbox_env").default)
-    report = inspect_host(state_dir=state_dir, sandbox_env=sandbox_env)
+    try:
+        values = resolve(cli_values)  # the same flags and SANDBOXD_* variables as serve
+    except ConfigError as error:
+        return _fail(str(error), EXIT_CONFIG)
+    report = inspect_host(
+        state_dir=Path(values["state_dir"]).absolute(),
+        sandbox_env=Path(values["sandbox_env"]).absolute(),
+    )
     print(report.text(), flush=True)
     return 0 if report.safe else EXIT_UNSAFE
 
