@@ -412,6 +412,11 @@ class PythonContext(KernelContext):
                 return
             self._ready = False
             oom = event.oom_killed or self.jail.oom_kills() > self._oom_baseline
+            # Bookkeeping requests waiting for a reply (env vars) will never get one.
+            for fut in self._replies.values():
+                if not fut.done():
+                    fut.set_exception(ContextError("kernel_died", "the kernel died"))
+            self._replies.clear()
             run, self._run = self._run, None
             if run is not None:
                 run.emit(death_error(oom=oom, exit_code=event.exit_code, signal=event.signal))
