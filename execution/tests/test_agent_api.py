@@ -161,35 +161,52 @@ def test_deleting_an_agent_keeps_its_executions(jwt_client: Any, alice: Any, age
     assert not Agent.objects.filter(pk=agent.id).exists()
 
 
+# Every agent endpoint, with a request that would succeed or change something for alice.
+AGENT_ENDPOINTS = [
+    ("get", "/", None),
+    ("patch", "/", {"allowed_tools": ["install_packages"]}),
+    ("put", "/", {"name": "renamed", "allowed_tools": []}),
+    ("delete", "/", None),
+    ("get", "/tools", None),
+    ("post", "/tool-calls", {"name": "list_files", "arguments": {}}),
+]
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("method", "suffix", "payload"),
-    [
-        ("get", "/", None),
-        ("patch", "/", {"allowed_tools": ["install_packages"]}),
-        ("delete", "/", None),
-        ("get", "/tools", None),
-        ("post", "/tool-calls", {"name": "execute_code", "arguments": {}}),
-    ],
-)
+@pytest.mark.parametrize(("method", "suffix", "payload"), AGENT_ENDPOINTS)
+@pytest.mark.parametrize("who", ["charlie", "staff"])
 def test_another_users_agent_is_not_found_unchanged_and_audited(
-    jwt_client: Any, charlie: Any, agent: Agent, method: str, suffix: str, payload: Any
+    jwt_client: Any,
+    charlie: Any,
+    staff: Any,
+    agent: Agent,
+    who: str,
+    method: str,
+    suffix: str,
+    payload: Any,
 ) -> None:
+    user = {"charlie": charlie, "staff": staff}[who]
     url = f"{AGENTS}{agent.id}{suffix}"
-    response = getattr(jwt_client(charlie), method)(url, payload, format="json")
+    response = getattr(jwt_client(user), method)(url, payload, format="json")
 
     assert_error(response, 404, "agent_not_found")
     agent.refresh_from_db()
-    assert agent.allowed_tools == ["execute_code", "read_file"]
+    assert (agent.name, agent.allowed_tools) == ("coder", ["execute_code", "read_file"])
     event = SecurityEvent.objects.get(code="agent_not_owned")
-    assert (event.user, event.kind) == (charlie, SecurityEvent.Kind.AUTHORIZATION)
+    assert (event.user, event.kind) == (user, SecurityEvent.Kind.AUTHORIZATION)
     assert event.details["object_id"] == str(agent.id)
 
 
 @pytest.mark.django_db
-def test_anonymous_requests_are_refused(api_client: Any, agent: Agent) -> None:
-    assert_error(api_client.get(AGENTS), 401, "not_authenticated")
-    assert_error(api_client.get(tools_url(agent)), 401, "not_authenticated")
+@pytest.mark.parametrize(("method", "suffix", "payload"), [("get", "", None), *AGENT_ENDPOINTS])
+def test_anonymous_requests_are_refused(
+    api_client: Any, agent: Agent, method: str, suffix: str, payload: Any
+) -> None:
+    url = f"{AGENTS}{agent.id}{suffix}" if suffix else AGENTS
+    response = getattr(api_client, method)(url, payload, format="json")
+
+    assert_error(response, 401, "not_authenticated")
+    assert Agent.objects.filter(pk=agent.id, name="coder").exists()
 
 
 # --- tool definitions -----------------------------------------------------------------------
