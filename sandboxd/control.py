@@ -153,19 +153,23 @@ class ControlPlane:
                 "kill one or wait for one to time out",
             )
         self._reserved += 1
+        prepared: Prepared | None = None
         try:
             prepared = self._take_from_pool()
             if prepared is None:
-                sandbox_id = new_sandbox_id()
-                prepared = await self._prepare(sandbox_id, warm=False)
+                prepared = await self._prepare(new_sandbox_id(), warm=False)
             if env_vars:
                 await prepared.interpreter.set_envs(env_vars)
                 prepared.envd.set_envs(env_vars)
-        except ControlError:
+        except BaseException as error:
+            # Also on cancellation (the client left mid-create): a sandbox nobody will get
+            # must not linger until the server stops.
+            if prepared is not None:
+                self._spawn_background(self._destroy_prepared(prepared))
+            if isinstance(error, Exception):
+                log.exception("starting a sandbox failed")
+                raise ControlError(500, f"the sandbox could not be started: {error}") from error
             raise
-        except Exception as error:
-            log.exception("starting a sandbox failed")
-            raise ControlError(500, f"the sandbox could not be started: {error}") from error
         finally:
             self._reserved -= 1
         now = datetime.now(UTC)
