@@ -80,23 +80,32 @@ def normalize_language(language: str | None) -> str:
 
 
 class OutputCap:
-    """Counts streamed text of one run and drops it past MAX_OUTPUT_BYTES, flagging it once."""
+    """Counts the output of one run (streams and results) and drops it past the limit.
+
+    A stream chunk that crosses the limit is cut to fit; one stderr line then says output was
+    dropped. Errors and the run's bookkeeping events always pass.
+    """
 
     def __init__(self, emit: Emit, limit: int = MAX_OUTPUT_BYTES) -> None:
         self._emit = emit
         self._left = limit
+        self._limit = limit
         self._flagged = False
 
     def __call__(self, event: events.Event) -> None:
-        if event["type"] in ("stdout", "stderr"):
-            size = len(event["text"])
-            if self._left <= 0:
+        if event["type"] in ("stdout", "stderr", "result"):
+            size = sum(len(v) for v in event.values() if isinstance(v, str))
+            if self._left - size < 0:
+                if event["type"] != "result" and self._left > 0:
+                    # Keep what fits of a stream chunk (one chunk can be the whole cell's).
+                    self._emit({**event, "text": event["text"][: self._left]})
+                self._left = 0
                 if not self._flagged:
                     self._flagged = True
                     self._emit(
                         events.stream(
                             "stderr",
-                            f"\n[sandboxd: output truncated after {MAX_OUTPUT_BYTES} bytes]\n",
+                            f"\n[sandboxd: output truncated after {self._limit} bytes]\n",
                         )
                     )
                 return

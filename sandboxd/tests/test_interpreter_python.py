@@ -9,6 +9,7 @@ import pytest
 from e2b_code_interpreter import OutputMessage, Sandbox
 from e2b_code_interpreter.models import Result
 
+from sandboxd.interpreter.contexts import MAX_OUTPUT_BYTES
 from sandboxd.testing import RunningSandboxd
 
 pytestmark = pytest.mark.sandboxd
@@ -144,3 +145,14 @@ def test_on_result_receives_each_display_and_the_main_result(sbx: Sandbox) -> No
         (False, "<b>x</b>", "<IPython.core.display.HTML object>"),
         (True, None, "done"),
     ]
+
+
+def test_a_flood_of_output_is_cut_at_the_cap_and_flagged(sbx: Sandbox) -> None:
+    execution = sbx.run_code(
+        "import sys\nfor _ in range(48):\n    sys.stdout.write('x' * (1 << 20))\n'finished'"
+    )
+
+    stdout_bytes = sum(len(chunk) for chunk in execution.logs.stdout)
+    assert 0 < stdout_bytes <= MAX_OUTPUT_BYTES
+    assert any("output truncated" in line for line in execution.logs.stderr)
+    assert execution.error is None
