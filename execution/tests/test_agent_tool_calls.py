@@ -125,6 +125,17 @@ def test_a_code_error_is_a_tool_error_result_not_an_http_error(client: Any, agen
 
 
 @pytest.mark.django_db
+def test_a_run_over_its_timeout_is_an_error_result_saying_so(client: Any, agent: Agent) -> None:
+    arguments = {"code": "import time\ntime.sleep(30)", "language": "python", "timeout": 1}
+
+    body = ok(call(client, agent, "execute_code", arguments))
+
+    assert body["is_error"] is True
+    assert body["result"]["status"] == "timed_out"
+    assert "The run was stopped after 1 s." in body["text"]
+
+
+@pytest.mark.django_db
 def test_write_read_and_list_files_work_in_one_thread_and_name_the_agent(
     client: Any, agent: Agent
 ) -> None:
