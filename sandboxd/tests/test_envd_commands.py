@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2b import AsyncSandbox, CommandExitException, Sandbox
+from e2b import AsyncSandbox, CommandExitException, PtySize, Sandbox
 from e2b.exceptions import SandboxException, SandboxNotRunningException, TimeoutException
 
 from sandboxd.testing import RunningSandboxd
@@ -128,6 +128,12 @@ def test_an_sdk_timeout_leaves_the_command_running_and_the_log_clean(
     assert len(running) == 1
     assert sandbox.commands.connect(running[0].pid).wait().stdout == "finished\n"
     assert "Traceback" not in sandboxd.log()[log_before:]
+
+
+def test_a_pty_is_refused_clearly(sandbox: Sandbox, sandboxd: RunningSandboxd) -> None:
+    with pytest.raises(SandboxException, match="does not provide PTYs"):
+        sandbox.pty.create(PtySize(rows=24, cols=80))
+    assert_healthy(sandboxd)
 
 
 def test_sending_stdin_to_an_unknown_process_fails_cleanly(
