@@ -131,10 +131,12 @@ def death_error(*, oom: bool, exit_code: int | None, signal: int | None) -> even
 
 
 def restarted_error() -> events.Event:
-    """The ``error`` event for a cell that ignored an interrupt, so its kernel was replaced."""
+    """The ``error`` event for a cell whose kernel was replaced under it (it ignored an
+    interrupt, or the context was restarted or removed)."""
     return events.error(
         "KernelRestarted",
-        "the cell did not stop when interrupted; the kernel was restarted and its state is lost",
+        "the kernel was stopped while the cell ran (restart, removal, or an interrupt it "
+        "ignored); its state is lost",
         "",
     )
 

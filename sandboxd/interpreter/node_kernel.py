@@ -161,7 +161,8 @@ class NodeContext(KernelContext):
     async def _stop(self) -> None:
         self._ready = False
         run, self._run = self._run, None
-        if run is not None:
+        if run is not None:  # a restart or removal while a cell runs: the cell is over
+            run.emit(restarted_error())
             run.finish()
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -213,6 +214,8 @@ class NodeContext(KernelContext):
             await asyncio.wait_for(asyncio.shield(run.done), INTERRUPT_GRACE)
         except TimeoutError:
             self._ready = False
+            if self._run is run:
+                self._run = None
             run.emit(restarted_error())
             run.finish()
             self.schedule_restart()

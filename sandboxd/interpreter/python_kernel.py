@@ -247,7 +247,8 @@ class PythonContext(KernelContext):
     async def _stop(self) -> None:
         self._ready = False
         run, self._run = self._run, None
-        if run is not None:
+        if run is not None:  # a restart or removal while a cell runs: the cell is over
+            run.emit(restarted_error())
             run.finish()
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -398,6 +399,8 @@ class PythonContext(KernelContext):
         except TimeoutError:
             # The cell ignores SIGINT (a C loop, a handler): replace the kernel.
             self._ready = False
+            if self._run is run:
+                self._run = None
             run.emit(restarted_error())
             run.finish()
             self.schedule_restart()

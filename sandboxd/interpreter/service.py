@@ -181,9 +181,10 @@ class Interpreter:
                 and parts[2] == "restart"
                 and method == "POST"
             ):
+                # Not behind the context's lock: a restart must not wait for a cell that may
+                # never end; a running cell ends with a KernelRestarted error.
                 ctx = self._context(parts[1])
-                async with ctx.lock:
-                    await ctx.restart()
+                await ctx.restart()
                 return web.json_response(ctx.describe())
             raise RequestError(404, "not_found", f"no route {method} {path}")
         except RequestError as exc:

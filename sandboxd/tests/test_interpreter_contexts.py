@@ -246,3 +246,24 @@ async def test_sandbox_env_vars_reach_every_language(sandboxd: RunningSandboxd) 
     assert python.logs.stdout == [hostile + "\n"]
     assert js.logs.stdout == [hostile + "\n"]
     assert bash.logs.stdout == [hostile + "\n"]
+
+
+async def test_restarting_a_busy_context_ends_its_cell_without_waiting(sbx: AsyncSandbox) -> None:
+    ctx = await sbx.create_code_context()
+    started = asyncio.Event()
+
+    async def on_stdout(message: OutputMessage) -> None:
+        started.set()
+
+    busy = asyncio.create_task(
+        sbx.run_code(
+            "print('busy', flush=True)\nwhile True:\n    pass", context=ctx, on_stdout=on_stdout
+        )
+    )
+    await asyncio.wait_for(started.wait(), 30)
+    await sbx.restart_code_context(ctx)
+    ended = await asyncio.wait_for(busy, 30)
+    after = await sbx.run_code("'fresh'", context=ctx)
+
+    assert ended.error is not None and ended.error.name == "KernelRestarted"
+    assert after.text == "fresh"
