@@ -52,13 +52,16 @@ def test_write_files_uploads_several_files_in_one_multipart_request(sandbox: San
             {"path": "multi/a.txt", "data": "first"},
             {"path": "/home/user/multi/deeper/b.bin", "data": b"\x00second"},
             {"path": "multi/c.txt", "data": "third"},
+            {"path": 'multi/héllo "wörld".txt', "data": "named"},
         ]
     )
     assert [w.path for w in written] == [
         "/home/user/multi/a.txt",
         "/home/user/multi/deeper/b.bin",
         "/home/user/multi/c.txt",
+        '/home/user/multi/héllo "wörld".txt',
     ]
+    assert sandbox.files.read('multi/héllo "wörld".txt') == "named"
     assert sandbox.files.read("multi/deeper/b.bin", format="bytes") == b"\x00second"
     assert sandbox.files.read("multi/c.txt") == "third"
 
