@@ -186,12 +186,19 @@ print(json.dumps({'rss_mib': round(rss / 1024, 1), 'pss_mib': round(pss / 1024, 
 def bench_warm(options: dict[str, str], bare: BareKernel) -> dict[str, Any]:
     from e2b_code_interpreter import Sandbox
 
+    # Samples alternate between the two so that both see the same machine load.
+    sdk: list[float] = []
+    base: list[float] = []
     sbx = Sandbox.create(**options)
     try:
-        sdk = timed(lambda: sbx.run_code("print(1)"), WARM_RUNS)
+        for _ in range(WARMUP):
+            sbx.run_code("print(1)")
+            bare.run("print(1)")
+        for _ in range(WARM_RUNS):
+            sdk += timed(lambda: sbx.run_code("print(1)"), 1, warmup=0)
+            base += timed(lambda: bare.run("print(1)"), 1, warmup=0)
     finally:
         sbx.kill()
-    base = timed(lambda: bare.run("print(1)"), WARM_RUNS)
     sdk_s, base_s = summary_ms(sdk), summary_ms(base)
     return {
         "sdk": sdk_s,
@@ -402,6 +409,7 @@ def run_all() -> dict[str, Any]:
     """Start a sandboxd and a bare kernel, run every measurement, stop both."""
     from sandboxd.testing import running_sandboxd
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     state_dir = Path(tempfile.mkdtemp(prefix="bench-sandboxd-"))
     state_dir.chmod(0o755)  # the sandbox uids must traverse it
     bare = BareKernel()
@@ -423,7 +431,12 @@ def run_all() -> dict[str, Any]:
     finally:
         bare.close()
         shutil.rmtree(state_dir, ignore_errors=True)
-    results["machine"] = {"cpus": os.cpu_count(), "measured_at": time.strftime("%FT%TZ")}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "measured_at": time.strftime("%FT%TZ"),
+    }
     return results
 
 
@@ -434,6 +447,12 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     results = run_all()
     print(render(results))
+    machine = results["machine"]
+    print(
+        f"{machine['cpus']} CPUs; load average before/after: "
+        f"{machine['load_average_before']} / {machine['load_average_after']} "
+        "(other work on the machine inflates every number, the baselines too)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {RESULTS.relative_to(ROOT)}")
