@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -102,6 +103,12 @@ else:
             "NAME": VAR_DIR / "db.sqlite3",
             # Streaming output writes while pages read: wait for the lock, don't fail.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # Tests get a file per test process rather than Django's shared-cache in-memory
+            # database, whose table locks fail at once instead of waiting: runs stream from
+            # worker threads while the test reads, as in production.
+            "TEST": {
+                "NAME": str(Path(tempfile.gettempdir()) / f"atlaschat-test-{os.getpid()}.sqlite3")
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
