@@ -58,7 +58,12 @@ from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
 from execution.services.packages import run_install
 from execution.services.quotas import check_run_concurrency
 from execution.services.runtime import service_loop
-from execution.services.sandbox_sessions import SANDBOX_GONE_ERRORS, is_unavailability, sessions
+from execution.services.sandbox_sessions import (
+    SANDBOX_GONE_ERRORS,
+    SandboxLease,
+    is_unavailability,
+    sessions,
+)
 from execution.services.validation import WORKSPACE_ROOT
 
 logger = logging.getLogger(__name__)
@@ -433,8 +438,9 @@ class ExecutionRunner:
                 sink.finish(Status.CANCELLED)
                 return
             try:
-                lease = sessions.get_or_create(thread, fresh=self.execution is not None)
-                context = sessions.context_for(thread, lease.sandbox, execution.language)
+                lease, context = self._acquire(
+                    thread, execution.language, fresh=self.execution is not None
+                )
             except ToolError as exc:
                 sink.finish(
                     Status.ERROR,
@@ -520,6 +526,26 @@ class ExecutionRunner:
                     end.kind = "unavailable"
                 return end
 
+    @staticmethod
+    def _acquire(
+        thread: Thread, language: str, *, fresh: bool = False
+    ) -> tuple[SandboxLease, Context]:
+        """The thread's sandbox and its context for `language`. A sandbox that vanishes
+        between the two steps (killed, expired) is replaced once. Raises ToolError (503)."""
+        for attempt in range(2):
+            try:
+                lease = sessions.get_or_create(thread, fresh=fresh and attempt == 0)
+                return lease, sessions.context_for(thread, lease.sandbox, language)
+            except SANDBOX_GONE_ERRORS as exc:
+                sessions.forget(thread)
+                sessions.forget_context(thread, language)
+                if attempt == 1:
+                    raise ToolError(
+                        "sandbox_lost", "The sandbox vanished while it was being prepared.", 503,
+                        {"reason": f"{type(exc).__name__}: {exc}"}, headers={"Retry-After": "5"},
+                    ) from exc  # fmt: skip
+        raise AssertionError("unreachable")
+
     def _recover_and_rerun(
         self,
         handle: _RunHandle,
@@ -528,17 +554,16 @@ class ExecutionRunner:
         execution: Execution,
         timeout: float,
         details: dict[str, Any],
-    ) -> tuple[RunOutcome, Any, Context, dict[str, Any]]:
+    ) -> tuple[RunOutcome, SandboxLease, Context, dict[str, Any]]:
         sessions.forget_context(thread, execution.language)
-        lease = sessions.get_or_create(thread)  # reconnects, or recreates and restores
-        if not sessions.is_running(lease.sandbox):
+        cached = sessions.get_or_create(thread)  # reconnects, or recreates and restores
+        if not sessions.is_running(cached.sandbox):
             sessions.forget(thread)
-            lease = sessions.get_or_create(thread)
+        lease, context = self._acquire(thread, execution.language)
         if lease.sandbox.sandbox_id != details.get("sandbox_id"):
             details = {**details, "sandbox_id": lease.sandbox.sandbox_id, "recreated": True}
             if lease.restored is not None:
                 details["restored"] = lease.restored.as_dict()
-        context = sessions.context_for(thread, lease.sandbox, execution.language)
         outcome = self._stream(handle, sink, lease.sandbox, context, execution, timeout)
         if outcome.kind == "gone":
             outcome.kind = "lost"
