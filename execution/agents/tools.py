@@ -134,9 +134,16 @@ def _field_schema(field: serializers.Field) -> dict[str, Any]:
     request serializer fails the schema tests instead of producing a wrong schema.
     """
     schema: dict[str, Any]
-    # Order matters: subclasses before their bases (ChoiceField, UUIDField before CharField).
+    # Order matters: subclasses before their bases (MultipleChoiceField before ChoiceField;
+    # ChoiceField and UUIDField before CharField).
     if isinstance(field, serializers.BooleanField):
         schema = {"type": "boolean"}
+    elif isinstance(field, serializers.MultipleChoiceField):
+        choices = [str(choice) for choice in field.choices]
+        schema = {"type": "array", "items": {"type": "string", "enum": choices}}
+        schema["uniqueItems"] = True
+        if not field.allow_empty:
+            schema["minItems"] = 1
     elif isinstance(field, serializers.ChoiceField):
         schema = {"type": "string", "enum": [str(choice) for choice in field.choices]}
     elif isinstance(field, serializers.UUIDField):

@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from rest_framework import serializers
 
 from execution.agents.tools import TOOLS, serializer_json_schema
 from execution.api.serializers import ExecuteRequestSerializer, WriteFileRequestSerializer
@@ -326,3 +327,46 @@ def test_the_schema_and_the_serializer_accept_and_refuse_the_same_arguments(
     declared = set(serializer.fields) >= set(arguments)
 
     assert validator.is_valid(arguments) == (serializer.is_valid() and declared)
+
+
+class EveryFieldKind(serializers.Serializer):
+    flag = serializers.BooleanField(default=False)
+    colours = serializers.MultipleChoiceField(choices=["red", "blue"], allow_empty=False)
+    mode = serializers.ChoiceField(choices=["a", "b"], allow_null=True, required=False)
+    count = serializers.IntegerField(min_value=1, max_value=9, help_text="How many.")
+    ratio = serializers.FloatField(required=False)
+    name = serializers.CharField(max_length=5)
+    names = serializers.ListField(child=serializers.CharField(), max_length=3, allow_empty=False)
+    anything = serializers.JSONField(required=False)
+    created = serializers.DateTimeField(read_only=True)
+
+
+def test_the_schema_walker_maps_each_field_kind_with_its_limits() -> None:
+    schema = serializer_json_schema(EveryFieldKind)
+
+    assert schema["properties"] == {
+        "flag": {"type": "boolean", "default": False},
+        "colours": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["red", "blue"]},
+            "uniqueItems": True,
+            "minItems": 1,
+        },
+        "mode": {"type": ["string", "null"], "enum": ["a", "b", None]},
+        "count": {"type": "integer", "minimum": 1, "maximum": 9, "description": "How many."},
+        "ratio": {"type": "number"},
+        "name": {"type": "string", "maxLength": 5, "minLength": 1},
+        "names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                  "maxItems": 3},
+        "anything": {},
+    }  # fmt: skip
+    assert schema["required"] == ["colours", "count", "name", "names"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_the_schema_walker_refuses_a_field_kind_it_cannot_describe() -> None:
+    class WithDate(serializers.Serializer):
+        when = serializers.DateTimeField()
+
+    with pytest.raises(TypeError, match="DateTimeField"):
+        serializer_json_schema(WithDate)
