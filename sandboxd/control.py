@@ -120,11 +120,21 @@ class ControlPlane:
     # --- sandboxes --------------------------------------------------------------------------
 
     def get(self, sandbox_id: str) -> Sandbox | None:
-        """The live sandbox with this id, or ``None``."""
-        return self._sandboxes.get(sandbox_id)
+        """The live sandbox with this id, or ``None``.
+
+        A sandbox whose jail died on its own (its agent was killed, the whole sandbox ran
+        out of memory) is gone: it is cleaned up now and reported like a killed one.
+        """
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is not None and not sandbox.jail.alive:
+            log.warning("sandbox %s died on its own; removing it", sandbox_id)
+            del self._sandboxes[sandbox_id]
+            self._spawn_background(self._destroy(sandbox))
+            return None
+        return sandbox
 
     def live(self) -> list[Sandbox]:
-        return list(self._sandboxes.values())
+        return [sandbox for sandbox in self._sandboxes.values() if sandbox.jail.alive]
 
     def pool_ready(self) -> int:
         """How many pre-started sandboxes wait in the pool right now."""
@@ -146,6 +156,8 @@ class ControlPlane:
         lifetime = self._lifetime(timeout_seconds)
         if self._closing:
             raise ControlError(503, "sandboxd is shutting down")
+        for sandbox_id in list(self._sandboxes):
+            self.get(sandbox_id)  # forgets sandboxes that died on their own
         if len(self._sandboxes) + self._reserved >= self._config.max_sandboxes:
             raise ControlError(
                 429,
@@ -234,7 +246,8 @@ class ControlPlane:
         found = [
             sandbox
             for sandbox in self._sandboxes.values()
-            if (template_id is None or sandbox.template_id == template_id)
+            if sandbox.jail.alive
+            and (template_id is None or sandbox.template_id == template_id)
             and (started_after is None or sandbox.started_at >= started_after)
             and all(sandbox.metadata.get(key) == value for key, value in (metadata or {}).items())
         ]
@@ -263,7 +276,7 @@ class ControlPlane:
     # --- lifetimes --------------------------------------------------------------------------
 
     def _require(self, sandbox_id: str) -> Sandbox:
-        sandbox = self._sandboxes.get(sandbox_id)
+        sandbox = self.get(sandbox_id)
         if sandbox is None:
             raise ControlError(404, f"sandbox {sandbox_id} not found")
         return sandbox

@@ -13,9 +13,14 @@ from aiohttp import web
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from sandboxd.jail import FsError, JailError
+
+# What a jail call may raise: a file/process error, or the sandbox itself failing.
+JAIL_ERRORS = (FsError, JailError)
+
 
 class CodedError(Protocol):
-    """What ``sandboxd.jail.FsError`` looks like to envd: a stable code and a message."""
+    """What ``FsError`` and ``JailError`` look like to envd: a stable code and a message."""
 
     code: str
     message: str
@@ -30,6 +35,9 @@ _MAPPING: dict[str, tuple[Code, int]] = {
     # Over the files API this is a full disk or workspace quota: E2B's 507.
     "resource_exhausted": (Code.RESOURCE_EXHAUSTED, 507),
     "internal": (Code.INTERNAL, 500),
+    # JailError: the sandbox itself failed (its agent died). UNAVAILABLE makes the SDK probe
+    # the sandbox's health, and 502 is what E2B's proxy answers for a sandbox it cannot reach.
+    "jail_failed": (Code.UNAVAILABLE, 502),
 }
 
 

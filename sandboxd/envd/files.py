@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import parse_content_disposition
 
-from sandboxd.envd.errors import files_error, http_error
-from sandboxd.jail import FsError
+from sandboxd.envd.errors import JAIL_ERRORS, files_error, http_error
 
 if TYPE_CHECKING:
     from sandboxd.jail import Entry, Jail
@@ -75,7 +74,7 @@ async def download(request: web.Request, jail: Jail, *, max_bytes: int) -> web.S
         return files_error(400, "the path query parameter is required")
     try:
         data = await jail.read_file(path, max_bytes=max_bytes)
-    except FsError as error:
+    except JAIL_ERRORS as error:
         if error.code == "resource_exhausted":
             return files_error(413, f"{path} is larger than the {max_bytes} byte limit")
         return http_error(error)
@@ -144,6 +143,6 @@ async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Res
             )
     except _TooLarge:
         return files_error(413, f"an uploaded file is larger than the {max_bytes} byte limit")
-    except FsError as error:
+    except JAIL_ERRORS as error:
         return http_error(error)
     return web.json_response(written)

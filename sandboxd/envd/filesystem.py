@@ -19,10 +19,9 @@ from e2b.envd.filesystem import filesystem_pb
 from protobuf import Oneof
 
 from sandboxd.envd.entries import entry_info
-from sandboxd.envd.errors import connect_error
+from sandboxd.envd.errors import JAIL_ERRORS, connect_error
 from sandboxd.envd.process import request_user
 from sandboxd.envd.watch import MAX_WATCHERS, POLL_SECONDS, DirectoryPoller
-from sandboxd.jail import FsError
 
 if TYPE_CHECKING:
     from connectrpc.request import RequestContext
@@ -57,7 +56,7 @@ class FilesystemService:
         check_user(ctx)
         try:
             entry = await self._jail.stat(request.path)
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.StatResponse(entry=entry_info(entry))
 
@@ -69,7 +68,7 @@ class FilesystemService:
         depth = request.depth or 1
         try:
             entries = await self._jail.list_dir(request.path, depth)
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.ListDirResponse(entries=[entry_info(entry) for entry in entries])
 
@@ -84,7 +83,7 @@ class FilesystemService:
                     Code.ALREADY_EXISTS, f"directory {request.path!r} already exists"
                 )
             entry = await self._jail.stat(request.path)
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.MakeDirResponse(entry=entry_info(entry))
 
@@ -94,7 +93,7 @@ class FilesystemService:
         check_user(ctx)
         try:
             entry = await self._jail.move(request.source, request.destination)
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.MoveResponse(entry=entry_info(entry))
 
@@ -104,7 +103,7 @@ class FilesystemService:
         check_user(ctx)
         try:
             await self._jail.remove(request.path)
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.RemoveResponse()
 
@@ -117,7 +116,7 @@ class FilesystemService:
         )
         try:
             await poller.start()
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return poller
 
@@ -134,7 +133,7 @@ class FilesystemService:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 events = await poller.poll()
-            except FsError as error:
+            except JAIL_ERRORS as error:
                 raise connect_error(error) from None
             for event in events:
                 yield filesystem_pb.WatchDirResponse(event=Oneof("filesystem", event))
@@ -165,7 +164,7 @@ class FilesystemService:
         poller = self._watcher(request.watcher_id)
         try:
             events = await poller.poll()
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.GetWatcherEventsResponse(events=events)
 

@@ -26,8 +26,7 @@ from connectrpc.errors import ConnectError
 from e2b.envd.process import process_pb
 from protobuf import Oneof
 
-from sandboxd.envd.errors import connect_error
-from sandboxd.jail import FsError
+from sandboxd.envd.errors import JAIL_ERRORS, connect_error
 
 if TYPE_CHECKING:
     from connectrpc.request import RequestContext
@@ -191,7 +190,7 @@ class ProcessTable:
             handle = await self._jail.spawn(
                 [config.cmd, *config.args], envs=envs, cwd=cwd, stdin=stdin, tag=tag, user=user
             )
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         process = ManagedProcess(
             pid=handle.pid, tag=tag, config=config, handle=handle, stdin_open=stdin
@@ -328,7 +327,7 @@ class ProcessService:
             raise ConnectError(Code.INVALID_ARGUMENT, "signal must be SIGTERM or SIGKILL")
         try:
             await process.handle.signal(number)
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return process_pb.SendSignalResponse()
 
@@ -367,7 +366,7 @@ class ProcessService:
             )
         try:
             await process.handle.close_stdin()
-        except FsError as error:
+        except JAIL_ERRORS as error:
             raise connect_error(error) from None
         process.stdin_open = False
         return process_pb.CloseStdinResponse()
@@ -388,7 +387,7 @@ async def _write_input(process: ManagedProcess, data: process_pb.ProcessInput | 
                 )
             try:
                 await process.handle.write_stdin(payload)
-            except FsError as error:
+            except JAIL_ERRORS as error:
                 raise connect_error(error) from None
         case Oneof(field="pty"):
             raise ConnectError(Code.UNIMPLEMENTED, "sandboxd does not provide PTYs")

@@ -3,7 +3,9 @@ create, connect, set_timeout, kill, info, list; auth, unknown sandboxes, the cap
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from e2b.exceptions import (
     AuthenticationException,
     RateLimitException,
     SandboxNotFoundException,
+    SandboxNotRunningException,
 )
 from e2b_code_interpreter import AsyncSandbox as AsyncCodeSandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
@@ -129,6 +132,37 @@ def test_a_sandbox_dies_at_its_timeout_with_its_processes(sandboxd: RunningSandb
     with pytest.raises(SandboxNotFoundException):
         Sandbox.get_info(sandbox.sandbox_id, **sandboxd.sdk_options())
     assert wait_until(lambda: not host_processes_with(argv), 5)
+    assert_healthy(sandboxd)
+
+
+def jail_processes(sandbox_id: str) -> list[int]:
+    """Host pids of the bubblewrap running this sandbox (its argv names the sandbox's dir)."""
+    marker = f"/jails/{sandbox_id}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"/usr/bin/bwrap\0") and marker in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_sandbox_that_dies_on_its_own_is_reported_gone(sandboxd: RunningSandboxd) -> None:
+    sandbox = Sandbox.create(**sandboxd.sdk_options())
+    victims = jail_processes(sandbox.sandbox_id)
+    assert victims, "the sandbox's bubblewrap should be visible from the host"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not sandbox.is_running(), 10)
+    with pytest.raises(SandboxNotRunningException):
+        sandbox.files.read("anything.txt")
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sandbox.sandbox_id, **sandboxd.sdk_options())
+    with Sandbox.create(**sandboxd.sdk_options()) as fresh:
+        assert fresh.commands.run("echo fine").stdout == "fine\n"
     assert_healthy(sandboxd)
 
 
