@@ -97,7 +97,7 @@ _LIMIT_FIELDS: dict[str, tuple[str, int]] = {
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "127.0.0.1", "address to listen on"),
     Option("port", _parse_port, 49982, "TCP port to listen on (0 picks a free port)"),
-    Option("api_key", str, None, "API key clients send as X-API-KEY (required)"),
+    Option("api_key", str, None, "API key clients send as X-API-KEY"),
     Option(
         "state_dir",
         Path,
