@@ -139,8 +139,9 @@ def _timeout(body: dict[str, Any], *, required: bool = False) -> int | None:
 async def create_sandbox(request: web.Request) -> web.Response:
     """``POST /v2/sandboxes`` (and ``/sandboxes``): 201 with the new sandbox and its tokens.
 
-    ``autoPause``, ``network``, ``mcp``, ``volumeMounts`` and the like are accepted and
-    ignored: sandboxd has no pause, its network policy is fixed, and it has no volumes.
+    ``autoPause``, ``network``, ``allow_internet_access``, ``mcp``, ``volumeMounts`` and the
+    like are accepted and ignored: sandboxd has no pause, its network policy is fixed (no
+    internet; package indexes only, through the egress proxy), and it has no volumes.
     """
     body = await _json_body(request)
     template_id = body.get("templateID") or "base"
