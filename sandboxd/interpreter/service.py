@@ -54,6 +54,44 @@ _CONTEXT_CLASSES: dict[str, type[KernelContext]] = {
 }
 
 
+class EventPipe:
+    """The events of one run, from the kernel side (``put``) to the HTTP writer (``take``).
+
+    Lighter than an asyncio.Queue with a timed get: one future and one timer per wait.
+    Unbounded on purpose: each kernel caps a run's output (contexts.OutputCap).
+    """
+
+    def __init__(self) -> None:
+        self._items: list[events.Event] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: events.Event) -> None:
+        """Queue one event and wake the writer."""
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self, wait_seconds: float) -> list[events.Event]:
+        """Every queued event, waiting up to `wait_seconds` for one; [] if none came."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(wait_seconds, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class RequestError(Exception):
     """A request the interpreter refuses: HTTP `status`, stable `code`, readable `message`."""
 
@@ -252,7 +290,7 @@ class Interpreter:
             status=200, headers={"Content-Type": "application/x-ndjson; charset=utf-8"}
         )
         await response.prepare(request)
-        queue: asyncio.Queue[events.Event] = asyncio.Queue()
+        queue = EventPipe()
         running = asyncio.Event()
         task = asyncio.create_task(self._run_locked(ctx, code, env_vars, queue, running))
         try:
@@ -273,29 +311,25 @@ class Interpreter:
         ctx: KernelContext,
         code: str,
         env_vars: Mapping[str, str],
-        queue: asyncio.Queue[events.Event],
+        queue: EventPipe,
         running: asyncio.Event,
     ) -> None:
         try:
             async with ctx.lock:
                 running.set()
-                await ctx.run(code, env_vars, queue.put_nowait)
+                await ctx.run(code, env_vars, queue.put)
         except ContextError as exc:
-            queue.put_nowait(events.error("KernelUnavailable", exc.message, ""))
+            queue.put(events.error("KernelUnavailable", exc.message, ""))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.exception("context %s: run failed", ctx.id)
-            queue.put_nowait(events.error("InterpreterError", str(exc), ""))
+            queue.put(events.error("InterpreterError", str(exc), ""))
         finally:
-            queue.put_nowait(events.END_OF_EXECUTION)
+            queue.put(events.END_OF_EXECUTION)
 
     @staticmethod
-    async def _stream(
-        request: web.Request,
-        response: web.StreamResponse,
-        queue: asyncio.Queue[events.Event],
-    ) -> None:
+    async def _stream(request: web.Request, response: web.StreamResponse, queue: EventPipe) -> None:
         """Write events as they come, keepalives while quiet; stop early if the client left.
 
         Events already queued go out in one write (fewer syscalls and chunks for the client
@@ -304,26 +338,15 @@ class Interpreter:
         loop = asyncio.get_running_loop()
         last_write = loop.time()
         while True:
-            if queue.empty():
+            batch = await queue.take(DISCONNECT_POLL_SECONDS)
+            if not batch:
                 transport = request.transport
                 if transport is None or transport.is_closing():
                     return
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_SECONDS)
-                if not done:
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
-                if getter.cancelled():
-                    if loop.time() - last_write >= KEEPALIVE_SECONDS:
-                        await response.write(events.encode(events.KEEPALIVE))
-                        last_write = loop.time()
-                    continue
-                batch = [getter.result()]
-            else:
-                batch = []
-            while not queue.empty():
-                batch.append(queue.get_nowait())
+                if loop.time() - last_write >= KEEPALIVE_SECONDS:
+                    await response.write(events.encode(events.KEEPALIVE))
+                    last_write = loop.time()
+                continue
             await response.write(b"".join(events.encode(event) for event in batch))
             last_write = loop.time()
             if batch[-1] is events.END_OF_EXECUTION:
