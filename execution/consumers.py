@@ -31,6 +31,8 @@ the next request or event closes the socket with `token_expired` and 4401.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -166,72 +168,113 @@ def _required_str(message: dict[str, Any], field: str) -> str:
     return value
 
 
-def execution_replay_frames(execution: Execution) -> list[dict[str, Any]]:
-    """Return the frames that rebuild, from the stored row, what a live client has seen.
+@dataclass
+class StreamCursor:
+    """How much of one execution a socket has sent, so it can catch up from the row.
 
-    Every frame carries `seq = execution.last_seq` (the last event whose effect the row
-    holds) and `"replay": true`; a consumer then forwards only live events with a greater
-    seq. Output is one `stdout` and one `stderr` frame each (the row keeps them apart, so
-    their interleaving is not replayed); results, the error and `done` follow as stored.
+    The service stores each event's effect (and `last_seq`) before publishing it, so the
+    row always holds at least every published event. A socket that missed events (it
+    joined late, or a full channel dropped some) sends, from the row, exactly what lies
+    beyond this cursor, then carries on with live events newer than the row: every line
+    once, none lost. Counters follow the row's shape: output texts are appended, results
+    listed in order, one error, one final status.
     """
-    seq = execution.last_seq
-    execution_id = str(execution.id)
-    frames: list[dict[str, Any]] = [
-        {
-            "type": "execution",
-            "execution_id": execution_id,
-            "thread_id": str(execution.thread_id) if execution.thread_id else None,
-            "status": execution.status,
-            "language": execution.language,
-            "seq": seq,
-            "replay": True,
-        }
-    ]
-    if execution.started_at is not None or execution.status == Execution.Status.RUNNING:
-        frames.append(
-            {
-                "type": "status",
+
+    execution_id: str
+    seq: int = -1
+    sent_execution: bool = False
+    sent_running: bool = False
+    stdout_chars: int = 0
+    stderr_chars: int = 0
+    results: int = 0
+    sent_error: bool = False
+    done: bool = False
+
+    def classify(self, event: dict[str, Any]) -> str:
+        """ "forward" (the next event), "duplicate" (already covered) or "gap" (some missed)."""
+        seq = event.get("seq", -1)
+        if seq <= self.seq:
+            return "duplicate"
+        if seq > self.seq + 1:
+            return "gap"
+        return "forward"
+
+    def advance(self, event: dict[str, Any]) -> None:
+        """Account for a live event that is being sent."""
+        kind = event.get("type")
+        self.seq = event.get("seq", self.seq)
+        if kind == "execution":
+            self.sent_execution = True
+        elif kind == "status":
+            self.sent_running = True
+        elif kind == "stdout":
+            self.stdout_chars += len(event.get("text", ""))
+        elif kind == "stderr":
+            self.stderr_chars += len(event.get("text", ""))
+        elif kind == "result":
+            self.results += 1
+        elif kind == "error":
+            self.sent_error = True
+        elif kind == "done":
+            self.done = True
+
+    def catch_up(self, execution: Execution) -> list[dict[str, Any]]:
+        """Return the frames for what `execution`'s row holds beyond this cursor, and move
+        the cursor to the row's `last_seq`.
+
+        The frames carry `seq = last_seq` and `"replay": true`. Output comes as one
+        `stdout` and one `stderr` frame (the row keeps the streams apart, so their
+        interleaving is not rebuilt); results, the error and `done` follow as stored.
+        Nothing when the cursor is already at or past the row.
+        """
+        seq = execution.last_seq
+        if seq <= self.seq:
+            return []
+        execution_id = str(execution.id)
+
+        def frame(kind: str, **fields: Any) -> dict[str, Any]:
+            return {
+                "type": kind,
                 "execution_id": execution_id,
-                "status": Execution.Status.RUNNING,
+                **fields,
                 "seq": seq,
                 "replay": True,
             }
-        )
-    for stream in ("stdout", "stderr"):
-        text = getattr(execution, stream)
-        if text:
+
+        frames: list[dict[str, Any]] = []
+        if not self.sent_execution:
+            thread_id = str(execution.thread_id) if execution.thread_id else None
             frames.append(
-                {
-                    "type": stream,
-                    "execution_id": execution_id,
-                    "text": text,
-                    "seq": seq,
-                    "replay": True,
-                }
+                frame(
+                    "execution",
+                    thread_id=thread_id,
+                    status=execution.status,
+                    language=execution.language,
+                )
             )
-    for result in execution.results or []:
-        frames.append(
-            {
-                "type": "result",
-                "execution_id": execution_id,
-                "result": result,
-                "seq": seq,
-                "replay": True,
-            }
-        )
-    if execution.error:
-        frames.append(
-            {
-                "type": "error",
-                "execution_id": execution_id,
-                "error": execution.error,
-                "seq": seq,
-                "replay": True,
-            }
-        )
-    if execution.is_final:
-        frames.append(done_frame(execution, replay=True))
-    return frames
+            self.sent_execution = True
+        if not self.sent_running and execution.started_at is not None:
+            frames.append(frame("status", status=Execution.Status.RUNNING))
+            self.sent_running = True
+        stdout = execution.stdout[self.stdout_chars :]
+        if stdout:
+            frames.append(frame("stdout", text=stdout))
+            self.stdout_chars += len(stdout)
+        stderr = execution.stderr[self.stderr_chars :]
+        if stderr:
+            frames.append(frame("stderr", text=stderr))
+            self.stderr_chars += len(stderr)
+        for result in (execution.results or [])[self.results :]:
+            frames.append(frame("result", result=result))
+            self.results += 1
+        if execution.error and not self.sent_error:
+            frames.append(frame("error", error=execution.error))
+            self.sent_error = True
+        if execution.is_final and not self.done:
+            frames.append(done_frame(execution, replay=True))
+            self.done = True
+        self.seq = seq
+        return frames
 
 
 def done_frame(execution: Execution, *, replay: bool = False) -> dict[str, Any]:
@@ -313,14 +356,37 @@ def check_execute_rate(user: AbstractBaseUser, ip: str | None) -> None:
 
 
 class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
-    """Common ground: one sync thread per socket, JSON frames, closing on refusal."""
+    """Common ground: one sync thread per socket, JSON frames, refusals, and live events
+    forwarded through a `StreamCursor` per execution so that none is lost or repeated."""
+
+    # Every so often a socket re-reads the rows of the runs it follows and are not over: an
+    # event the channel layer dropped at the end of a run (a full channel drops silently)
+    # would otherwise leave the client waiting for a `done` that never comes.
+    check_interval: float = 5.0
+    # Finished cursors kept (to drop late duplicates) before the oldest are forgotten.
+    max_cursors: int = 500
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.cursors: dict[str, StreamCursor] = {}
+        self.groups_joined: list[str] = []
+        self.watcher: asyncio.Task[None] | None = None
         # Without a context of its own every consumer of the process shares one sync
         # thread for its database calls, so one slow query would stall every socket.
         # Django gives each HTTP request its own context the same way.
         async with ThreadSensitiveContext():
-            await super().__call__(scope, receive, send)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                await self._stop_watching()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "execution.event":
+            # A live event needs no database: skip channels' per-message connection
+            # housekeeping, a hop to this socket's sync thread. With that hop a burst of
+            # output outran the socket, its channel filled up, and the layer dropped events.
+            await self.execution_event(message)
+            return
+        await super().dispatch(message)
 
     async def refuse(self, code: int) -> None:
         """Accept then close with an application code the client can act on."""
@@ -330,19 +396,101 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
 
+    async def join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined.append(group)
+
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", ()):
+        await self._stop_watching()
+        for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         # This socket's sync thread goes away with it: close its database connection
         # rather than leaving it to garbage collection.
         await database_sync_to_async(connections.close_all)()
+
+    # --- live events --------------------------------------------------------------------
+
+    def cursor_for(self, execution_id: str) -> StreamCursor | None:
+        """The cursor of an execution this socket shows (None: ignore its events)."""
+        cursor = self.cursors.get(execution_id)
+        if cursor is None:
+            cursor = self.cursors[execution_id] = StreamCursor(execution_id)
+            self._forget_old_cursors()
+        return cursor
+
+    async def execution_event(self, message: dict[str, Any]) -> None:
+        """A live event published by the execution service: send it exactly once, in order,
+        catching up from the row first if events before it never arrived."""
+        event = message["event"]
+        cursor = self.cursor_for(str(event.get("execution_id")))
+        if cursor is None or cursor.done:
+            return
+        verdict = cursor.classify(event)
+        if verdict == "gap":
+            await self.catch_up([cursor])
+            verdict = cursor.classify(event)
+        if verdict == "duplicate" or cursor.done:
+            return
+        cursor.advance(event)
+        await self.send_frame(event)
+        if cursor.done:
+            await self.execution_finished(cursor)
+
+    async def catch_up(self, cursors: list[StreamCursor]) -> None:
+        """Send, from the rows, what these cursors have not sent yet."""
+        rows = await self._load_rows([cursor.execution_id for cursor in cursors])
+        for cursor in cursors:
+            row = rows.get(cursor.execution_id)
+            if row is None:
+                continue
+            for frame in cursor.catch_up(row):
+                await self.send_frame(frame)
+            if cursor.done:
+                await self.execution_finished(cursor)
+
+    async def execution_finished(self, cursor: StreamCursor) -> None:
+        """Called once the `done` of an execution has been sent."""
+
+    async def execution_check(self, message: dict[str, Any]) -> None:
+        """The periodic check (see `check_interval`), queued behind the live events."""
+        pending = [cursor for cursor in self.cursors.values() if not cursor.done]
+        if pending:
+            await self.catch_up(pending)
+
+    def start_watching(self) -> None:
+        self.watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval)
+            if any(not cursor.done for cursor in self.cursors.values()):
+                # Through the socket's own channel, so the check runs between events, never
+                # in the middle of one.
+                with contextlib.suppress(Exception):
+                    await self.channel_layer.send(self.channel_name, {"type": "execution.check"})
+
+    async def _stop_watching(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    def _forget_old_cursors(self) -> None:
+        finished = [key for key, cursor in self.cursors.items() if cursor.done]
+        for key in finished[: max(0, len(self.cursors) - self.max_cursors)]:
+            del self.cursors[key]
+
+    @database_sync_to_async
+    def _load_rows(self, execution_ids: list[str]) -> dict[str, Execution]:
+        rows = Execution.objects.filter(id__in=execution_ids, user=self.user)
+        return {str(row.id): row for row in rows}
 
 
 class ThreadConsumer(OwnedWebsocketConsumer):
     """`ws/threads/<uuid>/`: run code in a thread and watch every run of it live."""
 
     async def connect(self) -> None:
-        self.groups_joined: list[str] = []
         user = authenticated_user(self.scope)
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
@@ -355,11 +503,10 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         self.thread = thread
         self.expires_at = await database_sync_to_async(token_expiry)(self.scope)
         self.expired = False
-        group = thread_group(thread.id)
         # Join before accepting: once the client sees the handshake, no event is missed.
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.groups_joined.append(group)
+        await self.join(thread_group(thread.id))
         await self.accept()
+        self.start_watching()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not hasattr(self, "thread"):
@@ -384,10 +531,11 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             )
 
     async def execution_event(self, message: dict[str, Any]) -> None:
-        """A live event of one of the thread's runs, published by the execution service."""
-        if await self._closed_for_expiry():
+        """Any run of the thread, whoever started it; a run first seen mid-way (this socket
+        opened while it ran) is caught up from its row."""
+        if not hasattr(self, "thread") or await self._closed_for_expiry():
             return
-        await self.send_frame(message["event"])
+        await super().execution_event(message)
 
     async def _closed_for_expiry(self) -> bool:
         """Close the socket once its access token has expired; True when it did.
@@ -457,31 +605,32 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
     """`ws/executions/<uuid>/`: what a run has done so far, then its live events until done."""
 
     async def connect(self) -> None:
-        self.groups_joined = []
-        self.replayed_seq = -1
-        self.finished = False
         user = authenticated_user(self.scope)
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
-        execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
+        self.user = user
+        execution_id = str(self.scope["url_route"]["kwargs"]["execution_id"])
         # Join the group FIRST, then read the row. The service stores each event's effect
         # and its seq in the row before publishing it, so every event newer than what the
         # row shows is published after this join and reaches us: no gap. Events the row
         # already holds come in with seq <= last_seq and are dropped: no duplicate.
-        group = execution_group(execution_id)
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.groups_joined.append(group)
-        execution = await self._load(user, execution_id)
-        if execution is None:
+        await self.join(execution_group(execution_id))
+        rows = await self._load_rows([execution_id])
+        if execution_id not in rows:
             await self.refuse(CLOSE_NOT_FOUND)
             return
         await self.accept()
-        for frame in execution_replay_frames(execution):
+        cursor = self.cursors[execution_id] = StreamCursor(execution_id)
+        for frame in cursor.catch_up(rows[execution_id]):
             await self.send_frame(frame)
-        self.replayed_seq = execution.last_seq
-        if execution.is_final:
-            await self._finish()
+        if cursor.done:
+            await self.execution_finished(cursor)
+        else:
+            self.start_watching()
+
+    def cursor_for(self, execution_id: str) -> StreamCursor | None:
+        return self.cursors.get(execution_id)  # only the one execution of the URL
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         await self.send_frame(
@@ -491,19 +640,5 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
             )
         )
 
-    async def execution_event(self, message: dict[str, Any]) -> None:
-        """A live event of the run: forward it unless the replay already covered it."""
-        event = message["event"]
-        if self.finished or event.get("seq", -1) <= self.replayed_seq:
-            return
-        await self.send_frame(event)
-        if event.get("type") == "done":
-            await self._finish()
-
-    async def _finish(self) -> None:
-        self.finished = True
+    async def execution_finished(self, cursor: StreamCursor) -> None:
         await self.close(code=1000)
-
-    @database_sync_to_async
-    def _load(self, user: AbstractBaseUser, execution_id: uuid.UUID) -> Execution | None:
-        return Execution.objects.filter(id=execution_id, user=user).first()

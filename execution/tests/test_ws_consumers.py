@@ -28,7 +28,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.testing import bearer_headers_for
 from atlaschat.asgi import application
-from execution.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from execution.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, ExecutionConsumer
 from execution.models import Execution, SecurityEvent, Source, Thread
 from execution.services.events import execution_group, thread_group
 
@@ -411,6 +411,9 @@ async def test_cancel_of_a_queued_execution_of_the_thread_streams_its_done(
         user=alice, thread=alices_thread, language="python", code="1"
     )
     await alices_socket.send_json_to({"type": "cancel", "execution_id": str(queued.id)})
+    # Queued before this socket opened: it is introduced (from the row) before its end.
+    introduced = await alices_socket.receive_json_from(timeout=5)
+    assert (introduced["type"], introduced["execution_id"]) == ("execution", str(queued.id))
     done = await alices_socket.receive_json_from(timeout=5)
     assert done["type"] == "done"
     assert done["execution_id"] == str(queued.id)
@@ -468,3 +471,121 @@ async def test_it_closes_a_socket_with_4401_once_its_access_token_has_expired(
         assert not await Execution.objects.filter(thread=alices_thread).aexists()
     finally:
         await communicator.disconnect()
+
+
+# --- recovering what the channel layer dropped -----------------------------------------------
+
+
+async def store_and_publish(execution: Execution, *events: dict[str, Any], **row: Any) -> None:
+    """Do what the service does: store the effect (with last_seq) first, then publish."""
+    await Execution.objects.filter(pk=execution.pk).aupdate(**row)
+    layer = get_channel_layer()
+    for event in events:
+        for group in (execution_group(execution.id), thread_group(execution.thread_id)):
+            await layer.group_send(group, {"type": "execution.event", "event": event})
+
+
+async def test_a_gap_in_live_events_is_filled_from_the_row_without_duplicates(
+    connect: Connect, alice: AbstractBaseUser, alices_thread: Thread
+) -> None:
+    execution = await Execution.objects.acreate(
+        user=alice,
+        thread=alices_thread,
+        language="python",
+        code="...",
+        status=Execution.Status.RUNNING,
+        stdout="a\n",
+        started_at=timezone.now(),
+        last_seq=2,
+    )
+    communicator, _ = await connect(f"/ws/executions/{execution.id}/", alice)
+    replayed = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
+    assert replayed[2]["text"] == "a\n"
+    eid = str(execution.id)
+    # Events 3 ("b") and 4 ("c") are stored, but only 4 is delivered: 3 was dropped.
+    await store_and_publish(
+        execution,
+        {"type": "stdout", "execution_id": eid, "text": "c\n", "seq": 4},
+        stdout="a\nb\nc\n",
+        last_seq=4,
+    )
+    caught_up = await communicator.receive_json_from(timeout=5)
+    assert caught_up == {
+        "type": "stdout",
+        "execution_id": eid,
+        "text": "b\nc\n",
+        "seq": 4,
+        "replay": True,
+    }
+    await store_and_publish(
+        execution,
+        {"type": "stdout", "execution_id": eid, "text": "d\n", "seq": 5},
+        stdout="a\nb\nc\nd\n",
+        last_seq=5,
+    )
+    assert (await communicator.receive_json_from(timeout=5))["text"] == "d\n"
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_a_thread_socket_catches_up_on_a_run_it_first_sees_midway(
+    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser, alices_thread: Thread
+) -> None:
+    execution = await Execution.objects.acreate(
+        user=alice,
+        thread=alices_thread,
+        language="python",
+        code="...",
+        status=Execution.Status.RUNNING,
+        stdout="first\nsecond\n",
+        started_at=timezone.now(),
+        last_seq=3,
+    )
+    eid = str(execution.id)
+    await store_and_publish(
+        execution,
+        {"type": "stdout", "execution_id": eid, "text": "second\n", "seq": 3},
+    )
+    frames = [await alices_socket.receive_json_from(timeout=5) for _ in range(3)]
+    assert [(f["type"], f.get("text"), f["seq"]) for f in frames] == [
+        ("execution", None, 3),
+        ("status", None, 3),
+        ("stdout", "first\nsecond\n", 3),
+    ]
+    assert await alices_socket.receive_nothing(timeout=0.3)
+
+
+async def test_a_lost_done_is_found_by_the_periodic_check_and_the_socket_closes(
+    connect: Connect,
+    alice: AbstractBaseUser,
+    alices_thread: Thread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ExecutionConsumer, "check_interval", 0.2)
+    execution = await Execution.objects.acreate(
+        user=alice,
+        thread=alices_thread,
+        language="python",
+        code="...",
+        status=Execution.Status.RUNNING,
+        started_at=timezone.now(),
+        last_seq=1,
+    )
+    communicator, _ = await connect(f"/ws/executions/{execution.id}/", alice)
+    assert [(await communicator.receive_json_from(timeout=5))["type"] for _ in range(2)] == [
+        "execution",
+        "status",
+    ]
+    # The run ends and its `done` is stored, but the publication never arrives.
+    await store_and_publish(
+        execution,
+        status=Execution.Status.SUCCEEDED,
+        stdout="late\n",
+        finished_at=timezone.now(),
+        duration_ms=5,
+        last_seq=3,
+    )
+    stdout = await communicator.receive_json_from(timeout=5)
+    done = await communicator.receive_json_from(timeout=5)
+    assert (stdout["type"], stdout["text"]) == ("stdout", "late\n")
+    assert (done["type"], done["status"], done["seq"]) == ("done", "succeeded", 3)
+    assert await close_code(communicator) == 1000
