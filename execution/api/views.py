@@ -13,6 +13,7 @@ import binascii
 import mimetypes
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -52,7 +53,11 @@ from execution.models import (
     WorkspaceFile,
 )
 from execution.services.errors import ToolError, not_found
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import (
+    ExecutionContext,
+    ToolExecutor,
+    record_security_event,
+)
 from execution.services.validation import validate_file_size
 
 # --- access -----------------------------------------------------------------------------------
@@ -477,8 +482,6 @@ class ThreadFileListView(generics.ListAPIView):
         try:
             validate_file_size(upload.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES)
         except ToolError as error:
-            from execution.services.tool_executor import record_security_event
-
             record_security_event(error, context)
             raise
         path = params.validated_data.get("path") or upload.name
@@ -523,8 +526,6 @@ class ThreadFileDetailView(APIView):
 
 
 def _rfc5987(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 
