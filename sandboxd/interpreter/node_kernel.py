@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 KERNELS_SANDBOX_DIR = "/opt/sandboxd/kernels"
 ESBUILD_SANDBOX_PATH = "/opt/sandboxd/node/esbuild"
 FRAME_MARK = "\x1e\x1fsbx:"
+# The longest frame held while waiting for its end (the kernel is the sandbox's code).
+MAX_FRAME_CHARS = 64 << 20
 START_TIMEOUT = 30.0
 INTERRUPT_GRACE = 3.0
 
@@ -53,52 +55,68 @@ class _Run:
 
 
 class FrameParser:
-    """Splits the kernel's stdout into frames (dicts) and plain text, across chunk borders."""
+    """Splits the kernel's stdout into frames (dicts) and plain text, across chunk borders.
+
+    Linear in the input: a frame arriving in many chunks is collected as a list of parts and
+    joined once, and a frame longer than MAX_FRAME_CHARS is passed on as text instead of held.
+    """
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self._tail = ""  # text that may be the start of a frame mark
+        self._frame: list[str] | None = None  # parts of the frame being read, if any
+        self._frame_chars = 0
 
     def feed(self, data: bytes) -> list[dict[str, Any] | str]:
         """Items completed by `data`, in order: a dict per frame, a str per run of text."""
-        self._buffer += self._decoder.decode(data)
+        text = self._decoder.decode(data)
         items: list[dict[str, Any] | str] = []
-        while self._buffer:
-            start = self._buffer.find(FRAME_MARK)
+        while text:
+            if self._frame is not None:
+                end = text.find("\n")
+                if end < 0:
+                    self._frame.append(text)
+                    self._frame_chars += len(text)
+                    if self._frame_chars > MAX_FRAME_CHARS:
+                        # A frame that never ends: pass it on as text rather than hold it.
+                        items.append(FRAME_MARK + "".join(self._frame))
+                        self._frame, self._frame_chars = None, 0
+                    break
+                self._frame.append(text[:end])
+                items.append(self._decode_frame("".join(self._frame)))
+                self._frame, self._frame_chars = None, 0
+                text = text[end + 1 :]
+                continue
+            text = self._tail + text
+            self._tail = ""
+            start = text.find(FRAME_MARK)
             if start < 0:
-                keep = self._partial_mark_length()
-                text, self._buffer = (
-                    self._buffer[: len(self._buffer) - keep],
-                    self._buffer[len(self._buffer) - keep :],
-                )
-                if text:
-                    items.append(text)
+                keep = _partial_mark_length(text)
+                if len(text) > keep:
+                    items.append(text[: len(text) - keep])
+                self._tail = text[len(text) - keep :]
                 break
             if start > 0:
-                items.append(self._buffer[:start])
-                self._buffer = self._buffer[start:]
-            end = self._buffer.find("\n")
-            if end < 0:
-                break  # the rest of this frame has not arrived yet
-            body = self._buffer[len(FRAME_MARK) : end]
-            self._buffer = self._buffer[end + 1 :]
-            try:
-                frame = json.loads(body)
-            except ValueError:
-                items.append(body + "\n")
-                continue
-            if isinstance(frame, dict):
-                items.append(frame)
-            else:
-                items.append(body + "\n")
+                items.append(text[:start])
+            self._frame, self._frame_chars = [], 0
+            text = text[start + len(FRAME_MARK) :]
         return items
 
-    def _partial_mark_length(self) -> int:
-        """How many trailing characters could be the start of a frame mark."""
-        for size in range(min(len(FRAME_MARK) - 1, len(self._buffer)), 0, -1):
-            if FRAME_MARK.startswith(self._buffer[-size:]):
-                return size
-        return 0
+    @staticmethod
+    def _decode_frame(body: str) -> dict[str, Any] | str:
+        try:
+            frame = json.loads(body)
+        except ValueError:
+            return body + "\n"
+        return frame if isinstance(frame, dict) else body + "\n"
+
+
+def _partial_mark_length(text: str) -> int:
+    """How many trailing characters of `text` could be the start of a frame mark."""
+    for size in range(min(len(FRAME_MARK) - 1, len(text)), 0, -1):
+        if FRAME_MARK.startswith(text[-size:]):
+            return size
+    return 0
 
 
 class NodeContext(KernelContext):

@@ -8,7 +8,7 @@ import pytest
 from jupyter_client.session import Session
 
 from sandboxd.interpreter import events
-from sandboxd.interpreter.node_kernel import FRAME_MARK, FrameParser
+from sandboxd.interpreter.node_kernel import FRAME_MARK, MAX_FRAME_CHARS, FrameParser
 from sandboxd.interpreter.python_kernel import decode_message
 
 
@@ -87,3 +87,15 @@ def test_unknown_mime_types_are_kept_as_extra() -> None:
 
     assert event["extra"] == {"application/vnd.custom+json": {"a": 1}}
     assert "text" not in event
+
+
+def test_a_frame_that_never_ends_is_not_held_without_bound() -> None:
+    parser = FrameParser()
+    chunk = "y" * (1 << 20)
+
+    held = parser.feed(FRAME_MARK.encode())
+    for _ in range(MAX_FRAME_CHARS // len(chunk) + 1):
+        held += parser.feed(chunk.encode())
+
+    assert sum(len(item) for item in held if isinstance(item, str)) > MAX_FRAME_CHARS
+    assert parser.feed(b"") == []
