@@ -48,6 +48,7 @@ SANDBOX_RUNTIME_DIR = "/run/sandbox"
 _PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
+MAX_MESSAGE_BYTES = 128 << 20
 # How long an interrupted cell may take to stop before the kernel is replaced.
 INTERRUPT_GRACE = 5.0
 
@@ -242,6 +243,9 @@ class PythonContext(KernelContext):
             sock = self._zmq.socket(kind)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RECONNECT_IVL, -1)
+            # The kernel is the sandbox's code: bound what one message can make us allocate
+            # (a larger one drops the connection; the run then ends by interrupt/restart).
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             if kind == zmq.SUB:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(f"ipc://{path}")
