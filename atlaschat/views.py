@@ -11,9 +11,9 @@ from django.views.decorators.http import require_safe
 
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    """The landing page: where to log in, or (logged in) links to the API docs and the admin.
+    """The landing page for visitors who are not logged in: what this is, where to log in.
 
-    Issue 5 replaces it with the code workspace.
+    `/` serves it through execution.views.home, which shows logged-in people their threads.
     """
     return render(request, "home.html")
 

@@ -1,4 +1,5 @@
-"""The project's own pages: home, health check, API schema and its offline docs."""
+"""The project's own pages: the landing page and the site header, the health check, the API
+schema and its offline docs."""
 
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ def test_the_home_page_asks_an_anonymous_visitor_to_log_in(client: Client) -> No
     assert b"/api/docs/" not in response.content
 
 
-def test_the_home_page_links_a_user_to_the_api_docs(
-    client: Client, alice: AbstractBaseUser
-) -> None:
+def test_the_header_links_a_user_to_the_api_docs(client: Client, alice: AbstractBaseUser) -> None:
     client.force_login(alice)
     response = client.get("/")
     assert response.status_code == 200
@@ -30,7 +29,7 @@ def test_the_home_page_links_a_user_to_the_api_docs(
     assert b'href="/admin/"' not in response.content
 
 
-def test_the_home_page_links_staff_to_the_admin(client: Client, staff: AbstractBaseUser) -> None:
+def test_the_header_links_staff_to_the_admin(client: Client, staff: AbstractBaseUser) -> None:
     client.force_login(staff)
     assert b'href="/admin/"' in client.get("/").content
 
