@@ -27,6 +27,11 @@ availability). Runs share the REST API's per-user rate limit and concurrency cap
 
 A socket opened with a JWT lives longer than its access token: once the token expires,
 the next request or event closes the socket with `token_expired` and 4401.
+
+Live events reach a socket through the channel layer, which may drop messages for a client
+that falls far behind. Nothing is lost for that: the service stores each event's effect
+before publishing it, and a `StreamCursor` per execution sends, from the row, whatever a
+socket missed (a seq jump, a run first met midway, a `done` that never came).
 """
 
 from __future__ import annotations
