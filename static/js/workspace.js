@@ -88,14 +88,6 @@
     if (item) item.remove();
   }
 
-  function csrfToken() {
-    try {
-      return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
-    } catch (error) {
-      return "";
-    }
-  }
-
   /* --- htmx on every page: failures are said in the page, never swallowed --------------- */
 
   document.addEventListener("htmx:sendError", () => {
@@ -263,7 +255,7 @@
     const output = document.getElementById("output");
     const runButton = document.getElementById("run");
     const stopButton = document.getElementById("stop");
-    const saveButton = document.getElementById("save");
+    const saveForm = document.getElementById("save-form");
     const filePath = document.getElementById("file-path");
     const connection = document.getElementById("connection");
     const select = document.getElementById("language");
@@ -421,19 +413,13 @@
     }
 
     function save() {
-      const path = filePath.value.trim();
-      if (!path) {
+      if (!filePath.value.trim()) {
         showAlert("Type a file name to save as, e.g. main.py.", "file");
         filePath.focus();
         return;
       }
       clearAlert("file");
-      window.htmx.ajax("POST", root.dataset.saveUrl, {
-        target: "#files",
-        swap: "outerHTML",
-        values: { path: path, content: editor.getValue() },
-        headers: { "X-CSRFToken": csrfToken() },
-      });
+      saveForm.requestSubmit();
     }
 
     async function openFile(path, url) {
@@ -456,7 +442,7 @@
       filePath.value = path;
       const extension = path.includes(".") ? path.split(".").pop().toLowerCase() : "";
       if (EXTENSION_LANGUAGES[extension]) editor.setLanguage(EXTENSION_LANGUAGES[extension]);
-      root.dataset.openFile = path;
+      root.dataset.currentFile = path;
       editor.focus();
     }
 
@@ -464,7 +450,10 @@
     editor.onSave = save;
     runButton.addEventListener("click", run);
     stopButton.addEventListener("click", stop);
-    saveButton.addEventListener("click", save);
+    // The text saved is the editor's (Monaco keeps its own, not the hidden text area's).
+    saveForm.addEventListener("htmx:configRequest", (event) => {
+      event.detail.parameters.content = editor.getValue();
+    });
     document.addEventListener("keydown", (event) => {
       if (!(event.ctrlKey || event.metaKey)) return;
       if (event.key === "Enter") {
@@ -476,7 +465,7 @@
       }
     });
     document.addEventListener("click", (event) => {
-      const opener = event.target.closest("[data-open-file]");
+      const opener = event.target.closest("a[data-open-file]");
       if (opener && root.contains(opener)) {
         event.preventDefault();
         openFile(opener.dataset.openFile, opener.href);
