@@ -589,3 +589,47 @@ async def test_a_lost_done_is_found_by_the_periodic_check_and_the_socket_closes(
     assert (stdout["type"], stdout["text"]) == ("stdout", "late\n")
     assert (done["type"], done["status"], done["seq"]) == ("done", "succeeded", 3)
     assert await close_code(communicator) == 1000
+
+
+# --- the websocket part of the authorization matrix -------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["thread", "execution"])
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("anonymous", CLOSE_UNAUTHENTICATED),
+        ("alice", "open"),
+        ("charlie", CLOSE_NOT_FOUND),
+        # Staff read the audit in the admin; the live routes grant them nothing extra.
+        ("staff", CLOSE_NOT_FOUND),
+    ],
+)
+async def test_each_websocket_route_by_each_kind_of_user(
+    connect: Connect,
+    alice: AbstractBaseUser,
+    charlie: AbstractBaseUser,
+    staff: AbstractBaseUser,
+    alices_thread: Thread,
+    route: str,
+    who: str,
+    expected: int | str,
+) -> None:
+    user = {"anonymous": None, "alice": alice, "charlie": charlie, "staff": staff}[who]
+    execution = await Execution.objects.acreate(
+        user=alice, thread=alices_thread, language="python", code="1"
+    )
+    path = (
+        f"/ws/threads/{alices_thread.id}/"
+        if route == "thread"
+        else f"/ws/executions/{execution.id}/"
+    )
+    communicator, connected = await connect(path, user)
+    assert connected
+    if expected == "open":
+        if route == "execution":
+            first = await communicator.receive_json_from(timeout=5)
+            assert (first["type"], first["execution_id"]) == ("execution", str(execution.id))
+        assert await communicator.receive_nothing(timeout=0.3)
+    else:
+        assert await close_code(communicator) == expected

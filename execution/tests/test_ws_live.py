@@ -154,6 +154,28 @@ async def test_a_run_streams_execution_status_output_and_done_in_order(
     assert row.last_seq == done["seq"]
 
 
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("javascript", "console.log('hello from ' + 'node')"),
+        ("typescript", "const who: string = 'node'; console.log(`hello from ${who}`)"),
+        ("bash", "echo hello from bash"),
+    ],
+)
+async def test_every_language_streams_over_the_socket(
+    live: Live, thread: Thread, language: str, code: str
+) -> None:
+    async with await open_socket(
+        live.server, f"ws/threads/{thread.id}/", headers=bearer_headers(live.alice)
+    ) as socket:
+        await execute(socket, code, language=language)
+        first = await receive_frame(socket)
+        assert (first["type"], first["language"]) == ("execution", language)
+        frames = await receive_until(socket, done_of=first["execution_id"], within=120)
+    assert frames.stdout().startswith("hello from ")
+    assert frames.items[-1]["status"] == "succeeded"
+
+
 async def test_a_user_exception_streams_an_error_event_and_a_failed_done(
     live: Live, thread: Thread
 ) -> None:
