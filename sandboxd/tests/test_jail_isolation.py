@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from sandboxd.jail import Jail, JailManager, Limits
-from sandboxd.jail.testing import jail_manager, sh
+from sandboxd.jail.testing import jail_manager, run, sh
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -183,3 +183,21 @@ async def test_the_runtime_dir_is_a_small_tmpfs_not_the_host_disk(jail: Jail) ->
     code, _, err = await sh(jail, "head -c 64M /dev/zero > /run/sandbox/fill")
     assert code != 0 and "No space left on device" in err
     await sh(jail, "rm -f /run/sandbox/fill")
+
+
+async def test_a_new_user_namespace_cannot_be_made_even_with_clone(jail: Jail) -> None:
+    # unshare(2) is denied by seccomp; clone(2) is not, so --disable-userns must hold.
+    probe = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(CLONE_NEWUSER|SIGCHLD)\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "print(pid, os.strerror(ctypes.get_errno()))\n"
+    )
+    code, out, _ = await run(jail, ["python3", "-c", probe])
+    assert (code, out) == (0, "-1 No space left on device\n")  # the nested userns limit
+
+
+async def test_sys_is_not_mounted(jail: Jail) -> None:
+    assert (await sh(jail, "test -e /sys"))[0] == 1
