@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,34 +172,45 @@ def running_sandboxd(
     except BaseException:
         process.kill()
         process.wait()
+        shutil.rmtree(log_dir, ignore_errors=True)
         raise
     server = RunningSandboxd(url=url, api_key=api_key, pid=process.pid, log_path=log_path)
     try:
         yield server
     finally:
-        started = _descendants(process.pid)
-        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise SandboxdFailed(
-                f"sandboxd did not stop within {STOP_TIMEOUT_SECONDS:.0f} s of SIGTERM:\n"
-                + log_path.read_text(errors="replace")
-            ) from None
-        time.sleep(0.2)  # let the kernel reap what the server killed last
-        left = _still_running(started)
-        for pid in left:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if left:
-            raise SandboxdFailed(
-                f"sandboxd left processes running after it stopped: {left}\n"
-                + log_path.read_text(errors="replace")
-            )
-        if process.returncode != 0:
-            raise SandboxdFailed(
-                f"sandboxd exited with status {process.returncode} on SIGTERM:\n"
-                + log_path.read_text(errors="replace")
-            )
+            _stop(process, log_path)
+        finally:
+            # Any failure above already carries the log in its message.
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """SIGTERM the server, then check it exited 0 and left none of its processes behind
+    (any left are killed, and reported)."""
+    started = _descendants(process.pid)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise SandboxdFailed(
+            f"sandboxd did not stop within {STOP_TIMEOUT_SECONDS:.0f} s of SIGTERM:\n"
+            + log_path.read_text(errors="replace")
+        ) from None
+    time.sleep(0.2)  # let the kernel reap what the server killed last
+    left = _still_running(started)
+    for pid in left:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        raise SandboxdFailed(
+            f"sandboxd left processes running after it stopped: {left}\n"
+            + log_path.read_text(errors="replace")
+        )
+    if process.returncode != 0:
+        raise SandboxdFailed(
+            f"sandboxd exited with status {process.returncode} on SIGTERM:\n"
+            + log_path.read_text(errors="replace")
+        )
