@@ -60,9 +60,11 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 PIP_TARGET = "/home/user/.local/lib/python-packages"
 
 # Read-only pieces of the host's /etc a sandbox needs (TLS roots, fonts, the dynamic linker's
-# cache, alternatives symlinks, time zone). Nothing with accounts or secrets.
+# cache, alternatives symlinks, time zone). Nothing with accounts or secrets: /etc/ssl/certs,
+# not /etc/ssl (its private/ holds host keys).
 ETC_BINDS = (
-    "/etc/ssl",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
     "/etc/fonts",
     "/etc/ld.so.cache",
@@ -356,6 +358,7 @@ class Jail:
 
     def _kill_broken(self, reason: str) -> None:
         """The agent broke the protocol: the sandbox is dead (destroy() cleans up)."""
+        log.warning("sandbox %s: %s; killing it", self.sandbox_id, reason)
         self._die(reason)
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -521,6 +524,7 @@ class Jail:
         await asyncio.to_thread(_unmount_under, self._host_dir)
         await asyncio.to_thread(shutil.rmtree, self._host_dir, True)
         self._lease.release()
+        log.debug("sandbox %s destroyed (uid %d released)", self.sandbox_id, self.uid)
         self.manager._jails.pop(self.sandbox_id, None)
 
 
@@ -567,7 +571,9 @@ class JailManager:
         if not report.safe:
             raise UnsafeHostError(report)
         self.cgroups = await asyncio.to_thread(backend_for, self.state_dir)
-        await asyncio.to_thread(self.sweep)
+        swept = await asyncio.to_thread(self.sweep)
+        if any(swept.values()):
+            log.info("janitor removed leftovers of %s: %s", self.state_dir, swept)
         self.jails_dir.mkdir(exist_ok=True, mode=0o711)
         if self.egress:
             self.allowed = egress_mod.derive_allowed(await egress_mod.npm_registry())
@@ -675,6 +681,7 @@ class JailManager:
         except BaseException:
             await jail.destroy()
             raise
+        log.debug("sandbox %s started as uid %d", sandbox_id, jail.uid)
         return jail
 
     async def _launch(self, jail: Jail) -> None:
