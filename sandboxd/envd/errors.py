@@ -18,6 +18,20 @@ from sandboxd.jail import FsError, JailError
 # What a jail call may raise: a file/process error, or the sandbox itself failing.
 JAIL_ERRORS = (FsError, JailError)
 
+# The one account inside a sandbox (the jail runs everything as it; there is no root).
+SANDBOX_USER = "user"
+
+
+def wrong_user(user: str, what: str) -> str | None:
+    """Why a request for ``user`` is refused, or ``None`` when it is the sandbox's account.
+
+    Asking for another account (``root``) is refused rather than silently run as ``user``,
+    which would only fail later and more confusingly (permission errors).
+    """
+    if user == SANDBOX_USER:
+        return None
+    return f"{what} run as {SANDBOX_USER!r} in a sandboxd sandbox, not {user!r}"
+
 
 class CodedError(Protocol):
     """What ``FsError`` and ``JailError`` look like to envd: a stable code and a message."""

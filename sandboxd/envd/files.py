@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import parse_content_disposition
 
-from sandboxd.envd.errors import JAIL_ERRORS, files_error, http_error
+from sandboxd.envd.errors import (
+    JAIL_ERRORS,
+    SANDBOX_USER,
+    files_error,
+    http_error,
+    wrong_user,
+)
 
 if TYPE_CHECKING:
     from sandboxd.jail import Entry, Jail
@@ -51,13 +57,10 @@ class _TooLarge(Exception):
 
 
 def _user_error(request: web.Request) -> web.Response | None:
-    """Files are owned by the sandbox's one account; other users are refused, not ignored."""
-    user = request.query.get("username") or request.query.get("user") or "user"
-    if user != "user":
-        return files_error(
-            403, f"file operations run as 'user' in a sandboxd sandbox, not {user!r}"
-        )
-    return None
+    """A 403 when the request asks for another account than the sandbox's."""
+    user = request.query.get("username") or request.query.get("user") or SANDBOX_USER
+    refusal = wrong_user(user, "file operations")
+    return files_error(403, refusal) if refusal else None
 
 
 def _written(entry: Entry) -> dict[str, str]:

@@ -19,7 +19,7 @@ from e2b.envd.filesystem import filesystem_pb
 from protobuf import Oneof
 
 from sandboxd.envd.entries import entry_info
-from sandboxd.envd.errors import JAIL_ERRORS, connect_error
+from sandboxd.envd.errors import JAIL_ERRORS, connect_error, wrong_user
 from sandboxd.envd.process import request_user
 from sandboxd.envd.watch import MAX_WATCHERS, POLL_SECONDS, DirectoryPoller
 
@@ -33,14 +33,10 @@ WATCH_KEEPALIVE_SECONDS = 30.0
 
 
 def check_user(ctx: RequestContext[Any, Any]) -> None:
-    """File operations run as the sandbox's one account, ``user``; asking for another
-    (``root``) is refused rather than silently ignored."""
-    user = request_user(ctx)
-    if user != "user":
-        raise ConnectError(
-            Code.PERMISSION_DENIED,
-            f"file operations run as 'user' in a sandboxd sandbox, not {user!r}",
-        )
+    """Refuse (``permission_denied``) a call asking for another account than ``user``."""
+    refusal = wrong_user(request_user(ctx), "file operations")
+    if refusal:
+        raise ConnectError(Code.PERMISSION_DENIED, refusal)
 
 
 class FilesystemService:

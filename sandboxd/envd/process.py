@@ -26,7 +26,7 @@ from connectrpc.errors import ConnectError
 from e2b.envd.process import process_pb
 from protobuf import Oneof
 
-from sandboxd.envd.errors import JAIL_ERRORS, connect_error
+from sandboxd.envd.errors import JAIL_ERRORS, SANDBOX_USER, connect_error, wrong_user
 
 if TYPE_CHECKING:
     from connectrpc.request import RequestContext
@@ -42,7 +42,6 @@ MIN_KEEPALIVE_SECONDS = 1.0
 MAX_KEEPALIVE_SECONDS = 60.0
 # Output chunks buffered per subscriber before the process is made to wait.
 SUBSCRIBER_QUEUE_CHUNKS = 64
-DEFAULT_USER = "user"
 
 _SIGNALS = {
     process_pb.Signal.SIGKILL: signals.SIGKILL,
@@ -56,7 +55,7 @@ def request_user(ctx: RequestContext[Any, Any]) -> str:
     header is malformed."""
     header = ctx.request_headers.get("authorization")
     if not header:
-        return DEFAULT_USER
+        return SANDBOX_USER
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         raise ConnectError(Code.INVALID_ARGUMENT, "Authorization must be Basic base64(user:)")
@@ -64,7 +63,7 @@ def request_user(ctx: RequestContext[Any, Any]) -> str:
         user = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")[0]
     except (binascii.Error, UnicodeDecodeError):
         raise ConnectError(Code.INVALID_ARGUMENT, "Authorization is not valid base64") from None
-    return user or DEFAULT_USER
+    return user or SANDBOX_USER
 
 
 @dataclass
@@ -289,13 +288,9 @@ class ProcessService:
         if request.has_field("pty"):
             raise ConnectError(Code.UNIMPLEMENTED, "sandboxd does not provide PTYs")
         user = request_user(ctx)
-        if user != DEFAULT_USER:
-            # There is no root in a sandbox; running as `user` instead would fail later and
-            # more confusingly (permission errors), so say it now.
-            raise ConnectError(
-                Code.PERMISSION_DENIED,
-                f"commands run as 'user' in a sandboxd sandbox, not {user!r}",
-            )
+        refusal = wrong_user(user, "commands")
+        if refusal:
+            raise ConnectError(Code.PERMISSION_DENIED, refusal)
         process, queue = await self._table.start(request, user)
         async for event in follow(process, queue, _keepalive_seconds(ctx)):
             yield process_pb.StartResponse(event=event)
