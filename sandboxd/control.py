@@ -101,7 +101,6 @@ class ControlPlane:
         self._sandboxes: dict[str, Sandbox] = {}
         self._reserved = 0  # creations in progress, counted against the cap
         self._pool: list[Prepared] = []
-        self._pool_pending = 0
         self._pool_wakeup = asyncio.Event()
         self._pool_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
