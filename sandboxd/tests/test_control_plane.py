@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -176,6 +177,19 @@ def test_set_timeout_keeps_a_sandbox_alive_past_its_first_timeout(
         assert sandbox.is_running()
     finally:
         sandbox.kill()
+
+
+def test_concurrent_creates_get_distinct_working_sandboxes(sandboxd: RunningSandboxd) -> None:
+    def create_and_use(index: int) -> str:
+        with Sandbox.create(**sandboxd.sdk_options()) as sandbox:
+            sandbox.files.write("who.txt", str(index))
+            assert sandbox.commands.run("cat who.txt").stdout == str(index)
+            return sandbox.sandbox_id
+
+    with ThreadPoolExecutor(5) as workers:
+        ids = list(workers.map(create_and_use, range(5)))
+    assert len(set(ids)) == 5
+    assert_healthy(sandboxd)
 
 
 def test_list_filters_by_metadata_and_state(sandboxd: RunningSandboxd) -> None:
