@@ -25,6 +25,7 @@ from sandboxd.jail.types import Limits
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
+TRACKING = "tracking"  # v2: the sandbox's cgroup itself, whatever controllers it has
 
 
 def parent_name(state_dir: Path) -> str:
@@ -144,6 +145,12 @@ class CgroupBackend:
     def create(self, name: str, limits: Limits) -> Cgroup:
         raise NotImplementedError
 
+    def remove_parents(self) -> None:
+        """Remove our parent cgroups if no sandbox is left in them (at server shutdown)."""
+        for parent in dict.fromkeys(self.parents.values()):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
     def sweep(self) -> int:
         """Remove every sandbox cgroup under our parent (and their processes); return count."""
         removed = 0
@@ -185,7 +192,7 @@ class CgroupV1(CgroupBackend):
         dirs: dict[str, Path] = {}
         for controller, parent in self.parents.items():
             directory = parent / name
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)  # (re-)creates a removed parent
             dirs[controller] = directory
         if "memory" in dirs:
             mem = dirs["memory"]
@@ -206,10 +213,11 @@ class CgroupV2(CgroupBackend):
 
     version = 2
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, root: Path = CGROUP_ROOT) -> None:
+        """`root` is the unified hierarchy's mount (/sys/fs/cgroup on a v2 machine)."""
         super().__init__(state_dir)
         own = _own_cgroups().get("", "/")
-        base = CGROUP_ROOT / own.lstrip("/")
+        base = root / own.lstrip("/")
         parent = base / self.parent
         try:
             available = set((base / "cgroup.controllers").read_text().split())
@@ -223,13 +231,19 @@ class CgroupV2(CgroupBackend):
         except OSError as exc:
             self.problems.append(f"cannot set up cgroup v2 under {base}: {exc.strerror}")
             return
+        # Even with no controller the sandbox gets a cgroup: it tracks every process of the
+        # sandbox and cgroup.kill ends them all at once.
+        self.parents[TRACKING] = parent
         for controller in wanted:
             self.parents[controller] = parent
 
     def create(self, name: str, limits: Limits) -> Cgroup:
         if not self.parents:
             return Cgroup({}, 2)
-        parent = next(iter(self.parents.values()))
+        parent = self.parents[TRACKING]
+        if not parent.exists():  # removed by remove_parents(): set it up again
+            parent.mkdir()
+            _enable_v2(parent, [c for c in CONTROLLERS if c in self.parents])
         directory = parent / name
         directory.mkdir(exist_ok=True)
         if "memory" in self.parents:
@@ -281,6 +295,16 @@ def _v1_mount(controller: str) -> Path | None:
                 options = fields[2].split(",")
                 if controller in options:
                     return Path(left.split()[4])
+    return None
+
+
+def v2_mount() -> Path | None:
+    """Where the unified (v2) hierarchy is mounted, if anywhere (a hybrid host has one too)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] == ["cgroup2"]:
+                return Path(left.split()[4])
     return None
 
 

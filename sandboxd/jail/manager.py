@@ -854,6 +854,8 @@ class JailManager:
         await asyncio.gather(
             *(jail.destroy() for jail in list(self._jails.values())), return_exceptions=True
         )
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove_parents)
 
     def get(self, sandbox_id: str) -> Jail | None:
         """The live jail with this id, if any."""
