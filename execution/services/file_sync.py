@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 # How deep the workspace is listed; deeper files are reported as not synced.
 SYNC_DEPTH = 12
 SKIPPED_DIRECTORIES = frozenset({"node_modules", "__pycache__"})
-# Clock slack between the sandbox's file times and ours when deciding "changed since stored".
-MTIME_SLACK = dt.timedelta(seconds=1)
 
 
 def is_synced_path(relative: str) -> bool:
@@ -127,12 +125,11 @@ def sync_workspace_back(
             report.skipped.append({"path": relative[:300], "reason": exc.code})
             continue
         row = existing.get(relative)
-        if (
-            row is not None
-            and row.size == entry.size
-            and entry.modified_time <= row.updated_at + MTIME_SLACK
-        ):
-            continue  # unchanged since we stored it
+        # Unchanged since stored: same size and not modified after the row was saved (a row
+        # is saved after its bytes reach the sandbox). No clock slack: a sandbox clock ahead
+        # of ours only costs one read, after which the row takes the file's own time.
+        if row is not None and row.size == entry.size and entry.modified_time <= row.updated_at:
+            continue
         if count >= max_files:
             report.skipped.append(
                 {"path": relative, "reason": "too_many_files", "limit": max_files}

@@ -442,6 +442,21 @@ def test_it_syncs_changes_and_deletions_by_code_and_skips_hidden_files(
 
 
 @pytest.mark.django_db
+def test_it_syncs_a_same_size_change_made_right_after_a_write(
+    ctx: ExecutionContext, thread: Thread
+) -> None:
+    run(ctx, "print('warm')")
+    ToolExecutor().write_file(file_path="same.txt", content="aaaa", context=ctx)
+
+    execution = run(ctx, "open('same.txt', 'w').write('bbbb')")
+
+    assert execution.details["file_sync"]["updated"] == ["same.txt"]
+    assert WorkspaceFile.objects.get(thread=thread, path="same.txt").read_content() == b"bbbb"
+    # And a run that changes nothing leaves it alone.
+    assert run(ctx, "print(1)").details["file_sync"]["updated"] == []
+
+
+@pytest.mark.django_db
 def test_it_reports_files_over_the_sync_limits_instead_of_dropping_them_silently(
     ctx: ExecutionContext, thread: Thread, settings: Any
 ) -> None:
