@@ -228,35 +228,6 @@ def bench_oneshot(options: dict[str, str]) -> dict[str, Any]:
     from e2b_code_interpreter import Sandbox
 
     node_cmd = "node -e 'console.log(1)'"
-    lost: dict[str, list[str]] = {
-        "commands_run_bash": [],
-        "commands_run_node": [],
-        "run_code_bash": [],
-    }
-
-    def bash_cell() -> None:
-        execution = sbx.run_code("echo 1", language="bash", timeout=ONESHOT_TIMEOUT)
-        if execution.logs.stdout != ["1\n"]:
-            raise RuntimeError(f"unexpected run: {execution}")
-
-    sbx = Sandbox.create(**options)
-    try:
-        sdk_bash = timed(
-            lambda: sbx.commands.run("echo 1", timeout=ONESHOT_TIMEOUT),
-            ONESHOT_RUNS,
-            warmup=0,
-            failures=lost["commands_run_bash"],
-        )
-        sdk_node = timed(
-            lambda: sbx.commands.run(node_cmd, timeout=ONESHOT_TIMEOUT),
-            ONESHOT_RUNS,
-            warmup=0,
-            failures=lost["commands_run_node"],
-        )
-        kernel_bash = timed(bash_cell, ONESHOT_RUNS, warmup=0, failures=lost["run_code_bash"])
-    finally:
-        sbx.kill()
-
     # The baseline is the same command as a bare host process, with a clean environment and
     # an empty HOME like the sandbox's (root's own dotfiles here load pyenv: not comparable).
     home = tempfile.mkdtemp(prefix="bench-home-")
@@ -265,24 +236,46 @@ def bench_oneshot(options: dict[str, str]) -> dict[str, Any]:
     def bare(argv: list[str]) -> Callable[[], Any]:
         return lambda: subprocess.run(argv, capture_output=True, check=True, env=clean_env)
 
-    bare_bash = timed(bare(["/bin/bash", "-l", "-c", "echo 1"]), ONESHOT_RUNS, warmup=3)
-    bare_node = timed(bare(["/bin/bash", "-l", "-c", node_cmd]), ONESHOT_RUNS, warmup=3)
-    bare_plain_bash = timed(bare(["/bin/bash", "-c", "echo 1"]), ONESHOT_RUNS, warmup=3)
-    shutil.rmtree(home, ignore_errors=True)
+    def bash_cell() -> None:
+        execution = sbx.run_code("echo 1", language="bash", timeout=ONESHOT_TIMEOUT)
+        if execution.logs.stdout != ["1\n"]:
+            raise RuntimeError(f"unexpected run: {execution}")
+
+    sbx = Sandbox.create(**options)
+    pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        "commands_run_bash": (
+            lambda: sbx.commands.run("echo 1", timeout=ONESHOT_TIMEOUT),
+            bare(["/bin/bash", "-l", "-c", "echo 1"]),
+        ),
+        "commands_run_node": (
+            lambda: sbx.commands.run(node_cmd, timeout=ONESHOT_TIMEOUT),
+            bare(["/bin/bash", "-l", "-c", node_cmd]),
+        ),
+        "run_code_bash": (bash_cell, bare(["/bin/bash", "-c", "echo 1"])),
+    }
     out: dict[str, Any] = {}
-    for name, sandboxed, baseline in (
-        ("commands_run_bash", sdk_bash, bare_bash),
-        ("commands_run_node", sdk_node, bare_node),
-        ("run_code_bash", kernel_bash, bare_plain_bash),
-    ):
-        s, b = summary_ms(sandboxed), summary_ms(baseline)
-        out[name] = {
-            "sandboxd": s,
-            "bare_process": b,
-            "overhead_p50_ms": round(s["p50_ms"] - b["p50_ms"], 2),
-            "failed_runs": len(lost[name]),
-            "failures": sorted(set(lost[name])),
-        }
+    try:
+        for name, (sandboxed_fn, bare_fn) in pairs.items():
+            lost: list[str] = []
+            sandboxed: list[float] = []
+            baseline: list[float] = []
+            for _ in range(3):
+                bare_fn()
+            # Alternate the two so both see the same machine load.
+            for _ in range(ONESHOT_RUNS):
+                sandboxed += timed(sandboxed_fn, 1, warmup=0, failures=lost)
+                baseline += timed(bare_fn, 1, warmup=0)
+            s, b = summary_ms(sandboxed), summary_ms(baseline)
+            out[name] = {
+                "sandboxd": s,
+                "bare_process": b,
+                "overhead_p50_ms": round(s["p50_ms"] - b["p50_ms"], 2),
+                "failed_runs": len(lost),
+                "failures": sorted(set(lost)),
+            }
+    finally:
+        sbx.kill()
+        shutil.rmtree(home, ignore_errors=True)
     return out
 
 
@@ -368,7 +361,7 @@ def render(r: dict[str, Any]) -> str:
                 label,
                 f"{item['sandboxd']['p50_ms']} ms{failed}",
                 f"bare process {item['bare_process']['p50_ms']} ms",
-                f"+{item['overhead_p50_ms']} ms",
+                f"{item['overhead_p50_ms']:+} ms",
                 "<= +10 ms",
                 "yes" if item["overhead_p50_ms"] <= 10 else "no",
             )
