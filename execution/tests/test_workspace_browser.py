@@ -10,10 +10,13 @@ Policy. Screenshots go to test-artifacts/screenshots/ (ignored by git) for a per
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from accounts.testing import TEST_PASSWORD
-from execution.models import Execution, PackageInstall, Thread, WorkspaceFile
+from execution.models import Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
 from execution.tests.live import LiveStack, create_user, live_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandboxd, pytest.mark.timeout(300)]
@@ -52,33 +55,52 @@ class Site:
 
 
 @pytest.fixture(scope="module")
+def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The static files collected once, served by WhiteNoise exactly as `make run` serves them."""
+    root = tmp_path_factory.mktemp("workspace-static")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "STATIC_ROOT": str(root)},
+        check=True,
+    )
+    return root
+
+
+@contextlib.contextmanager
+def deployed_site(
+    directory: Path, static_root: Path, *, sandboxd_url: str, api_key: str
+) -> Iterator[Site]:
+    """daphne (DEBUG off, as deployed) in front of `sandboxd_url`, with alice's account."""
+    with live_stack(
+        directory,
+        sandboxd_url=sandboxd_url,
+        sandboxd_api_key=api_key,
+        extra_env={"STATIC_ROOT": str(static_root)},
+    ) as stack:
+        alice = create_user(stack.database.alias, "alice", TEST_PASSWORD)
+        yield Site(stack=stack, alice=alice)
+
+
+@pytest.fixture(scope="module")
 def site(
     django_db_setup: None,
     django_db_blocker: Any,
     sandboxd_server: Any,
+    static_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Site]:
-    """daphne (DEBUG off, as deployed) with its static files collected, and alice's account."""
-    directory = tmp_path_factory.mktemp("workspace-browser")
-    static_root = directory / "static"
-    # Served by WhiteNoise from STATIC_ROOT, exactly as `make run` serves them.
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "STATIC_ROOT": str(static_root)},
-        check=True,
-    )
+    """The project served in front of the session's real sandboxd."""
     with (
         django_db_blocker.unblock(),
-        live_stack(
-            directory,
+        deployed_site(
+            tmp_path_factory.mktemp("workspace-browser"),
+            static_root,
             sandboxd_url=sandboxd_server.url,
-            sandboxd_api_key=sandboxd_server.api_key,
-            extra_env={"STATIC_ROOT": str(static_root)},
-        ) as stack,
+            api_key=sandboxd_server.api_key,
+        ) as deployed,
     ):
-        alice = create_user(stack.database.alias, "alice", TEST_PASSWORD)
-        yield Site(stack=stack, alice=alice)
+        yield deployed
 
 
 @dataclass
@@ -97,9 +119,10 @@ def watch() -> Watch:
     return Watch()
 
 
-@pytest.fixture
-def page(chromium: Browser, site: Site, watch: Watch) -> Iterator[Page]:
-    """A fresh browser context, logged in as alice through the login form."""
+@contextlib.contextmanager
+def logged_in_page(chromium: Browser, site: Site, watch: Watch) -> Iterator[Page]:
+    """A fresh browser context on `site`, logged in as alice through the login form; fails
+    the test on any CSP violation or uncaught script error the page reported."""
     context = chromium.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(20_000)
@@ -114,6 +137,12 @@ def page(chromium: Browser, site: Site, watch: Watch) -> Iterator[Page]:
     context.close()
     assert watch.csp_violations() == []
     assert watch.errors == []
+
+
+@pytest.fixture
+def page(chromium: Browser, site: Site, watch: Watch) -> Iterator[Page]:
+    with logged_in_page(chromium, site, watch) as page:
+        yield page
 
 
 def _console_text(message: ConsoleMessage) -> str:
@@ -434,3 +463,112 @@ def test_the_thread_list_renames_searches_and_deletes(page: Page, site: Site) ->
     page.get_by_role("button", name="Delete Weather").click()
     expect(page.locator(".thread-title", has_text="Weather")).to_have_count(0)
     assert not Thread.objects.using(site.alias).filter(title="Weather").exists()
+
+
+# Keeps every WebSocket the page opens in window.openedSockets, so a test can drop the live
+# connection the way a network failure would (Chromium's offline emulation keeps open
+# sockets open). Injected by Playwright, not served: the page itself has no such hook.
+RECORD_SOCKETS = """
+(() => {
+  const Original = window.WebSocket;
+  window.openedSockets = [];
+  window.WebSocket = function (...args) {
+    const socket = new Original(...args);
+    window.openedSockets.push(socket);
+    return socket;
+  };
+  window.WebSocket.prototype = Original.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();
+"""
+
+
+def test_a_dropped_connection_reconnects_by_itself_and_catches_up_the_run(
+    page: Page, site: Site
+) -> None:
+    create_thread(page, site, "Flaky network")
+    page.add_init_script(RECORD_SOCKETS)
+    page.reload()
+    wait_for_workspace(page)
+    set_code(
+        page,
+        "import time\nfor i in range(8):\n    print('beat', i, flush=True)\n    time.sleep(0.5)\n",
+    )
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("#output .stdout")).to_contain_text("beat 1", timeout=RUN_TIMEOUT_MS)
+    page.evaluate("window.openedSockets.forEach(socket => socket.close())")
+    # The indicator says so, then the page reconnects on its own and replays the run.
+    expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(run_status(page)).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    text = page.locator("#output .stream").inner_text()
+    assert text == "".join(f"beat {i}\n" for i in range(8))
+    # And the new connection runs code.
+    run_and_wait(page, "print('after the drop')")
+    expect(page.locator("#output .stdout")).to_have_text("after the drop\n")
+
+
+def test_a_refused_run_is_explained_in_the_page(page: Page, site: Site) -> None:
+    create_thread(page, site, "Too big")
+    set_code(page, "x = 1\n" * 50_000)  # 300 kB, over EXECUTION_MAX_CODE_BYTES
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("#alerts")).to_contain_text("(code_too_large)")
+    expect(page.get_by_role("button", name="Run")).to_be_enabled()
+    assert SecurityEvent.objects.using(site.alias).filter(code="code_too_large").exists()
+
+
+def closed_loopback_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_sandbox_service_that_is_down_is_explained_in_the_page(
+    chromium: Browser,
+    static_root: Path,
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    watch: Watch,
+) -> None:
+    with (
+        django_db_blocker.unblock(),
+        deployed_site(
+            tmp_path_factory.mktemp("workspace-no-sandbox"),
+            static_root,
+            sandboxd_url=f"http://127.0.0.1:{closed_loopback_port()}",
+            api_key="unused",
+        ) as down,
+        logged_in_page(chromium, down, watch) as page,
+    ):
+        create_thread(page, down, "No sandbox")
+        run_and_wait(page, "print('never')", status="Error")
+        error = page.locator("#output .run-error")
+        expect(error).to_contain_text("(sandbox_unavailable)")
+        expect(error).not_to_contain_text("Traceback")
+        screenshot(page, "10-sandbox-unavailable")
+
+
+def test_the_language_select_switches_highlighting_and_monacos_workers_run_under_the_csp(
+    page: Page, site: Site
+) -> None:
+    create_thread(page, site, "Languages")
+    language_of_model = "window.atlaschatEditor.getModel().getLanguageId()"
+    for value, monaco_language in [
+        ("bash", "shell"),
+        ("javascript", "javascript"),
+        ("python", "python"),
+        ("typescript", "typescript"),
+    ]:
+        page.locator("#language").select_option(value)
+        assert page.evaluate(language_of_model) == monaco_language
+    # TypeScript's checker runs in a web worker: a type error gets a marker only if the
+    # worker started (the CSP's worker-src allows it).
+    set_code(page, "const n: number = 'not a number';\nconsole.log(n);\n")
+    # (Polled from here: wait_for_function evaluates a string, which the CSP rightly refuses.)
+    deadline = time.monotonic() + 30
+    while not page.evaluate("window.monaco.editor.getModelMarkers({}).length"):
+        assert time.monotonic() < deadline, "the TypeScript worker never reported the error"
+        page.wait_for_timeout(200)
+    run_and_wait(page, "const n: number = 6 * 7;\nconsole.log(n);\n")
+    expect(page.locator("#output .stdout")).to_have_text("42\n")
