@@ -26,6 +26,7 @@ HEAD_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0
 MAX_TUNNELS_PER_SANDBOX = 16
 PIPE_CHUNK = 64 << 10
+IDLE_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -207,10 +208,11 @@ async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while data := await reader.read(PIPE_CHUNK):
+        # an idle tunnel is closed: a sandbox cannot hold connections open forever
+        while data := await asyncio.wait_for(reader.read(PIPE_CHUNK), IDLE_TIMEOUT):
             writer.write(data)
             await writer.drain()  # backpressure: never buffer more than the socket takes
         if writer.can_write_eof():
             writer.write_eof()
-    except OSError:
+    except (OSError, TimeoutError):
         writer.close()
