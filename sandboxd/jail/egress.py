@@ -190,8 +190,11 @@ class EgressProxy:
         )
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
+        activity = [asyncio.get_running_loop().time()]
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(
+                _pipe(reader, up_writer, activity), _pipe(up_reader, writer, activity)
+            )
         finally:
             up_writer.close()
 
@@ -206,10 +209,24 @@ async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
     await writer.drain()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: list[float]
+) -> None:
+    """Copy reader -> writer until EOF. `activity[0]` is the tunnel's last transfer time (both
+    directions): a tunnel idle both ways for IDLE_TIMEOUT is closed, so a sandbox cannot hold
+    connections open forever, while a long download (one direction quiet) goes on."""
+    loop = asyncio.get_running_loop()
     try:
-        # an idle tunnel is closed: a sandbox cannot hold connections open forever
-        while data := await asyncio.wait_for(reader.read(PIPE_CHUNK), IDLE_TIMEOUT):
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(PIPE_CHUNK), IDLE_TIMEOUT)
+            except TimeoutError:
+                if loop.time() - activity[0] >= IDLE_TIMEOUT:
+                    raise
+                continue
+            if not data:
+                break
+            activity[0] = loop.time()
             writer.write(data)
             await writer.drain()  # backpressure: never buffer more than the socket takes
         if writer.can_write_eof():
