@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import uuid
@@ -31,6 +32,7 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from atlaschat.views import home as landing_page
+from execution.api.throttles import InstallRateThrottle
 from execution.forms import (
     FilePathForm,
     NewFileForm,
@@ -43,7 +45,11 @@ from execution.forms import (
 from execution.models import Execution, Language, PackageInstall, Source, Thread, WorkspaceFile
 from execution.services import validation
 from execution.services.errors import ToolError
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import (
+    ExecutionContext,
+    ToolExecutor,
+    record_security_event,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -436,6 +442,14 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     specs = form.cleaned_data["packages"]
     executor = ToolExecutor()
     context = tool_context(request, thread)
+    throttled = install_throttled(request)
+    if throttled is not None:
+        record_security_event(throttled, context)
+        add_tool_error(form, throttled, "packages")
+        response = render_packages(request, thread, status=throttled.status, form=form)
+        for name, value in throttled.headers.items():
+            response[name] = value
+        return response
     try:
         validation.validate_package_specs(
             specs, language=language, deny_list=settings.PACKAGE_DENY_LIST
@@ -455,6 +469,26 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     )
     worker.start()
     return render_packages(request, thread, status=202, expect_after=known)
+
+
+def install_throttled(request: HttpRequest) -> ToolError | None:
+    """A 429 ToolError when the user reached INSTALL_THROTTLE_RATE, else None.
+
+    The API's own throttle, with the same counter: installs from the page and from the API
+    share one limit per user.
+    """
+    throttle = InstallRateThrottle()
+    if throttle.allow_request(request, None):  # type: ignore[arg-type]
+        return None
+    retry_after = max(1, math.ceil(throttle.wait() or 1))
+    return ToolError(
+        "throttled",
+        f"Too many installs in a short time; try again in {retry_after} s.",
+        429,
+        {"retry_after": retry_after},
+        kind="quota",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def _install_in_background(

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -479,6 +480,25 @@ def test_a_refused_package_spec_is_shown_stored_and_audited(
     install = PackageInstall.objects.get(thread=thread)
     assert install.status == PackageInstall.Status.REJECTED
     assert SecurityEvent.objects.filter(code="package_spec_url", user=alice).exists()
+
+
+def test_installs_from_the_page_share_the_install_rate_limit_with_the_api(
+    client: Client, alice: AbstractBaseUser, thread: Thread, settings: object
+) -> None:
+    settings.INSTALL_THROTTLE_RATE = "1/minute"  # type: ignore[attr-defined]
+    cache.clear()
+    client.force_login(alice)
+    url = reverse("workspace-package-install", args=[thread.id])
+    # The first request uses the minute's only install; it is refused by the policy before
+    # any sandbox work, so this test needs none.
+    first = client.post(url, {"language": "python", "packages": "--index-url=x"}, **HTMX)
+    assert first.status_code == 400
+    second = client.post(url, {"language": "python", "packages": "six"}, **HTMX)
+    assert second.status_code == 429
+    assert "(throttled)" in second.content.decode()
+    assert int(second["Retry-After"]) >= 1
+    assert SecurityEvent.objects.filter(code="throttled", user=alice, kind="quota").exists()
+    assert not PackageInstall.objects.filter(thread=thread, packages=["six"]).exists()
 
 
 def test_the_packages_panel_polls_while_an_install_runs_and_stops_after(
