@@ -217,8 +217,10 @@ def test_a_memory_bomb_is_killed_and_reported_as_out_of_memory(sbx: Sandbox) -> 
         sbx.commands.run("python3 -c 'b = []\nwhile True: b.append(bytearray(32 << 20))'")
     # SIGKILL by the OOM killer of the sandbox's memory cgroup, reported as such
     assert killed.value.error == "signal: killed (out of memory)"
+    # the same in a Python kernel: reported as out of memory, and the context comes back
     execution = sbx.run_code("x = bytearray(1 << 30)")
-    assert execution.error is not None
+    assert execution.error is not None and execution.error.name == "OutOfMemory"
+    assert sbx.run_code("1 + 1").text == "2"
     assert sbx.commands.run("echo survived").stdout == "survived\n"
 
 
