@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import close_old_connections, connection
 from django.db.models import QuerySet
+from django.db.models.functions import Coalesce, Greatest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -109,8 +110,16 @@ def add_tool_error(form: Any, error: ToolError, field: str | None = None) -> Non
 
 
 def search_threads(user: Any, query: str) -> QuerySet[Thread]:
-    """The user's threads, most recently changed first, whose title contains `query`."""
-    threads = Thread.objects.filter(owner=user).order_by("-updated_at")
+    """The user's threads whose title contains `query`, most recently used first.
+
+    "Used" is the later of a change to the thread (create, rename) and its last run
+    (`last_used_at`, kept by the execution service), annotated as `recent`.
+    """
+    threads = (
+        Thread.objects.filter(owner=user)
+        .annotate(recent=Greatest("updated_at", Coalesce("last_used_at", "updated_at")))
+        .order_by("-recent", "-created_at")
+    )
     return threads.filter(title__icontains=query) if query else threads
 
 

@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from atlaschat.csp import HEADER as CSP_HEADER
 from execution.models import (
@@ -182,6 +183,11 @@ def test_the_thread_list_shows_the_most_recent_first_and_only_the_users(
     titles = re.findall(r'class="thread-title"[^>]*>([^<]+)<', content)
     assert titles == ["second made", "first made"]
     assert "charlie" not in content
+    # A run in the older thread makes it the most recently used.
+    Thread.objects.filter(title="first made").update(last_used_at=timezone.now())
+    content = client.get("/").content.decode()
+    titles = re.findall(r'class="thread-title"[^>]*>([^<]+)<', content)
+    assert titles == ["first made", "second made"]
 
 
 def test_the_search_filters_threads_by_title(client: Client, alice: AbstractBaseUser) -> None:

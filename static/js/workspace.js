@@ -345,6 +345,8 @@
         const error = frame.error || {};
         showAlert((error.message || "The request was refused.") + (error.code ? " (" + error.code + ")" : ""), "run");
         updateButtons();
+        // A refused run is kept in the history (status rejected), like every run.
+        document.body.dispatchEvent(new CustomEvent("workspace:refresh-history"));
         return;
       }
       const id = frame.execution_id;
