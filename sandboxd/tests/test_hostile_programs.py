@@ -21,6 +21,7 @@ import pytest
 from e2b import CommandExitException, SandboxException, TimeoutException
 from e2b_code_interpreter import Sandbox
 
+from sandboxd.jail.cgroups import parent_name
 from sandboxd.testing import RunningSandboxd, running_sandboxd
 
 pytestmark = pytest.mark.sandboxd
@@ -36,16 +37,29 @@ LIMITS_ENV = {
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[RunningSandboxd]:
-    state_dir = Path(tempfile.mkdtemp(prefix="sj-hostile-"))
-    state_dir.chmod(0o755)
-    try:
-        with running_sandboxd(
-            state_dir=state_dir, api_key="hostile-" + secrets.token_hex(8), env=LIMITS_ENV
-        ) as running:
-            yield running
-    finally:
-        shutil.rmtree(state_dir, ignore_errors=True)
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="sj-hostile-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(state_dir: Path) -> Iterator[RunningSandboxd]:
+    with running_sandboxd(
+        state_dir=state_dir, api_key="hostile-" + secrets.token_hex(8), env=LIMITS_ENV
+    ) as running:
+        yield running
+
+
+def pids_limit_hits(state_dir: Path) -> int:
+    """Forks refused at pids.max, summed over this server's sandbox cgroups."""
+    total = 0
+    for events in Path("/sys/fs/cgroup").glob(f"**/{parent_name(state_dir)}/*/pids.events"):
+        for line in events.read_text().splitlines():
+            key, value = line.split()
+            total += int(value) if key == "max" else 0
+    return total
 
 
 @pytest.fixture
@@ -201,12 +215,13 @@ def test_dns_does_not_resolve(sbx: Sandbox) -> None:
 # --- resources ----------------------------------------------------------------------------
 
 
-def test_a_fork_bomb_is_contained(sbx: Sandbox) -> None:
+def test_a_fork_bomb_is_contained(sbx: Sandbox, state_dir: Path) -> None:
+    hits_before = pids_limit_hits(state_dir)
     with contextlib.suppress(TimeoutException, CommandExitException, SandboxException):
         sbx.commands.run("bomb() { bomb | bomb & }; bomb; sleep 2", timeout=8)
-    # the sandbox's own process count stayed under its pids limit (64)
-    running = len(host_processes_with("bomb"))
-    assert running <= 64
+    # the sandbox's own process count stayed under its pids limit (64), which it hit
+    assert len(host_processes_with("bomb")) <= 64
+    assert pids_limit_hits(state_dir) > hits_before
     sbx.kill()
     time.sleep(0.5)
     assert host_processes_with("bomb() { bomb | bomb & }") == []
