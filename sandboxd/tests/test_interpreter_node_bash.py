@@ -76,6 +76,16 @@ def test_javascript_keeps_state_and_supports_top_level_await(sbx: Sandbox) -> No
     assert later.text == "2"
 
 
+def test_javascript_cells_can_be_run_again_redeclaring_their_names(sbx: Sandbox) -> None:
+    cell = "const total = (globalThis.runs = (globalThis.runs || 0) + 1);\nclass Box {}\ntotal"
+
+    first = sbx.run_code(cell, language="js")
+    again = sbx.run_code(cell, language="js")
+
+    assert first.error is None and again.error is None, again.error
+    assert (first.text, again.text) == ("1", "2")
+
+
 def test_javascript_requires_and_imports_workspace_packages(sbx: Sandbox) -> None:
     execution = sbx.run_code(
         "import shoutDefault, { shout } from 'greet-esm';\n"

@@ -31,12 +31,14 @@ delete process.env.SANDBOXD_KERNEL_LANGUAGE;
 delete process.env.SANDBOXD_ESBUILD;
 
 let processTopLevelAwait = null;
+let acorn = null;
 try {
-  // Node's REPL rewriter (needs --expose-internals); without it a cell with await still runs,
-  // but its declarations stay local to that cell.
+  // Node's REPL rewriter and its parser (need --expose-internals); without them a cell with
+  // await still runs, but its declarations stay local to that cell.
   ({ processTopLevelAwait } = require("internal/repl/await"));
+  acorn = require("internal/deps/acorn/acorn/dist/acorn");
 } catch {
-  processTopLevelAwait = null;
+  processTopLevelAwait = processTopLevelAwait || null;
 }
 
 const rawStdoutWrite = process.stdout.write.bind(process.stdout);
@@ -101,6 +103,37 @@ function rewriteImports(code) {
   return out;
 }
 
+// Top-level `let`/`const`/`class` become `var`, so a later cell may declare the same name again
+// (re-running a cell is normal in a notebook; V8's REPL mode in DevTools allows it too).
+function redeclarable(code) {
+  if (!acorn) return code;
+  let ast;
+  try {
+    ast = acorn.parse(code, {
+      ecmaVersion: "latest",
+      sourceType: "script",
+      allowAwaitOutsideFunction: true,
+      allowHashBang: true,
+    });
+  } catch {
+    return code; // V8 reports the syntax error with its own message
+  }
+  const edits = [];
+  for (const node of ast.body) {
+    if (node.type === "VariableDeclaration" && node.kind !== "var") {
+      edits.push([node.start, node.start + node.kind.length, "var"]);
+    } else if (node.type === "ClassDeclaration" && node.id) {
+      edits.push([node.start, node.start, `var ${node.id.name} = `]);
+      edits.push([node.end, node.end, ";"]);
+    }
+  }
+  let out = code;
+  for (const [start, end, text] of edits.reverse()) {
+    out = out.slice(0, start) + text + out.slice(end);
+  }
+  return out;
+}
+
 function transpileTypeScript(code) {
   const res = spawnSync(
     ESBUILD,
@@ -148,7 +181,7 @@ let interruptCurrent = null;
 
 async function evaluate(source) {
   let code = LANGUAGE === "typescript" ? transpileTypeScript(source) : source;
-  code = rewriteImports(code);
+  code = redeclarable(rewriteImports(code));
   const { script, wrapped } = compile(code);
   // breakOnSigint stops a synchronous loop on SIGINT; the await below is raced with it too.
   let value = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
