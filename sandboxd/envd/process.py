@@ -2,9 +2,10 @@
 
 Each started process gets a pump task that reads its events from the jail once and fans them
 out to every subscribed stream (the ``Start`` stream that launched it and any ``Connect``
-streams). A client closing its stream only unsubscribes: the SDK documents
-``CommandHandle.disconnect()`` as "the command is not killed", and background commands
-rely on it. Output produced while nobody listens is dropped, like envd does. Subscriber
+streams). A PTY command runs under a relay inside the sandbox (``sandboxd.envd.pty``); its
+output is reported as terminal output. A client closing its stream only unsubscribes: the SDK
+documents ``CommandHandle.disconnect()`` as "the command is not killed", and background
+commands rely on it. Output produced while nobody listens is dropped, like envd does. Subscriber
 queues are bounded and the pump waits for them, so a slow client slows the process down
 (its pipe fills) instead of growing the server's memory.
 """
@@ -27,6 +28,7 @@ from e2b.envd.process import process_pb
 from protobuf import Oneof
 
 from sandboxd.envd.errors import JAIL_ERRORS, SANDBOX_USER, connect_error, wrong_user
+from sandboxd.envd.pty import input_frame, relay_argv, resize_frame
 
 if TYPE_CHECKING:
     from connectrpc.request import RequestContext
@@ -75,6 +77,7 @@ class ManagedProcess:
     config: process_pb.ProcessConfig
     handle: JailProcess
     stdin_open: bool
+    pty: bool = False  # runs under sandboxd.envd.pty's relay: output is terminal output
     subscribers: set[asyncio.Queue[process_pb.ProcessEvent | None]] = field(default_factory=set)
     pump: asyncio.Task[None] | None = None
 
@@ -119,8 +122,9 @@ def _end_event(event: ProcEvent) -> process_pb.ProcessEvent:
     return process_pb.ProcessEvent(event=Oneof("end", end))
 
 
-def _data_event(event: ProcEvent) -> process_pb.ProcessEvent:
-    data = process_pb.ProcessEvent.DataEvent(output=Oneof(event.kind, event.data))
+def _data_event(event: ProcEvent, *, pty: bool) -> process_pb.ProcessEvent:
+    kind = "pty" if pty and event.kind == "stdout" else event.kind
+    data = process_pb.ProcessEvent.DataEvent(output=Oneof(kind, event.data))
     return process_pb.ProcessEvent(event=Oneof("data", data))
 
 
@@ -185,14 +189,25 @@ class ProcessTable:
         cwd = config.cwd if config.has_field("cwd") and config.cwd else "/home/user"
         tag = request.tag if request.has_field("tag") else None
         stdin = bool(request.stdin) if request.has_field("stdin") else False
+        argv = [config.cmd, *config.args]
+        terminal = request.pty if request.has_field("pty") else None
+        if terminal is not None:
+            size = terminal.size or process_pb.PTY.Size()
+            argv = relay_argv(argv, rows=size.rows, cols=size.cols)
+            stdin = True  # the relay's stdin carries the terminal's input and resizes
         try:
             handle = await self._jail.spawn(
-                [config.cmd, *config.args], envs=envs, cwd=cwd, stdin=stdin, tag=tag, user=user
+                argv, envs=envs, cwd=cwd, stdin=stdin, tag=tag, user=user
             )
         except JAIL_ERRORS as error:
             raise connect_error(error) from None
         process = ManagedProcess(
-            pid=handle.pid, tag=tag, config=config, handle=handle, stdin_open=stdin
+            pid=handle.pid,
+            tag=tag,
+            config=config,
+            handle=handle,
+            stdin_open=stdin,
+            pty=terminal is not None,
         )
         queue = process.subscribe()
         self._processes[process.pid] = process
@@ -213,7 +228,7 @@ class ProcessTable:
                     if self._jail.alive:
                         end = _end_event(event)
                     break
-                message = _data_event(event)
+                message = _data_event(event, pty=process.pty)
                 for queue in list(process.subscribers):
                     await queue.put(message)
         except asyncio.CancelledError:
@@ -285,8 +300,6 @@ class ProcessService:
     async def start(
         self, request: process_pb.StartRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[process_pb.StartResponse]:
-        if request.has_field("pty"):
-            raise ConnectError(Code.UNIMPLEMENTED, "sandboxd does not provide PTYs")
         user = request_user(ctx)
         refusal = wrong_user(user, "commands")
         if refusal:
@@ -355,6 +368,10 @@ class ProcessService:
         self, request: process_pb.CloseStdinRequest, ctx: RequestContext[Any, Any]
     ) -> process_pb.CloseStdinResponse:
         process = self._table.select(request.process)
+        if process.pty:
+            raise ConnectError(
+                Code.FAILED_PRECONDITION, "a PTY has no stdin to close: send Ctrl+D (0x04)"
+            )
         if not process.stdin_open:
             raise ConnectError(
                 Code.FAILED_PRECONDITION, f"process {process.pid} was not started with stdin"
@@ -369,22 +386,35 @@ class ProcessService:
     async def update(
         self, request: process_pb.UpdateRequest, ctx: RequestContext[Any, Any]
     ) -> process_pb.UpdateResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, "sandboxd does not provide PTYs to resize")
+        """Resize a PTY (the only update there is)."""
+        process = self._table.select(request.process)
+        if not process.pty:
+            raise ConnectError(Code.FAILED_PRECONDITION, f"process {process.pid} has no PTY")
+        size = (request.pty.size if request.pty else None) or process_pb.PTY.Size()
+        if not size.rows or not size.cols:
+            raise ConnectError(Code.INVALID_ARGUMENT, "pty.size needs rows and cols")
+        try:
+            await process.handle.write_stdin(resize_frame(size.rows, size.cols))
+        except JAIL_ERRORS as error:
+            raise connect_error(error) from None
+        return process_pb.UpdateResponse()
 
 
 async def _write_input(process: ManagedProcess, data: process_pb.ProcessInput | None) -> None:
+    """Send input to a process: its stdin, or, for a PTY, the terminal (either field)."""
     match data.input if data is not None else None:
-        case Oneof(field="stdin", value=payload):
+        case Oneof(field="stdin" | "pty" as field, value=payload):
+            if field == "pty" and not process.pty:
+                raise ConnectError(Code.FAILED_PRECONDITION, f"process {process.pid} has no PTY")
             if not process.stdin_open:
                 raise ConnectError(
                     Code.FAILED_PRECONDITION,
                     f"process {process.pid} has no open stdin (start it with stdin=True)",
                 )
+            chunk = input_frame(payload) if process.pty else payload
             try:
-                await process.handle.write_stdin(payload)
+                await process.handle.write_stdin(chunk)
             except JAIL_ERRORS as error:
                 raise connect_error(error) from None
-        case Oneof(field="pty"):
-            raise ConnectError(Code.UNIMPLEMENTED, "sandboxd does not provide PTYs")
         case _:
-            raise ConnectError(Code.INVALID_ARGUMENT, "input.stdin is required")
+            raise ConnectError(Code.INVALID_ARGUMENT, "input.stdin or input.pty is required")

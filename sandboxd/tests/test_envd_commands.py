@@ -130,10 +130,28 @@ def test_an_sdk_timeout_leaves_the_command_running_and_the_log_clean(
     assert "Traceback" not in sandboxd.log()[log_before:]
 
 
-def test_a_pty_is_refused_clearly(sandbox: Sandbox, sandboxd: RunningSandboxd) -> None:
-    with pytest.raises(SandboxException, match="does not provide PTYs"):
-        sandbox.pty.create(PtySize(rows=24, cols=80))
-    assert_healthy(sandboxd)
+def test_a_pty_runs_an_interactive_shell_that_can_be_resized(sandbox: Sandbox) -> None:
+    handle = sandbox.pty.create(PtySize(rows=24, cols=80))
+    sandbox.pty.send_stdin(handle.pid, b"tty\n")
+    sandbox.pty.resize(handle.pid, PtySize(rows=40, cols=100))
+    sandbox.pty.send_stdin(handle.pid, b"stty size; exit 3\n")
+    output: list[bytes] = []
+    with pytest.raises(CommandExitException) as raised:
+        handle.wait(on_pty=lambda data: output.append(bytes(data)))
+    assert raised.value.exit_code == 3
+    terminal = b"".join(output).decode()
+    assert "/dev/pts/" in terminal
+    assert "40 100" in terminal
+
+
+def test_a_pty_can_be_killed_and_closing_its_stdin_is_refused(sandbox: Sandbox) -> None:
+    handle = sandbox.pty.create(PtySize(rows=24, cols=80))
+    with pytest.raises(SandboxException, match="Ctrl\\+D"):
+        sandbox.commands.close_stdin(handle.pid)
+    assert sandbox.pty.kill(handle.pid) is True
+    with pytest.raises(CommandExitException) as raised:
+        handle.wait()
+    assert raised.value.error == "signal: killed"
 
 
 def test_sending_stdin_to_an_unknown_process_fails_cleanly(

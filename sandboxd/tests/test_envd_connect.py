@@ -91,7 +91,8 @@ def test_unary_calls_answer_proto3_json(sandboxd: RunningSandboxd, sandbox: Wire
         ("filesystem.Filesystem/Stat", {"path": "wire/missing"}, 404, "not_found"),
         ("filesystem.Filesystem/MakeDir", {"path": "wire"}, 409, "already_exists"),
         ("process.Process/SendSignal", {"process": {"pid": 999999}}, 404, "not_found"),
-        ("process.Process/Update", {"process": {"pid": 1}}, 501, "unimplemented"),
+        ("process.Process/SendInput", {"input": {"stdin": "eA=="}}, 400, "invalid_argument"),
+        ("filesystem.Filesystem/GetWatcherEvents", {"watcherId": "nope"}, 404, "not_found"),
     ],
 )
 def test_unary_errors_carry_connect_codes_and_http_statuses(
