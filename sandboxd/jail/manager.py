@@ -27,7 +27,7 @@ import re
 import resource
 import shutil
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ ETC_BINDS = (
 )
 
 
+OnOk = Callable[[dict], None] | None  # see Jail._call
 PR_SET_PDEATHSIG = 1
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
@@ -194,7 +195,7 @@ class Jail:
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._next_id = 0
         # request id -> (future, received chunks, hook run synchronously on success)
-        self._pending: dict[int, tuple[asyncio.Future[tuple[dict, bytes]], list[bytes], Any]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[tuple[dict, bytes]], list[bytes], OnOk]] = {}
         self._procs: dict[int, JailProcess] = {}
         self._proxy: egress_mod.EgressProxy | None = None
         self._dead_reason: str | None = None
@@ -326,7 +327,7 @@ class Jail:
         message: dict,
         payload: bytes = b"",
         deadline: float = CALL_TIMEOUT,
-        on_ok: Any = None,
+        on_ok: OnOk = None,
     ) -> tuple[dict, bytes]:
         """Send a request and return the agent's (result, payload); raise FsError/JailError.
 
@@ -764,7 +765,13 @@ class JailManager:
                 "start_failed",
             ) from None
 
-    def _bwrap_argv(self, jail: Jail, keep: Any, data_fd: Any, path_fd: Any) -> list[str]:
+    def _bwrap_argv(
+        self,
+        jail: Jail,
+        keep: Callable[[int], str],
+        data_fd: Callable[[str, str], str],
+        path_fd: Callable[[Path], str],
+    ) -> list[str]:
         """bubblewrap's argv. Host-specific paths go in as fds (--ro-bind-fd), so bwrap needs
         no search permission on their parents and they stay out of its argv."""
         limits = jail.limits
