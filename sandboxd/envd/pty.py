@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+# The sandbox Python environment, where the jail mounts it in every sandbox.
+SANDBOX_PYTHON = "/opt/python/bin/python3"
 INPUT = ord("d")
 RESIZE = ord("r")
 
@@ -75,10 +77,10 @@ sys.exit(code)
 def relay_argv(command: Sequence[str], *, rows: int, cols: int) -> list[str]:
     """The argv that runs ``command`` on a new PTY of ``rows`` x ``cols`` in the sandbox.
 
-    ``python3 -I`` is the sandbox's own interpreter, isolated from the user's environment
-    (PYTHONPATH, PYTHONSTARTUP, user site) so the relay behaves the same for everyone.
+    The sandbox's own interpreter runs it by absolute path (a ``PATH`` from the command's
+    envs cannot swap it) with ``-I``, isolated from PYTHONPATH, PYTHONSTARTUP and user site.
     """
-    return ["python3", "-I", "-c", RELAY, str(rows or 24), str(cols or 80), *command]
+    return [SANDBOX_PYTHON, "-I", "-c", RELAY, str(rows or 24), str(cols or 80), *command]
 
 
 def input_frame(data: bytes) -> bytes:
