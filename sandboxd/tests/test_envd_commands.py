@@ -217,3 +217,18 @@ async def test_the_async_sdk_runs_commands_and_kills_them(sandboxd: RunningSandb
         assert (await handle.wait()).stdout == "hi async\n"
     finally:
         await sandbox.kill()
+
+
+async def test_the_async_sdk_drives_a_pty(sandboxd: RunningSandboxd) -> None:
+    sandbox = await AsyncSandbox.create(**sandboxd.sdk_options())
+    try:
+        chunks: list[bytes] = []
+        handle = await sandbox.pty.create(
+            PtySize(rows=24, cols=80), on_data=lambda data: chunks.append(bytes(data))
+        )
+        await sandbox.pty.send_stdin(handle.pid, b"echo from-the-pty; exit\n")
+        result = await handle.wait()
+        assert result.exit_code == 0
+        assert b"from-the-pty\r\n" in b"".join(chunks)
+    finally:
+        await sandbox.kill()
