@@ -23,12 +23,15 @@ def interpreter_ro_binds(node_tools_dir: Path | None = None) -> list[tuple[Path,
     """The read-only (host path, sandbox path) binds the kernels need in every sandbox.
 
     `node_tools_dir` overrides where the set-up put esbuild (default: var/sandbox-node of this
-    checkout). Both directories must be traversable by the sandbox uids.
+    checkout). Both directories must be traversable by the sandbox uids. A tools dir that
+    does not exist (set-up not run) is left out rather than failing every sandbox: TypeScript
+    cells then report that esbuild is missing, everything else works.
     """
-    return [
-        (KERNELS_HOST_DIR, KERNELS_SANDBOX_DIR),
-        (node_tools_dir or NODE_TOOLS_HOST_DIR, NODE_TOOLS_SANDBOX_DIR),
-    ]
+    binds = [(KERNELS_HOST_DIR, KERNELS_SANDBOX_DIR)]
+    tools = node_tools_dir or NODE_TOOLS_HOST_DIR
+    if tools.is_dir():
+        binds.append((tools, NODE_TOOLS_SANDBOX_DIR))
+    return binds
 
 
 # What sandboxd.control passes to JailManager(ro_binds=...).

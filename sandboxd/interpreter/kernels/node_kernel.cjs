@@ -147,6 +147,9 @@ function transpileTypeScript(code) {
     ],
     { input: code, encoding: "utf8", maxBuffer: 64 << 20 },
   );
+  if (res.error && res.error.code === "ENOENT") {
+    throw new Error(`TypeScript needs esbuild at ${ESBUILD}: run \`make setup\` on the server`);
+  }
   if (res.error) throw res.error;
   if (res.status !== 0) {
     const err = new SyntaxError(String(res.stderr || "TypeScript transpilation failed").trim());
