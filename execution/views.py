@@ -26,7 +26,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from django.db.models.functions import Coalesce, Greatest
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
@@ -43,7 +43,15 @@ from execution.forms import (
     ThreadTitleForm,
     UploadFileForm,
 )
-from execution.models import Execution, Language, PackageInstall, Source, Thread, WorkspaceFile
+from execution.models import (
+    Execution,
+    Language,
+    PackageInstall,
+    SecurityEvent,
+    Source,
+    Thread,
+    WorkspaceFile,
+)
 from execution.services import validation
 from execution.services.errors import ToolError
 from execution.services.tool_executor import (
@@ -69,13 +77,32 @@ EDITOR_LANGUAGES = [
 
 
 def owned_thread(request: HttpRequest, thread_id: uuid.UUID) -> Thread:
-    """The user's thread with that id; Http404 for any other (someone else's is 'not found')."""
-    return get_object_or_404(Thread, pk=thread_id, owner=request.user)
+    """The user's thread with that id; Http404 for any other (someone else's is 'not found',
+    and the attempt is audited as the API audits it)."""
+    thread = Thread.objects.filter(pk=thread_id, owner=request.user).first()
+    if thread is None:
+        if Thread.objects.filter(pk=thread_id).exists():
+            audit_foreign_access(request, "thread", thread_id)
+        raise Http404("No such thread.")
+    return thread
 
 
 def owned_execution(request: HttpRequest, thread: Thread, execution_id: uuid.UUID) -> Execution:
     """A run of the user's `thread`; Http404 otherwise."""
     return get_object_or_404(Execution, pk=execution_id, thread=thread, user=request.user)
+
+
+def audit_foreign_access(request: HttpRequest, kind: str, object_id: uuid.UUID) -> None:
+    """Record that a page asked for another user's object (it was answered 404)."""
+    SecurityEvent.objects.create(
+        kind=SecurityEvent.Kind.AUTHORIZATION,
+        code=f"{kind}_not_owned",
+        message=f"Access to another user's {kind} was refused (answered 404).",
+        user=request.user,
+        source=Source.BROWSER,
+        client_ip=request.META.get("REMOTE_ADDR") or None,
+        details={"object_id": str(object_id), "path": request.path[:300]},
+    )
 
 
 def tool_context(request: HttpRequest, thread: Thread) -> ExecutionContext:

@@ -115,6 +115,10 @@ def test_it_returns_404_for_another_users_thread(
     thread.refresh_from_db()
     assert thread.title == "alice's analysis"
     assert not WorkspaceFile.objects.filter(thread=thread).exists()
+    # Each attempt is in the audit, as for the API.
+    attempts = SecurityEvent.objects.filter(user=charlie, code="thread_not_owned")
+    assert attempts.count() == 2 * len(page_urls(thread, run)) + len(post_urls(thread))
+    assert {event.source for event in attempts} == {"browser"}
 
 
 def test_it_returns_404_for_a_run_of_another_thread(

@@ -93,6 +93,18 @@
   document.addEventListener("htmx:sendError", () => {
     showAlert("Could not reach the server. Check your connection and try again.", "network");
   });
+  // 4xx answers are swapped in (htmx-config in the page) because ours carry the form with
+  // its errors. Anything else, such as Django's own 404 page or a request that was too
+  // large, is not ours to swap into a panel: say what happened instead.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const xhr = event.detail.xhr;
+    const target = event.detail.target;
+    if (xhr.status < 400 || xhr.status >= 500) return;
+    if (target && target.id && xhr.responseText.includes('id="' + target.id + '"')) return;
+    event.detail.shouldSwap = false;
+    const reason = xhr.status === 404 ? "it no longer exists (deleted elsewhere?)" : "the request was refused";
+    showAlert("That did not work: " + reason + " (HTTP " + xhr.status + ").", "server");
+  });
   document.addEventListener("htmx:responseError", (event) => {
     const status = event.detail.xhr ? event.detail.xhr.status : "?";
     showAlert("The server could not do that right now (HTTP " + status + "). Try again in a moment.", "server");
