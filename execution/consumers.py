@@ -52,6 +52,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connections
 from django.utils import timezone
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
@@ -360,6 +361,30 @@ def check_execute_rate(user: AbstractBaseUser, ip: str | None) -> None:
     )
 
 
+class PatientChannelLayer:
+    """The channel layer, with a `receive` that outlasts a Redis read timing out.
+
+    redis-py (>= 6) gives every read a 5 s socket timeout by default, exactly as long as
+    channels_redis blocks in BZPOPMIN waiting for a message, so on a busy machine an idle
+    socket's wait can end in `redis.exceptions.TimeoutError`, which would close it with
+    1011. channels_redis keeps a backup of what it pops, so reading again loses nothing
+    (and any event that still went missing is caught up from the row).
+    """
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.layer, name)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        while True:
+            try:
+                return await self.layer.receive(channel)
+            except RedisTimeoutError:
+                logger.debug("channel layer read timed out on %s; reading again", channel)
+
+
 class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
     """Common ground: one sync thread per socket, JSON frames, refusals, and live events
     forwarded through a `StreamCursor` per execution so that none is lost or repeated."""
@@ -383,6 +408,15 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
                 await super().__call__(scope, receive, send)
             finally:
                 await self._stop_watching()
+
+    @property
+    def channel_layer(self) -> Any:
+        return self._channel_layer
+
+    @channel_layer.setter
+    def channel_layer(self, layer: Any) -> None:
+        # channels sets the layer (and binds its `receive`) when the socket starts.
+        self._channel_layer = None if layer is None else PatientChannelLayer(layer)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         if message.get("type") == "execution.event":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -285,6 +286,15 @@ def session_cookie_header(alias: str, user: AbstractBaseUser) -> dict[str, str]:
         expire_date=timezone.now() + timedelta(hours=1),
     )
     return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"}
+
+
+async def delete_thread(server: DaphneServer, user: AbstractBaseUser, thread_id: Any) -> None:
+    """Delete a thread through the API, which kills its sandbox: tests free what they used,
+    so a shared sandboxd never reaches its cap of live sandboxes."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as client:
+        response = await client.delete(f"/api/threads/{thread_id}/", headers=bearer_headers(user))
+    if response.status_code not in (204, 404):
+        raise RuntimeError(f"deleting thread {thread_id}: {response.status_code} {response.text}")
 
 
 # --- a websocket client ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from execution.tests.live import (
     bearer_headers,
     close_code_of,
     create_user,
+    delete_thread,
     live_stack,
     open_socket,
     receive_frame,
@@ -82,11 +83,13 @@ def live(
 
 
 @pytest.fixture
-async def thread(live: Live) -> Thread:
-    """A fresh thread of alice's in the live database."""
-    return await sync_to_async(Thread.objects.using(live.alias).create)(
+async def thread(live: Live) -> AsyncIterator[Thread]:
+    """A fresh thread of alice's in the live database, deleted (sandbox and all) after."""
+    thread = await sync_to_async(Thread.objects.using(live.alias).create)(
         owner=live.alice, title="live"
     )
+    yield thread
+    await delete_thread(live.server, live.alice, thread.id)
 
 
 async def stored(live: Live, execution_id: str) -> Execution:

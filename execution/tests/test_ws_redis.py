@@ -8,22 +8,31 @@ in CI.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connections
 
+from accounts.testing import bearer_headers_for
+from atlaschat.asgi import application
 from execution.models import Execution, Thread
+from execution.services.events import thread_group
 from execution.tests.live import (
     Frames,
     LiveStack,
     bearer_headers,
     create_user,
+    delete_thread,
     live_stack,
     open_socket,
     receive_frame,
@@ -70,10 +79,13 @@ def two_servers(
 
 
 @pytest.fixture
-async def thread(two_servers: TwoServers) -> Thread:
-    return await sync_to_async(Thread.objects.using(two_servers.stack.database.alias).create)(
+async def thread(two_servers: TwoServers) -> AsyncIterator[Thread]:
+    """A fresh thread of alice's, deleted (sandbox and all) after the test."""
+    thread = await sync_to_async(Thread.objects.using(two_servers.stack.database.alias).create)(
         owner=two_servers.alice, title="across servers"
     )
+    yield thread
+    await delete_thread(two_servers.stack.server, two_servers.alice, thread.id)
 
 
 def test_the_two_servers_are_separate_processes_on_redis(two_servers: TwoServers) -> None:
@@ -158,3 +170,39 @@ async def test_a_cancel_sent_through_the_other_server_stops_the_run(
         id=execution_id
     )
     assert row.status == Execution.Status.CANCELLED
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_idle_socket_outlasts_redis_reads_that_time_out(
+    settings: Any, alice: AbstractBaseUser
+) -> None:
+    redis_url = redis_url_if_reachable()
+    if redis_url is None:
+        pytest.skip("Redis is not reachable (REDIS_URL or redis://127.0.0.1:6379/0)")
+    # A 1 s socket timeout makes every idle wait (a 5 s blocking pop) time out, as the
+    # default 5 s one does now and then on a busy machine.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": 1}]},
+        }
+    }
+    thread = await Thread.objects.acreate(owner=alice)
+    token = (await sync_to_async(bearer_headers_for)(alice))["Authorization"]
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/threads/{thread.id}/",
+        headers=[(b"origin", b"http://127.0.0.1"), (b"authorization", token.encode())],
+    )
+    try:
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        await asyncio.sleep(2.5)
+        event = {"type": "stdout", "execution_id": str(uuid.uuid4()), "text": "hi\n", "seq": 0}
+        await get_channel_layer().group_send(
+            thread_group(thread.id), {"type": "execution.event", "event": event}
+        )
+        assert await communicator.receive_json_from(timeout=5) == event
+    finally:
+        await communicator.disconnect()
+        await sync_to_async(connections.close_all)()
