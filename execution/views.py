@@ -630,5 +630,7 @@ def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UU
             "results": [present_result(result) for result in execution.results or []],
             "run_error": present_error(execution.error),
             "skipped_files": (execution.details or {}).get("file_sync", {}).get("skipped", []),
+            # The partial goes into a workspace's output pane, where the editor is at hand.
+            "in_workspace": bool(request.htmx),
         },
     )

@@ -364,6 +364,10 @@ def test_a_stored_run_shows_its_streams_results_error_and_truncation(
     assert "42 ms" in content and "exit 1" in content
     assert "Output was truncated" in content
     assert 'data-load-code="' in content and "print(&#x27;hi&#x27;)" in content
+    # The whole page (no editor on it) links to the workspace instead.
+    page = client.get(reverse("workspace-run", args=[thread.id, run.id])).content.decode()
+    assert "data-load-code" not in page
+    assert f'href="{reverse("workspace", args=[thread.id])}">Open the workspace' in page
 
 
 # --- files ----------------------------------------------------------------------------------

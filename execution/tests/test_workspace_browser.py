@@ -572,3 +572,33 @@ def test_the_language_select_switches_highlighting_and_monacos_workers_run_under
         page.wait_for_timeout(200)
     run_and_wait(page, "const n: number = 6 * 7;\nconsole.log(n);\n")
     expect(page.locator("#output .stdout")).to_have_text("42\n")
+
+
+def test_the_workspace_works_from_the_keyboard(page: Page, site: Site) -> None:
+    # Create a thread with Enter in the form, no mouse.
+    page.get_by_label("New thread").focus()
+    page.keyboard.type("Keyboard only")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/threads/[0-9a-f-]{36}/$"))
+    wait_for_workspace(page)
+    # The language select is reachable and changes with the arrow keys.
+    page.locator("#language").focus()
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#language")).to_have_value("javascript")
+    page.keyboard.press("ArrowUp")
+    expect(page.locator("#language")).to_have_value("python")
+    # Type, run with Ctrl/Cmd+Enter, and leave the editor with Ctrl+M then Tab.
+    focus_editor(page)
+    page.keyboard.type("print(6 * 7)")
+    page.keyboard.press("ControlOrMeta+Enter")
+    expect(run_status(page)).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#output .stdout")).to_have_text("42\n")
+    focus_editor(page)
+    page.keyboard.press("Control+m")
+    page.keyboard.press("Tab")
+    assert (
+        page.evaluate("document.getElementById('editor').contains(document.activeElement)") is False
+    )
+    # Ctrl/Cmd+Enter outside the editor runs too.
+    page.keyboard.press("ControlOrMeta+Enter")
+    expect(page.locator("#history .run-row")).to_have_count(2, timeout=RUN_TIMEOUT_MS)
