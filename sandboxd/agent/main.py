@@ -34,6 +34,8 @@ POST_EXIT_BUDGET = 4 << 20  # output still read after an exit (background writer
 TUNNEL_BUFFER = 256 << 10
 MAX_TUNNELS = 64
 MAX_LIST_ENTRIES = 20_000
+PR_SET_DUMPABLE = 4
+CHILD_OOM_SCORE_ADJ = b"500"  # every spawned process outranks the agent as an OOM victim
 
 ERRNO_CODES = {
     errno.ENOENT: "not_found",
@@ -259,6 +261,7 @@ class Agent:
                 start_new_session=True,
                 close_fds=True,
                 bufsize=0,
+                preexec_fn=prepare_child,  # the agent is single-threaded: safe to fork here
             )
         except FileNotFoundError:
             raise OpError("not_found", f"executable not found: {argv[0]}") from None
@@ -649,13 +652,38 @@ class Agent:
                 key.data(mask)
 
 
+_libc = None
+
+
+def prepare_child() -> None:
+    """In a new child before exec: make it the OOM killer's choice over the agent.
+
+    Without this a sandbox of many small processes loses its agent (often the largest one) to
+    the first OOM kill, and with it the whole sandbox. Raising one's own oom_score_adj needs no
+    privilege; the child inherited the agent's non-dumpability, which would make /proc/self
+    root's, so it becomes dumpable first (exec resets that anyway; its stdin/stdout are
+    already its own pipes, not the agent's host channel).
+    """
+    assert _libc is not None
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, CHILD_OOM_SCORE_ADJ)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # best effort: the child runs either way
+
+
 def make_undumpable() -> None:
     """PR_SET_DUMPABLE 0: code of the same uid cannot open /proc/1/fd/* (our host pipes),
     /proc/1/mem or /proc/1/environ."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 4
+    global _libc
+    _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
 
 

@@ -40,6 +40,36 @@ async def test_a_memory_bomb_is_oom_killed_and_reported_as_such(manager: JailMan
         await jail.destroy()
 
 
+async def test_many_small_processes_over_the_memory_limit_never_cost_the_agent(
+    manager: JailManager,
+) -> None:
+    # Each child is smaller than the agent: without its OOM ranking the agent would be the
+    # first victim and the whole sandbox would die.
+    bomb = (
+        "import os, time\n"
+        "for _ in range(40):\n"
+        "    if os.fork() == 0:\n"
+        "        b = bytearray(3 << 20)\n"
+        "        for i in range(0, len(b), 4096): b[i] = 1\n"
+        "        time.sleep(3)\n"
+        "        os._exit(0)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.wait()\n"
+        "    except ChildProcessError:\n"
+        "        break\n"
+    )
+    jail = await manager.create("lim-small", limits=Limits(memory_bytes=96 << 20, pids=64))
+    try:
+        await run(jail, ["python3", "-c", bomb])
+        assert jail.oom_kills() >= 1
+        assert jail.alive
+        code, out, _ = await sh(jail, "cat /proc/self/oom_score_adj /proc/1/oom_score_adj")
+        assert (code, out) == (0, "500\n0\n")
+    finally:
+        await jail.destroy()
+
+
 async def test_a_fork_bomb_hits_the_pids_limit_and_is_counted(manager: JailManager) -> None:
     jail = await manager.create("lim-pids", limits=Limits(pids=24))
     try:
