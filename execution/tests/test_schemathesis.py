@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from accounts.testing import bearer_headers_for
 from execution.models import Execution, Thread, WorkspaceFile
+from execution.services.runs import wait_for_background_runs
 from execution.services.sandbox_sessions import sessions
-from execution.services.tool_executor import wait_for_background_runs
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(600)]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from execution.services.tool_executor import mark_interrupted_executions
+from execution.services.runs import mark_interrupted_executions
 
 
 class Command(BaseCommand):

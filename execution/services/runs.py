@@ -1,0 +1,601 @@
+"""Carrying one execution from `queued` to a final status: the run machinery behind the
+ToolExecutor (tool_executor.py), which is the only intended caller.
+
+* `ExecutionRunner` takes the thread's sandbox and context, marks the row `running`, streams the
+  run through the SDK on the service loop and stores and publishes what comes (`EventSink`),
+  syncs files back and writes the final status.
+* `EventSink` keeps the contract of notes/execution-contract.md: every batch of events is
+  stored with `last_seq` in one UPDATE and only then published, seq increasing by one per event.
+* Runs of this process are registered (`active_run`), so a cancel or a wait reaches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, TextField, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+from e2b import (
+    NotFoundException,
+    SandboxNotRunningException,
+    SandboxUnreachableException,
+    TimeoutException,
+)
+from e2b_code_interpreter import AsyncSandbox, Context
+from e2b_code_interpreter.models import ExecutionError, OutputMessage, Result
+
+from execution.models import Execution, Thread, WorkspaceFile
+from execution.services.errors import ToolError
+from execution.services.events import EventPublisher
+from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
+from execution.services.runtime import service_loop
+from execution.services.sandbox_sessions import (
+    SANDBOX_GONE_ERRORS,
+    SandboxLease,
+    is_unavailability,
+    sessions,
+)
+from execution.services.validation import WORKSPACE_ROOT
+
+logger = logging.getLogger(__name__)
+
+Status = Execution.Status
+# Extra time past a run's own timeout before we stop waiting on the SDK ourselves.
+RUN_GRACE_SECONDS = 5.0
+# How precisely Thread.last_used_at follows the runs (it only feeds idle-sandbox reaping).
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+# How often a running execution looks for a cancel asked through another process.
+CANCEL_POLL_SECONDS = 1.0
+# Result fields kept from the SDK's Result (the E2B result formats).
+RESULT_FORMATS = (
+    "text", "html", "markdown", "svg", "png", "jpeg", "pdf", "latex", "json", "javascript",
+    "data", "extra",
+)  # fmt: skip
+
+
+def result_as_dict(result: Result) -> dict[str, Any]:
+    """The JSON form of one rich result: the formats it has and `is_main_result`."""
+    data: dict[str, Any] = {}
+    for name in RESULT_FORMATS:
+        value = getattr(result, name, None)
+        if value:
+            data[name] = value
+    data["is_main_result"] = bool(result.is_main_result)
+    return data
+
+
+def _utf8_prefix(text: str, max_bytes: int) -> str:
+    """The longest prefix of `text` that fits in `max_bytes` of UTF-8."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+# --- the run's live state and its events ------------------------------------------------------
+
+
+class EventSink:
+    """Stores and publishes the events of one execution; used by one thread at a time.
+
+    Holds the next seq, the output budget and the results so far. Every batch is one UPDATE
+    (including `last_seq`) followed by the publication of its events in order.
+    """
+
+    def __init__(self, execution: Execution, publisher: EventPublisher) -> None:
+        self.execution = execution
+        self.publisher = publisher
+        self.seq = execution.last_seq
+        self.results: list[dict[str, Any]] = list(execution.results or [])
+        self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - len(
+            (execution.stdout + execution.stderr).encode("utf-8")
+        )
+        self.truncated = execution.truncated
+        self.error: dict[str, Any] | None = execution.error
+
+    @property
+    def execution_id(self) -> str:
+        return str(self.execution.id)
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        self.seq += 1
+        return {"type": kind, "execution_id": self.execution_id, **fields, "seq": self.seq}
+
+    def _publish(self, events: list[dict[str, Any]]) -> None:
+        self.publisher.publish_many(
+            execution_id=self.execution.id, thread_id=self.execution.thread_id, events=events
+        )
+
+    def _spend(self, size: int) -> int:
+        """Take up to `size` bytes from the output budget; returns what was granted."""
+        granted = max(0, min(size, self.output_budget))
+        self.output_budget -= granted
+        if granted < size:
+            self.truncated = True
+        return granted
+
+    def running(self) -> bool:
+        """queued → running (conditional, so a cancel that won the race is respected)."""
+        now = timezone.now()
+        seq = self.seq + 1
+        updated = Execution.objects.filter(pk=self.execution.pk, status=Status.QUEUED).update(
+            status=Status.RUNNING, started_at=now, last_seq=seq
+        )
+        if not updated:
+            return False
+        self.execution.status, self.execution.started_at = Status.RUNNING, now
+        self._publish([self._event("status", status=Status.RUNNING)])
+        return True
+
+    def output(self, items: list[tuple[str, Any]]) -> None:
+        """Store then publish a batch of ("stdout"|"stderr", text), ("result", dict) and
+        ("error", dict) items, honouring the output cap."""
+        events: list[dict[str, Any]] = []
+        appended = {"stdout": "", "stderr": ""}
+        results_changed = error_changed = False
+        was_truncated = self.truncated
+        for kind, payload in items:
+            if kind in appended:
+                size = len(payload.encode("utf-8"))
+                granted = self._spend(size)
+                if granted == 0:
+                    continue
+                text = payload if granted == size else _utf8_prefix(payload, granted)
+                appended[kind] += text
+                events.append(self._event(kind, text=text))
+            elif kind == "result":
+                size = sum(len(str(v)) for v in payload.values())
+                if self._spend(size) < size:
+                    # A rich result is never cut in half: it is dropped whole and flagged.
+                    continue
+                self.results.append(payload)
+                results_changed = True
+                events.append(self._event("result", result=payload))
+            elif kind == "error":
+                self.error = payload
+                error_changed = True
+                events.append(self._event("error", error=payload))
+        if not events and self.truncated == was_truncated:
+            return
+        update: dict[str, Any] = {"last_seq": self.seq, "truncated": self.truncated}
+        for stream, text in appended.items():
+            if text:
+                update[stream] = Concat(F(stream), Value(text), output_field=TextField())
+        if results_changed:
+            update["results"] = self.results
+        if error_changed:
+            update["error"] = self.error
+        Execution.objects.filter(pk=self.execution.pk).update(**update)
+        self._publish(events)
+
+    def finish(
+        self,
+        status: str,
+        *,
+        error: dict[str, Any] | None = None,
+        exit_code: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Store the final status (with an infra `error` if given) and publish `error` (if
+        given) and `done`. Does nothing if the execution is already final.
+
+        The in-memory row is trusted (this sink is its only writer besides a cancel of a
+        queued run); the UPDATE is conditional on the status it expects, so a run cancelled
+        behind its back is never overwritten."""
+        if not self.execution.can_transition_to(status):
+            return
+        events: list[dict[str, Any]] = []
+        if error is not None:
+            self.error = error
+            events.append(self._event("error", error=error))
+        now = timezone.now()
+        started = self.execution.started_at
+        duration_ms = int((now - started).total_seconds() * 1000) if started else None
+        merged = {**(self.execution.details or {}), **(details or {})}
+        done = self._event(
+            "done", status=status, duration_ms=duration_ms, exit_code=exit_code,
+            truncated=self.truncated,
+        )  # fmt: skip
+        events.append(done)
+        updated = Execution.objects.filter(
+            pk=self.execution.pk, status=self.execution.status
+        ).update(
+            status=status, finished_at=now, duration_ms=duration_ms, exit_code=exit_code,
+            truncated=self.truncated, error=self.error, details=merged, last_seq=self.seq,
+        )  # fmt: skip
+        if updated:
+            self._publish(events)
+
+
+@dataclass
+class RunOutcome:
+    """How the SDK call ended: kind is ok, timeout, cancelled, lost (sandbox died during the
+    run), gone (nothing ran: sandbox or context unknown) or unavailable."""
+
+    kind: str
+    detail: str = ""
+    received_events: bool = False
+
+
+class RunHandle:
+    """The in-process handle of a running execution, for cancel and for waiting."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.future: Any = None
+
+    def request_cancel(self) -> None:
+        self.cancel.set()
+        future = self.future
+        if future is not None:
+            future.cancel()
+
+
+_active: dict[uuid.UUID, RunHandle] = {}
+_active_lock = threading.Lock()
+
+
+def active_run(execution_id: uuid.UUID) -> RunHandle | None:
+    """The handle of an execution running in this process, or None."""
+    with _active_lock:
+        return _active.get(execution_id)
+
+
+def _is_execution_timeout(exc: BaseException, elapsed: float, timeout: float) -> bool:
+    if isinstance(exc, SandboxNotRunningException | SandboxUnreachableException):
+        return False
+    if isinstance(exc, TimeoutError):
+        return True
+    return isinstance(exc, TimeoutException) and (
+        "Execution timed out" in str(exc) or elapsed >= timeout * 0.95
+    )
+
+
+async def _stream_run(
+    sandbox: AsyncSandbox,
+    code: str,
+    context: Context,
+    time_limit: float,
+    push: queue.SimpleQueue[tuple[str, Any]],
+) -> None:
+    """Run the code through the SDK, pushing ("stdout"|…, payload) items and finally
+    ("end", RunOutcome). Never raises: cancellation is an outcome too."""
+    received = False
+
+    def on_text(kind: str):
+        def handler(message: OutputMessage) -> None:
+            nonlocal received
+            received = True
+            push.put((kind, message.line))
+
+        return handler
+
+    def on_result(result: Result) -> None:
+        nonlocal received
+        received = True
+        push.put(("result", result_as_dict(result)))
+
+    def on_error(error: ExecutionError) -> None:
+        nonlocal received
+        received = True
+        push.put(
+            ("error", {"name": error.name, "value": error.value, "traceback": error.traceback})
+        )
+
+    started = time.monotonic()
+    outcome = RunOutcome("ok")
+    try:
+        async with asyncio.timeout(time_limit + RUN_GRACE_SECONDS):
+            await sandbox.run_code(
+                code, context=context, timeout=time_limit,
+                on_stdout=on_text("stdout"), on_stderr=on_text("stderr"),
+                on_result=on_result, on_error=on_error,
+            )  # fmt: skip
+        # List the workspace for file sync here, while the worker thread is still storing
+        # the last output: the round trip overlaps the database writes.
+        try:
+            entries = await sandbox.files.list(WORKSPACE_ROOT, depth=SYNC_DEPTH)
+            push.put(("listing", entries))
+        except Exception as exc:
+            push.put(("listing", exc))
+    except asyncio.CancelledError:
+        outcome = RunOutcome("cancelled")
+    except BaseException as exc:
+        elapsed = time.monotonic() - started
+        if _is_execution_timeout(exc, elapsed, time_limit):
+            outcome = RunOutcome("timeout", str(exc))
+        elif not received and isinstance(exc, NotFoundException | TimeoutException):
+            # Refused before anything ran (unknown context or sandbox, or the proxy's
+            # "not found"/502): safe to recover and run once more.
+            outcome = RunOutcome("gone", f"{type(exc).__name__}: {exc}")
+        elif isinstance(exc, (*SANDBOX_GONE_ERRORS, TimeoutException)):
+            outcome = RunOutcome("lost", f"{type(exc).__name__}: {exc}")
+        elif is_unavailability(exc):
+            outcome = RunOutcome("unavailable", f"{type(exc).__name__}: {exc}")
+        else:
+            logger.exception("run failed unexpectedly")
+            outcome = RunOutcome("unavailable", f"{type(exc).__name__}: {exc}")
+    outcome.received_events = received
+    push.put(("end", outcome))
+
+
+def _exit_code(error: dict[str, Any] | None) -> int:
+    """The exit code of a failed run: a bash kernel reports the shell's own (E2B's and
+    sandboxd's bash kernels send it as the error's value); any other failure is 1."""
+    value = str((error or {}).get("value", ""))
+    if (error or {}).get("name") == "CommandExitError" and value.isdigit():
+        return int(value)
+    return 1
+
+
+def infra_error(code: str, message: str) -> dict[str, Any]:
+    # Stored and sent in the shape of a code error ({name, value, traceback}) so that every
+    # client renders it, plus the stable code for those that branch on it.
+    return {"name": "SandboxError", "value": message, "traceback": "", "code": code}
+
+
+class ExecutionRunner:
+    """Carries one queued execution to a final status (runs in the thread that calls run())."""
+
+    def __init__(
+        self,
+        execution_id: uuid.UUID,
+        publisher: EventPublisher,
+        execution: Execution | None = None,
+    ) -> None:
+        self.execution_id = execution_id
+        self.publisher = publisher
+        # The row just created by the caller (inline runs), to save reading it back.
+        self.execution = execution
+        # The workspace listing taken right after the run (or the error listing it).
+        self.listing: Any = None
+
+    def run(self) -> None:
+        handle = RunHandle()
+        with _active_lock:
+            _active[self.execution_id] = handle
+        try:
+            self._run(handle)
+        except Exception:
+            logger.exception("execution %s crashed", self.execution_id)
+            with contextlib.suppress(Exception):
+                execution = Execution.objects.get(pk=self.execution_id)
+                EventSink(execution, self.publisher).finish(
+                    Status.ERROR,
+                    error=infra_error("internal_error", "The run failed unexpectedly."),
+                )
+        finally:
+            handle.done.set()
+            with _active_lock:
+                _active.pop(self.execution_id, None)
+
+    def _run(self, handle: RunHandle) -> None:
+        execution = self.execution or Execution.objects.select_related("thread").get(
+            pk=self.execution_id
+        )
+        thread = execution.thread
+        sink = EventSink(execution, self.publisher)
+        if thread is None:
+            sink.finish(
+                Status.ERROR, error=infra_error("thread_deleted", "The thread was deleted.")
+            )
+            return
+        with sessions.thread_lock(thread.id):
+            # A cancel while it waited for the thread is caught by running(), whose update
+            # is conditional on `queued`.
+            if handle.cancel.is_set():
+                sink.finish(Status.CANCELLED)
+                return
+            try:
+                lease, context = self._acquire(
+                    thread, execution.language, fresh=self.execution is not None
+                )
+            except ToolError as exc:
+                sink.finish(
+                    Status.ERROR,
+                    error=infra_error(exc.code, exc.message),
+                    details={"reason": exc.details.get("reason", "")},
+                )
+                return
+            details: dict[str, Any] = {"sandbox_id": lease.sandbox.sandbox_id}
+            if lease.restored is not None:
+                details["restored"] = lease.restored.as_dict()
+            if not sink.running():
+                return
+            since = timezone.now()
+            timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT
+            outcome = self._stream(handle, sink, lease.sandbox, context, execution, timeout)
+            if outcome.kind == "gone":
+                # Nothing ran: the sandbox or the context is unknown to the server (killed
+                # behind our back, server restarted). Recover once, then run for real.
+                try:
+                    outcome, lease, context, details = self._recover_and_rerun(
+                        handle, sink, thread, execution, timeout, details
+                    )
+                except ToolError as exc:
+                    sessions.forget(thread)
+                    sink.finish(
+                        Status.ERROR,
+                        error=infra_error(exc.code, exc.message),
+                        details={**details, "reason": exc.details.get("reason", "")},
+                    )
+                    return
+            if outcome.kind in ("ok", "timeout", "cancelled"):
+                report = sync_workspace_back(
+                    thread=thread, sandbox=lease.sandbox, since=since, listing=self.listing,
+                    written_by=WorkspaceFile.WrittenBy.AGENT if execution.agent_id
+                    else WorkspaceFile.WrittenBy.CODE,
+                )  # fmt: skip
+                details["file_sync"] = report.as_dict()
+            now = timezone.now()
+            # Idle reaping needs minutes, not milliseconds: skip the write on busy threads.
+            if thread.last_used_at is None or now - thread.last_used_at > LAST_USED_RESOLUTION:
+                Thread.objects.filter(pk=thread.pk).update(last_used_at=now)
+            self._finish(sink, outcome, timeout, details, thread)
+
+    def _stream(
+        self,
+        handle: RunHandle,
+        sink: EventSink,
+        sandbox: AsyncSandbox,
+        context: Context,
+        execution: Execution,
+        timeout: float,
+    ) -> RunOutcome:
+        items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        handle.future = service_loop().submit(
+            _stream_run(sandbox, execution.code, context, timeout, items)
+        )
+        if handle.cancel.is_set():
+            handle.future.cancel()
+        next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        while True:
+            try:
+                first = items.get(timeout=0.25)
+            except queue.Empty:
+                if time.monotonic() >= next_poll and not handle.cancel.is_set():
+                    next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+                    if Execution.objects.filter(pk=execution.pk, cancel_requested=True).exists():
+                        handle.request_cancel()
+                continue
+            batch = [first]
+            # Drain what is already there: one UPDATE for a burst of output.
+            while len(batch) < 500:
+                try:
+                    batch.append(items.get_nowait())
+                except queue.Empty:
+                    break
+            end = next((payload for kind, payload in batch if kind == "end"), None)
+            for kind, payload in batch:
+                if kind == "listing":
+                    self.listing = payload
+            sink.output([(k, p) for k, p in batch if k not in ("end", "listing")])
+            if end is not None:
+                if end.kind == "cancelled" and not handle.cancel.is_set():
+                    end.kind = "unavailable"
+                return end
+
+    @staticmethod
+    def _acquire(
+        thread: Thread, language: str, *, fresh: bool = False
+    ) -> tuple[SandboxLease, Context]:
+        """The thread's sandbox and its context for `language`. A sandbox that vanishes
+        between the two steps (killed, expired) is replaced once. Raises ToolError (503)."""
+        for attempt in range(2):
+            try:
+                lease = sessions.get_or_create(thread, fresh=fresh and attempt == 0)
+                return lease, sessions.context_for(thread, lease.sandbox, language)
+            except SANDBOX_GONE_ERRORS as exc:
+                sessions.forget(thread)
+                sessions.forget_context(thread, language)
+                if attempt == 1:
+                    raise ToolError(
+                        "sandbox_lost", "The sandbox vanished while it was being prepared.", 503,
+                        {"reason": f"{type(exc).__name__}: {exc}"}, headers={"Retry-After": "5"},
+                    ) from exc  # fmt: skip
+        raise AssertionError("unreachable")
+
+    def _recover_and_rerun(
+        self,
+        handle: RunHandle,
+        sink: EventSink,
+        thread: Thread,
+        execution: Execution,
+        timeout: float,
+        details: dict[str, Any],
+    ) -> tuple[RunOutcome, SandboxLease, Context, dict[str, Any]]:
+        sessions.forget_context(thread, execution.language)
+        cached = sessions.get_or_create(thread)  # reconnects, or recreates and restores
+        if not sessions.is_running(cached.sandbox):
+            sessions.forget(thread)
+        lease, context = self._acquire(thread, execution.language)
+        if lease.sandbox.sandbox_id != details.get("sandbox_id"):
+            details = {**details, "sandbox_id": lease.sandbox.sandbox_id, "recreated": True}
+            if lease.restored is not None:
+                details["restored"] = lease.restored.as_dict()
+        outcome = self._stream(handle, sink, lease.sandbox, context, execution, timeout)
+        if outcome.kind == "gone":
+            outcome.kind = "lost"
+        return outcome, lease, context, details
+
+    def _finish(
+        self,
+        sink: EventSink,
+        outcome: RunOutcome,
+        timeout: float,
+        details: dict[str, Any],
+        thread: Thread,
+    ) -> None:
+        if outcome.kind == "ok":
+            failed = sink.error is not None
+            sink.finish(
+                Status.FAILED if failed else Status.SUCCEEDED,
+                exit_code=_exit_code(sink.error) if failed else 0,
+                details=details,
+            )
+        elif outcome.kind == "timeout":
+            sink.finish(
+                Status.TIMED_OUT,
+                error={
+                    "name": "TimeoutError",
+                    "value": f"The run did not finish within {timeout:g} seconds.",
+                    "traceback": "",
+                    "code": "execution_timeout",
+                },
+                details=details,
+            )
+        elif outcome.kind == "cancelled":
+            sink.finish(Status.CANCELLED, details=details)
+        else:
+            # The sandbox died or its server failed mid-run: the next run starts afresh.
+            sessions.forget(thread)
+            code = "sandbox_lost" if outcome.kind in ("lost", "gone") else "sandbox_unavailable"
+            message = (
+                "The sandbox stopped during the run; the next run gets a new one with your "
+                "files and packages."
+                if code == "sandbox_lost"
+                else "The sandbox service failed during the run; try again in a moment."
+            )
+            sink.finish(
+                Status.ERROR,
+                error=infra_error(code, message),
+                details={**details, "reason": outcome.detail[:500]},
+            )
+
+
+def wait_for_background_runs(timeout: float = 60.0) -> bool:
+    """Wait until no execution runs in this process (tests, orderly shutdown); True if none is
+    left running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _active_lock:
+            handles = list(_active.values())
+        if not handles:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        handles[0].done.wait(remaining)
+
+
+def mark_interrupted_executions(*, reason: str = "The server stopped during the run.") -> int:
+    """Mark every queued or running execution `error` (for use when a server starts, before it
+    accepts runs: nothing can still be running them). Returns how many were marked."""
+    now = timezone.now()
+    count = 0
+    for execution in Execution.objects.filter(status__in=(Status.QUEUED, Status.RUNNING)):
+        error = infra_error("server_restarted", reason)
+        updated = Execution.objects.filter(pk=execution.pk, status=execution.status).update(
+            status=Status.ERROR, error=error, finished_at=now, last_seq=F("last_seq") + 1
+        )
+        count += updated
+    return count
