@@ -67,6 +67,11 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The output cap of the deployed site: small enough for a test to reach, large enough for a
+# matplotlib figure (results count towards it).
+MAX_OUTPUT_BYTES = 200_000
+
+
 @contextlib.contextmanager
 def deployed_site(
     directory: Path, static_root: Path, *, sandboxd_url: str, api_key: str
@@ -76,7 +81,10 @@ def deployed_site(
         directory,
         sandboxd_url=sandboxd_url,
         sandboxd_api_key=api_key,
-        extra_env={"STATIC_ROOT": str(static_root)},
+        extra_env={
+            "STATIC_ROOT": str(static_root),
+            "EXECUTION_MAX_OUTPUT_BYTES": str(MAX_OUTPUT_BYTES),
+        },
     ) as stack:
         alice = create_user(stack.database.alias, "alice", TEST_PASSWORD)
         yield Site(stack=stack, alice=alice)
@@ -351,6 +359,18 @@ def test_a_package_is_installed_and_imported(page: Page, site: Site) -> None:
     run_and_wait(page, "import six\nprint(six.__version__)\n")
     expect(page.locator("#output .stdout")).to_have_text("1.17.0\n")
 
+    # npm, for JavaScript and TypeScript: the newest install comes first.
+    packages.get_by_label("Installer").select_option("javascript")
+    packages.get_by_label("Packages").fill("is-number@7.0.0")
+    packages.get_by_role("button", name="Install").click()
+    expect(packages.locator(".install")).to_have_count(2)
+    newest = packages.locator(".install").first
+    expect(newest).to_have_attribute("data-install-status", "succeeded", timeout=120_000)
+    expect(newest).to_contain_text("is-number@7.0.0")
+    page.locator("#language").select_option("javascript")
+    run_and_wait(page, "const isNumber = require('is-number');\nconsole.log(isNumber(5));\n")
+    expect(page.locator("#output .stdout")).to_have_text("true\n")
+
 
 def test_after_a_reload_the_history_shows_the_runs_and_loads_their_code(
     page: Page, site: Site
@@ -602,3 +622,16 @@ def test_the_workspace_works_from_the_keyboard(page: Page, site: Site) -> None:
     # Ctrl/Cmd+Enter outside the editor runs too.
     page.keyboard.press("ControlOrMeta+Enter")
     expect(page.locator("#history .run-row")).to_have_count(2, timeout=RUN_TIMEOUT_MS)
+
+
+def test_output_over_the_limit_is_cut_with_a_visible_notice(page: Page, site: Site) -> None:
+    thread = create_thread(page, site, "Chatty")
+    run_and_wait(page, f"print('x' * {MAX_OUTPUT_BYTES + 50_000})\nprint('the end')\n")
+    notice = page.locator("#output .notice.truncated")
+    expect(notice).to_contain_text("Output was truncated")
+    assert "the end" not in page.locator("#output .stream").inner_text()
+    run = Execution.objects.using(site.alias).get(thread=thread)
+    assert run.truncated
+    # The stored run (from the history) says so too.
+    page.locator("#history .run-row").first.get_by_role("link").click()
+    expect(page.locator("#output .notice.truncated")).to_be_visible()
