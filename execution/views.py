@@ -161,14 +161,14 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_safe
 def thread_list(request: HttpRequest) -> HttpResponse:
-    """The user's threads, newest first, filtered by `?q=`; the list alone for htmx."""
+    """The user's threads, most recently used first, filtered by `?q=`; the rows alone for htmx."""
     search = ThreadSearchForm(request.GET)
     query = search.cleaned_data["q"].strip() if search.is_valid() else ""
     context = {
         "threads": search_threads(request.user, query),
         "search": search,
         "query": query,
-        "create_form": ThreadTitleForm(),
+        "create_form": ThreadTitleForm(initial={"title": ""}),  # not the model default
     }
     return page_or_partial(
         request, "execution/thread_list.html", "execution/partials/thread_rows.html", context

@@ -187,6 +187,8 @@ def test_the_thread_list_shows_the_most_recent_first_and_only_the_users(
     titles = re.findall(r'class="thread-title"[^>]*>([^<]+)<', content)
     assert titles == ["second made", "first made"]
     assert "charlie" not in content
+    # The new-thread box starts empty (with a placeholder), not with the model's default.
+    assert re.search(r'id="id_new_title"[^>]*value=""', content)
     # A run in the older thread makes it the most recently used.
     Thread.objects.filter(title="first made").update(last_used_at=timezone.now())
     content = client.get("/").content.decode()
