@@ -208,7 +208,11 @@ class ExecuteView(APIView):
                 error.get("code", "sandbox_unavailable"),
                 error.get("value", "The sandbox service failed."),
                 503,
-                {"execution_id": str(execution.id), "thread_id": str(execution.thread_id)},
+                {
+                    "execution_id": str(execution.id),
+                    "thread_id": str(execution.thread_id),
+                    "reason": (execution.details or {}).get("reason", ""),
+                },
                 headers={"Retry-After": "5"},
             )
         serializer = ExecutionSerializer(execution, context={"request": request})
