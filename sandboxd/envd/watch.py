@@ -26,6 +26,8 @@ POLL_SECONDS = 0.5
 RECURSIVE_DEPTH = 16
 # Unary (polling-API) watchers one sandbox may hold at once.
 MAX_WATCHERS = 8
+# The most entries a watched tree may hold.
+MAX_WATCHED_ENTRIES = 10_000
 
 
 class DirectoryPoller:
@@ -52,6 +54,13 @@ class DirectoryPoller:
 
     async def _listing(self) -> dict[str, Entry]:
         entries = await self._jail.list_dir(self._base, self._depth)
+        if len(entries) > MAX_WATCHED_ENTRIES:
+            # Listing a tree this big every POLL_SECONDS would cost the whole machine.
+            raise ConnectError(
+                Code.RESOURCE_EXHAUSTED,
+                f"{self._path} holds over {MAX_WATCHED_ENTRIES} entries, too many to watch "
+                "by polling; watch a smaller directory",
+            )
         return {posixpath.relpath(entry.path, self._base): entry for entry in entries}
 
     async def poll(self) -> list[filesystem_pb.FilesystemEvent]:
