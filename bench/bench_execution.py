@@ -14,7 +14,8 @@ directly, so the ratios are what the Django service adds.
    `on_stdout` callback for the same code. Target: p50 <= 20 ms.
 3. 20 concurrent websocket clients (one user and thread each) x 50 runs: runs/s, with
    every execution and output line counted in the frames AND in the database; vs the same
-   20 x 50 runs through the SDK on 20 sandboxes. Target: zero lost.
+   20 x 50 runs through the SDK on 20 sandboxes. Target: zero lost. Then the same over two
+   daphne processes sharing a Redis channel layer, when Redis answers.
 
 `main()` prints the table and writes `bench/results/execution.json`.
 """
@@ -54,8 +55,9 @@ BENCH_SERVER_ENV = {
 # What _setup_django changes in this process's environment (restored after the run).
 BENCH_ENV_NAMES = ("DATABASE_URL", "REDIS_URL", "E2B_API_KEY", "E2B_DOMAIN", "ATLASCHAT_VAR_DIR")
 
-# 20 clients need 20 sandboxes (one per thread) at once, more than sandboxd's default cap.
-BENCH_SANDBOXD_ENV = {"SANDBOXD_MAX_SANDBOXES": "48"}
+# 20 clients need 20 sandboxes (one per thread) at once, twice (one and two workers), more
+# than sandboxd's default cap.
+BENCH_SANDBOXD_ENV = {"SANDBOXD_MAX_SANDBOXES": "64"}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -231,13 +233,16 @@ async def bench_ws_latency(stack: Any, user: Any, thread: Any) -> tuple[list[flo
 
 
 async def bench_concurrent_ws(stack: Any, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """Each client runs its 50 runs in sequence; returns wall time and what was seen."""
+    """Each client runs its 50 runs in sequence; returns wall time and what was seen.
+
+    Clients are spread over the stack's servers (one, or several sharing Redis)."""
     from execution.tests.live import bearer_headers, open_socket, receive_frame
 
     async def client(index: int, user: Any, thread: Any) -> dict[str, str]:
         seen: dict[str, str] = {}  # execution id -> its stdout as the frames carried it
+        server = stack.servers[index % len(stack.servers)]
         async with await open_socket(
-            stack.server, f"ws/threads/{thread.id}/", headers=bearer_headers(user)
+            server, f"ws/threads/{thread.id}/", headers=bearer_headers(user)
         ) as socket:
             for run in range(RUNS_PER_CLIENT):
                 code = f"print('client {index} run {run}')"
@@ -314,6 +319,38 @@ def count_lost(alias: str, pairs: list[tuple[Any, Any]], seen: list[dict[str, st
     }
 
 
+def bench_two_workers(directory: Path, sandboxd: Any) -> dict[str, Any] | None:
+    """The same 20 x 50 runs over two daphne processes sharing Redis (the production
+    shape: several workers behind a proxy); None when no Redis answers."""
+    from execution.models import Thread
+    from execution.tests.live import create_user, live_stack, redis_url_if_reachable
+
+    redis_url = redis_url_if_reachable()
+    if redis_url is None:
+        return None
+    (directory / "workers").mkdir()
+    with live_stack(
+        directory / "workers",
+        sandboxd_url=sandboxd.url,
+        sandboxd_api_key=sandboxd.api_key,
+        servers=2,
+        redis_url=redis_url,
+        extra_env=BENCH_SERVER_ENV,
+    ) as stack:
+        alias = stack.database.alias
+        users = [create_user(alias, f"worker{n}") for n in range(CLIENTS)]
+        pairs = [
+            (user, Thread.objects.using(alias).create(owner=user, title="bench")) for user in users
+        ]
+        concurrent = asyncio.run(bench_concurrent_ws(stack, pairs))
+        lost = count_lost(alias, pairs, concurrent["seen"])
+    return {
+        "servers": 2,
+        "runs_per_s": round(CLIENTS * RUNS_PER_CLIENT / concurrent["wall_s"], 1),
+        **lost,
+    }
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -349,6 +386,7 @@ def run_all(directory: Path) -> dict[str, Any]:
             pairs = list(zip(users, threads, strict=True))
             concurrent = asyncio.run(bench_concurrent_ws(stack, pairs))
             lost = count_lost(alias, pairs, concurrent["seen"])
+        scaled = bench_two_workers(directory, sandboxd)
 
     total = CLIENTS * RUNS_PER_CLIENT
     rest = summary_ms(rest_timings)
@@ -368,6 +406,7 @@ def run_all(directory: Path) -> dict[str, Any]:
             "runs_per_s": round(total / concurrent["wall_s"], 1),
             **lost,
         },
+        "concurrent_ws_two_workers_redis": scaled,
         "concurrent_sdk": {
             "runs_per_s": round(total / sdk_concurrent["wall_s"], 1),
             "lost_lines": total - sdk_concurrent["lines"],
@@ -379,6 +418,29 @@ def run_all(directory: Path) -> dict[str, Any]:
             "lost": 0,
         },
     }
+
+
+def two_worker_rows(
+    scaled: dict[str, Any] | None, conc_sdk: dict[str, Any]
+) -> list[tuple[str, ...]]:
+    if scaled is None:
+        return [("  same, 2 daphne workers + Redis", "skipped: no Redis", "", "", "")]
+    return [
+        (
+            "  same, 2 daphne workers + Redis",
+            f"{scaled['runs_per_s']} runs/s",
+            f"{conc_sdk['runs_per_s']} runs/s",
+            f"{round(scaled['runs_per_s'] / conc_sdk['runs_per_s'], 2)}x",
+            "",
+        ),
+        (
+            "  lost executions (db) / lines (frames)",
+            f"{scaled['lost_executions_db']} / {scaled['lost_lines_frames']}",
+            "",
+            "",
+            "0 / 0",
+        ),
+    ]
 
 
 def render(results: dict[str, Any]) -> str:
@@ -439,6 +501,7 @@ def render(results: dict[str, Any]) -> str:
             "",
             "0 / 0",
         ),
+        *two_worker_rows(results.get("concurrent_ws_two_workers_redis"), conc_sdk),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
@@ -477,7 +540,8 @@ def main() -> None:
     print(
         f"\n{machine['cpus']} CPUs, load average {machine['load_average_1min_before']} before and "
         f"{machine['load_average_1min_after']} after; {machine['database']}, "
-        f"{machine['channel_layer']} channel layer, one daphne process."
+        f"{machine['channel_layer']} channel layer and one daphne process except in the "
+        "two-worker rows (Redis)."
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
