@@ -9,15 +9,13 @@ import pytest
 import pytest_asyncio
 
 from sandboxd.jail import JailManager, Limits
-from sandboxd.jail.testing import run, sh
+from sandboxd.jail.testing import jail_manager, run, sh
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def manager() -> AsyncIterator[JailManager]:
-    from sandboxd.jail.testing import jail_manager
-
     async with jail_manager() as started:
         yield started
 
