@@ -5,7 +5,8 @@ index-url / extra-index-url / find-links over http(s), else pip's own default in
 host taken from pip's internals; npm's `registry`). No host name is written here. Each sandbox
 gets its own unix socket (owned by its uid, bound into it); the agent inside forwards
 127.0.0.1:PORT to it. Every CONNECT to another host or port is answered 403 without any
-connection being made; anything but CONNECT is answered 405.
+connection being made. Plain-HTTP requests (absolute URI) are forwarded only to an allowed
+http:// index; anything else is answered 405.
 """
 
 from __future__ import annotations
@@ -172,24 +173,52 @@ class EgressProxy:
         if len(head) > MAX_HEAD:
             await _answer(writer, 431, "Request Header Fields Too Large")
             return
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
-        if len(parts) != 3 or parts[0] != "CONNECT":
-            self.refused += 1
-            await _answer(writer, 405, "Only CONNECT is allowed")
+        request_line, _, headers = head.partition(b"\r\n")
+        parts = request_line.decode("latin-1").split()
+        if len(parts) != 3:
+            await _answer(writer, 400, "Bad Request")
             return
-        host, _, port_text = parts[1].rpartition(":")
-        host = host.strip("[]")
+        method, target, version = parts
+        if method == "CONNECT":
+            host, _, port_text = target.rpartition(":")
+            host, path = host.strip("[]"), None
+        elif target.startswith("http://"):
+            # a plain-HTTP index: forwarded in origin form to that host only
+            url = urlsplit(target)
+            host, path = url.hostname or "", url.path or "/"
+            if url.query:
+                path += "?" + url.query
+            try:
+                port_text = str(url.port or 80)
+            except ValueError:
+                port_text = ""
+        else:
+            await _answer(writer, 405, "Only CONNECT and http:// requests are proxied")
+            return
         if not port_text.isdigit() or not self.allowed.permits(host, int(port_text)):
             self.refused += 1
-            log.info("egress refused for sandbox %s: %s", self.sandbox_id, parts[1][:200])
+            log.info("egress refused for sandbox %s: %s", self.sandbox_id, target[:200])
             await _answer(writer, 403, "Forbidden: not a package index of this host")
             return
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(host, int(port_text)), CONNECT_TIMEOUT
         )
-        writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        await writer.drain()
+        if path is None:
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            await writer.drain()
+        else:
+            # Whatever else the client sends on this connection goes to the same host: the
+            # allow-list is about where bytes can go, and that is fixed once connected.
+            kept = [
+                line
+                for line in headers.split(b"\r\n")
+                if line and not line.lower().startswith((b"proxy-", b"connection:"))
+            ]
+            up_writer.write(
+                f"{method} {path} {version}\r\n".encode("latin-1")
+                + b"".join(line + b"\r\n" for line in kept)
+                + b"Connection: close\r\n\r\n"
+            )
         activity = [asyncio.get_running_loop().time()]
         try:
             await asyncio.gather(

@@ -622,13 +622,19 @@ class JailManager:
         }
         if self.egress and self.allowed is not None:
             proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+            # The sandbox's own local servers are reached directly, unless the host's index
+            # itself is on loopback (then that name must go through the proxy to the host).
+            index_hosts = {host for host, _port in self.allowed.endpoints}
+            no_proxy = ",".join(
+                h for h in ("localhost", "127.0.0.1", "::1") if h not in index_hosts
+            )
             env |= {
                 "HTTPS_PROXY": proxy,
                 "HTTP_PROXY": proxy,
                 "https_proxy": proxy,
                 "http_proxy": proxy,
-                "NO_PROXY": "localhost,127.0.0.1,::1",
-                "no_proxy": "localhost,127.0.0.1,::1",
+                "NO_PROXY": no_proxy,
+                "no_proxy": no_proxy,
                 "npm_config_https_proxy": proxy,
                 "npm_config_proxy": proxy,
             }

@@ -90,3 +90,46 @@ async def test_npm_installs_without_running_install_scripts(jail: Jail) -> None:
         240,
     )
     assert (code, out) == (0, "true\ntrue\n"), err
+
+
+HTTP_PROBE = """
+import sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": sys.argv[1]}))
+try:
+    with opener.open(sys.argv[2], timeout=20) as answer:
+        print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+async def test_a_plain_http_index_of_the_host_is_reached_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def index(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        body = b"index saw " + request.split(b" ")[1]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(index, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", f"http://127.0.0.1:{port}/simple/")
+    try:
+        async with jail_manager(egress=True) as manager:
+            jail = await manager.create("egress-http")
+            proxy = "http://127.0.0.1:3128"
+            # the index is on loopback: the sandbox's env must not bypass the proxy for it
+            assert "127.0.0.1" not in (await sh(jail, "echo $NO_PROXY"))[1]
+            code, out, err = await run(
+                jail, ["python3", "-c", HTTP_PROBE, proxy, f"http://127.0.0.1:{port}/simple/x/"]
+            )
+            assert (code, out) == (0, "200 index saw /simple/x/\n"), err
+            assert (await sh(jail, "echo $PIP_EXTRA_INDEX_URL"))[1] == (
+                f"http://127.0.0.1:{port}/simple/\n"
+            )
+            other = f"http://127.0.0.1:{port + 1}/"
+            assert (await run(jail, ["python3", "-c", HTTP_PROBE, proxy, other]))[1] == "403\n"
+    finally:
+        server.close()
