@@ -49,6 +49,8 @@ _PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
 MAX_MESSAGE_BYTES = 128 << 20
+# How long a dropped connection waits for the kernel's exit to be reported instead.
+EXIT_REPORT_GRACE = 1.0
 # How long an interrupted cell may take to stop before the kernel is replaced.
 INTERRUPT_GRACE = 5.0
 
@@ -153,6 +155,7 @@ class PythonContext(KernelContext):
         self._session: Session | None = None
         self._key = b""
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._monitors: list[zmq.asyncio.Socket] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._run: _Run | None = None
@@ -253,6 +256,14 @@ class PythonContext(KernelContext):
         self._tasks.append(asyncio.create_task(self._read_iopub()))
         self._tasks.append(asyncio.create_task(self._read_replies("shell")))
         self._tasks.append(asyncio.create_task(self._read_replies("control")))
+        for channel in ("shell", "iopub"):
+            # A fresh inproc address each time: pyzmq's default is derived from a file
+            # descriptor number, which a closed socket's successor may reuse.
+            monitor = self._sockets[channel].get_monitor_socket(
+                zmq.EVENT_DISCONNECTED, addr=f"inproc://sandboxd-monitor-{secrets.token_hex(8)}"
+            )
+            self._monitors.append(monitor)
+            self._tasks.append(asyncio.create_task(self._watch_connection(channel, monitor)))
         await self._wait_until_ready(deadline, exited)
         self._ready = True
 
@@ -296,6 +307,12 @@ class PythonContext(KernelContext):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for sock in self._sockets.values():
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+        for monitor in self._monitors:
+            monitor.close(linger=0)
+        self._monitors.clear()
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
@@ -441,6 +458,31 @@ class PythonContext(KernelContext):
             run.emit(restarted_error())
             run.finish()
             self.schedule_restart()
+
+    async def _watch_connection(self, channel: str, monitor: zmq.asyncio.Socket) -> None:
+        """End the cell and restart when a connection to the kernel drops.
+
+        The host never reconnects, so a dropped connection (a message over MAX_MESSAGE_BYTES,
+        say) leaves a kernel that can no longer be heard. A kernel that died also drops its
+        connections: the process watcher reports that (out of memory, exit code) first.
+        """
+        await monitor.recv_multipart()
+        await asyncio.sleep(EXIT_REPORT_GRACE)
+        if not self._ready:
+            return  # the process watcher (or a restart) has handled it
+        self._ready = False
+        run, self._run = self._run, None
+        if run is not None:
+            run.emit(
+                events.error(
+                    "KernelDisconnected",
+                    f"the kernel's {channel} connection dropped (a message over "
+                    f"{MAX_MESSAGE_BYTES} bytes?); the context restarted and its state is lost",
+                    "",
+                )
+            )
+            run.finish()
+        self.schedule_restart()
 
     async def _watch_process(self, proc: JailProcess, exited: asyncio.Event) -> None:
         """Follow the kernel process: when it dies, end the running cell and restart."""

@@ -267,3 +267,16 @@ async def test_restarting_a_busy_context_ends_its_cell_without_waiting(sbx: Asyn
 
     assert ended.error is not None and ended.error.name == "KernelRestarted"
     assert after.text == "fresh"
+
+
+async def test_a_message_too_large_for_the_host_ends_the_cell_and_restarts(
+    sbx: AsyncSandbox,
+) -> None:
+    # One 150 MiB stream message is over the host's per-message bound: the connection drops,
+    # and the cell must end (not hang until the client gives up) with a fresh kernel after.
+    execution = await sbx.run_code("import sys\nsys.stdout.write('x' * (150 << 20))", timeout=60)
+    after = await sbx.run_code("1 + 1")
+
+    assert execution.error is not None
+    assert execution.error.name == "KernelDisconnected"
+    assert after.text == "2"
