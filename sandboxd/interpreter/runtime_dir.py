@@ -49,12 +49,14 @@ class KernelDir:
             raise RuntimeDirError(f"kernel dir {host_path} is not ours")
         self.host_path = host_path
 
-    def write_file(self, name: str, data: bytes, *, owner_uid: int | None) -> None:
-        """Create `name` (must not exist) with `data`, then give it to `owner_uid`."""
+    def write_file(
+        self, name: str, data: bytes, *, owner_uid: int | None, mode: int = 0o600
+    ) -> None:
+        """Create `name` (must not exist) with `data` and `mode`, then give it to `owner_uid`."""
         fd = os.open(
             name,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
+            mode,
             dir_fd=self.fd,
         )
         try:
@@ -63,6 +65,11 @@ class KernelDir:
                 os.fchown(fd, owner_uid, -1)
         finally:
             os.close(fd)
+
+    def unlink(self, name: str) -> None:
+        """Remove entry `name` if it is there (never following a symlink)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self.fd)
 
     def hand_to(self, uid: int) -> None:
         """Let `uid` (the sandbox user) create entries, e.g. the kernel's sockets."""

@@ -199,6 +199,38 @@ def test_bash_runs_in_the_workspace_and_streams_both_outputs(sbx: Sandbox) -> No
     assert execution.logs.stderr == ["oops\n"]
 
 
+def test_bash_keeps_variables_functions_and_cwd_between_runs(sbx: Sandbox) -> None:
+    ctx = sbx.create_code_context(language="bash")
+    sbx.run_code('greeting=hello\nshout() { echo "$1!"; }\ncd /tmp', context=ctx)
+
+    execution = sbx.run_code('shout "$greeting"; pwd', context=ctx)
+
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == "hello!\n/tmp\n"
+
+
+def test_bash_exit_ends_the_shell_and_the_context_starts_afresh(sbx: Sandbox) -> None:
+    ctx = sbx.create_code_context(language="bash")
+    sbx.run_code("kept=yes", context=ctx)
+
+    execution = sbx.run_code("exit 3", context=ctx)
+    after = sbx.run_code('echo "[${kept-}]"; pwd', context=ctx)
+
+    assert execution.error is not None and execution.error.value == "3"
+    assert "".join(after.logs.stdout) == "[]\n/home/user\n"
+
+
+def test_an_interrupted_bash_command_keeps_the_shell_state(sbx: Sandbox) -> None:
+    ctx = sbx.create_code_context(language="bash")
+    sbx.run_code("before=kept", context=ctx)
+
+    with pytest.raises(TimeoutException):
+        sbx.run_code("sleep 120; echo never", context=ctx, timeout=1)
+    after = sbx.run_code('echo "$before"', context=ctx)
+
+    assert after.logs.stdout == ["kept\n"]
+
+
 def test_bash_reports_a_non_zero_exit_as_an_error(sbx: Sandbox) -> None:
     execution = sbx.run_code("echo partial; exit 7", language="bash")
 
@@ -207,12 +239,16 @@ def test_bash_reports_a_non_zero_exit_as_an_error(sbx: Sandbox) -> None:
     assert execution.error.value == "7"
 
 
-def test_bash_gets_env_vars_with_hostile_quoting(sbx: Sandbox) -> None:
+def test_bash_gets_env_vars_with_hostile_quoting_for_one_run(sbx: Sandbox) -> None:
     execution = sbx.run_code(
-        'printf "%s" "$SK_HOSTILE"', language="bash", envs={"SK_HOSTILE": HOSTILE}
+        'printf "%s" "$SK_HOSTILE"; printenv SK_HOSTILE',
+        language="bash",
+        envs={"SK_HOSTILE": HOSTILE},
     )
+    after = sbx.run_code('echo "[${SK_HOSTILE-unset}]"', language="bash")
 
-    assert "".join(execution.logs.stdout) == HOSTILE
+    assert "".join(execution.logs.stdout) == HOSTILE + HOSTILE + "\n"
+    assert after.logs.stdout == ["[unset]\n"]
 
 
 def test_bash_code_does_not_read_its_own_script_as_stdin(sbx: Sandbox) -> None:
