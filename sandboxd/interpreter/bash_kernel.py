@@ -44,10 +44,14 @@ INTERRUPT_GRACE = 3.0
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _FRAME = r"\036\037sbx:"  # node_kernel.FRAME_MARK, as printf writes it
 
-# Sent once: SIGINT returns from the cell being sourced instead of killing the shell (a trap,
-# not an ignore, so commands the cell starts still get SIGINT's default action).
+# Sent once. SIGINT returns from the cell being sourced instead of killing the shell (a trap,
+# not an ignore, so commands the cell starts still get SIGINT's default action). End frames go
+# to copies of stdout/stderr on high descriptors, so a cell that redirects its own output for
+# good (`exec >/dev/null`) does not swallow them.
 _PRELUDE = (
-    f"trap 'builtin return 130 2>/dev/null' INT\nbuiltin printf '{_FRAME}{{\"t\":\"ready\"}}\\n'\n"
+    "exec 62>&1 61>&2\n"
+    "trap 'builtin return 130 2>/dev/null' INT\n"
+    f'builtin printf \'{_FRAME}{{"t":"ready"}}\\n\' >&62\n'
 )
 
 
@@ -184,8 +188,10 @@ class BashContext(KernelContext):
                     f"else builtin unset {name}; fi"
                 )
                 post.append(f"builtin unset __sbx_old_{i} __sbx_had_{i}")
-        post.append(f'builtin printf \'{_FRAME}{{"t":"done","id":{n},"rc":%d}}\\n\' "$__sbx_rc"')
-        post.append(f'builtin printf \'{_FRAME}{{"t":"done","id":{n}}}\\n\' >&2')
+        post.append(
+            f'builtin printf \'{_FRAME}{{"t":"done","id":{n},"rc":%d}}\\n\' "$__sbx_rc" >&62'
+        )
+        post.append(f'builtin printf \'{_FRAME}{{"t":"done","id":{n}}}\\n\' >&61')
         kdir.write_file(f"cell-{n}.sh", code.encode(), owner_uid=None, mode=0o644)
         kdir.write_file(f"pre-{n}.sh", "\n".join(pre).encode() + b"\n", owner_uid=None, mode=0o644)
         kdir.write_file(

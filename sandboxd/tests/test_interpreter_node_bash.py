@@ -231,6 +231,15 @@ def test_an_interrupted_bash_command_keeps_the_shell_state(sbx: Sandbox) -> None
     assert after.logs.stdout == ["kept\n"]
 
 
+def test_a_bash_cell_that_silences_its_shell_still_ends(sbx: Sandbox) -> None:
+    ctx = sbx.create_code_context(language="bash")
+
+    execution = sbx.run_code("exec >/dev/null 2>&1\necho hidden", context=ctx, timeout=30)
+
+    assert execution.error is None
+    assert execution.logs.stdout == [] and execution.logs.stderr == []
+
+
 def test_bash_reports_a_non_zero_exit_as_an_error(sbx: Sandbox) -> None:
     execution = sbx.run_code("echo partial; exit 7", language="bash")
 
