@@ -165,7 +165,7 @@ class BashContext(KernelContext):
         kdir = self._dir
         self._next_id += 1
         n = self._next_id
-        base = f"{kdir.sandbox_path}"
+        base = kdir.sandbox_path
         pre: list[str] = []
         post: list[str] = []
         files = [f"cell-{n}.sh", f"pre-{n}.sh", f"post-{n}.sh"]

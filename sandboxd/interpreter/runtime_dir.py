@@ -67,8 +67,11 @@ class KernelDir:
             os.close(fd)
 
     def unlink(self, name: str) -> None:
-        """Remove entry `name` if it is there (never following a symlink)."""
-        with contextlib.suppress(FileNotFoundError):
+        """Remove entry `name` if it is there (never following a symlink); a no-op once the
+        directory is closed."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=self.fd)
 
     def hand_to(self, uid: int) -> None:
