@@ -1,7 +1,7 @@
 """sandboxd's code interpreter: E2B's ``/execute`` and ``/contexts`` over stateful kernels.
 
 ``Interpreter(jail)`` serves one sandbox (see ``service``). Python runs in ipykernel, JavaScript
-and TypeScript in a Node kernel of ours, Bash one-shot per run. The Node kernel script and
+and TypeScript in a Node kernel of ours, Bash in a long-lived shell. The Node kernel script and
 the esbuild binary must be visible inside every sandbox: pass ``RO_BINDS`` (or
 :func:`interpreter_ro_binds`) to ``JailManager(ro_binds=...)``.
 """
