@@ -338,7 +338,7 @@ async def open_socket(
     )
 
 
-async def receive_frame(socket: ClientConnection, within: float = 30.0) -> dict[str, Any]:
+async def receive_frame(socket: ClientConnection, within: float = 60.0) -> dict[str, Any]:
     """The next JSON frame within `within` seconds; raises TimeoutError or ConnectionClosed."""
     async with asyncio.timeout(within):
         return json.loads(await socket.recv())
@@ -406,16 +406,46 @@ def live_stack(
     Several servers only make sense with `redis_url`: the in-memory channel layer lives
     inside one process, so another process's clients would never see its events.
     """
-    with live_database(directory) as database, contextlib.ExitStack() as stack:
-        env = server_env(
-            database=database,
-            sandboxd_url=sandboxd_url,
-            sandboxd_api_key=sandboxd_api_key,
-            redis_url=redis_url,
-            extra=extra_env,
-        )
-        started = [
-            stack.enter_context(running_daphne(env=env, log_path=directory / f"daphne-{n}.log"))
-            for n in range(servers)
-        ]
-        yield LiveStack(database=database, servers=started, directory=directory)
+    with live_database(directory) as database:
+        try:
+            with contextlib.ExitStack() as stack:
+                env = server_env(
+                    database=database,
+                    sandboxd_url=sandboxd_url,
+                    sandboxd_api_key=sandboxd_api_key,
+                    redis_url=redis_url,
+                    extra=extra_env,
+                )
+                started = [
+                    stack.enter_context(
+                        running_daphne(env=env, log_path=directory / f"daphne-{n}.log")
+                    )
+                    for n in range(servers)
+                ]
+                yield LiveStack(database=database, servers=started, directory=directory)
+        finally:
+            kill_thread_sandboxes(
+                database.alias, sandboxd_url=sandboxd_url, sandboxd_api_key=sandboxd_api_key
+            )
+
+
+def kill_thread_sandboxes(alias: str, *, sandboxd_url: str, sandboxd_api_key: str) -> int:
+    """Kill the sandboxes the servers left to the live database's threads; how many.
+
+    A stopped server does not kill its threads' sandboxes (they outlive a restart on
+    purpose), so without this every live stack would leave its sandboxes on the shared
+    sandboxd until they time out, and later tests would meet its cap of live sandboxes.
+    """
+    from e2b_code_interpreter import Sandbox
+
+    from execution.models import Thread
+
+    killed = 0
+    sandbox_ids = (
+        Thread.objects.using(alias).exclude(sandbox_id="").values_list("sandbox_id", flat=True)
+    )
+    for sandbox_id in sandbox_ids:
+        # One that is already gone (timed out, killed by a test) is fine.
+        with contextlib.suppress(Exception):
+            killed += bool(Sandbox.kill(sandbox_id, api_key=sandboxd_api_key, api_url=sandboxd_url))
+    return killed

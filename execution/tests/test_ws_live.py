@@ -287,6 +287,7 @@ async def test_reconnecting_after_the_end_replays_the_stored_run_and_closes(
     live: Live, thread: Thread
 ) -> None:
     frames = await run_on_thread(live, thread, "print('kept')\n40 + 2")
+    assert frames.items[-1]["status"] == "succeeded", frames.items[-1]
     execution_id = frames.items[0]["execution_id"]
     async with await open_socket(
         live.server, f"ws/executions/{execution_id}/", headers=bearer_headers(live.alice)
