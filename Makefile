@@ -55,11 +55,9 @@ setup: system-packages $(VENV)/.requirements.stamp $(SANDBOX_ENV)/.stamp
 run: setup
 	@bash scripts/run.sh
 
-# ruff (>= 0.16) would also format the Python examples inside Markdown; the README's examples
-# are wrapped for reading, so the format check covers the code files only.
 lint: $(VENV)/.requirements.stamp
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check --extend-exclude '*.md' .
+	$(VENV)/bin/ruff format --check .
 
 test: setup test-system-packages lint
 	@bash scripts/test.sh
