@@ -4,6 +4,7 @@ audit of refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -195,17 +196,23 @@ def test_it_flags_output_over_the_cap_truncated_and_stores_no_more(
 # --- events -------------------------------------------------------------------------------
 
 
-def drain(channel: str) -> list[dict[str, Any]]:
+def drain(channel: str, *, quiet_seconds: float = 0.5) -> list[dict[str, Any]]:
+    """Every event waiting on `channel`, until none comes for `quiet_seconds`.
+
+    Works on any channel layer (in-memory or Redis): it only uses the layer's public API.
+    """
     layer = get_channel_layer()
-    events = []
-    while True:
-        try:
-            message = async_to_sync(layer.receive)(channel) if channel in layer.channels else None
-        except Exception:
-            message = None
-        if message is None:
-            return events
-        events.append(message["event"])
+
+    async def collect() -> list[dict[str, Any]]:
+        events = []
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), quiet_seconds)
+            except TimeoutError:
+                return events
+            events.append(message["event"])
+
+    return async_to_sync(collect)()
 
 
 @pytest.mark.django_db
