@@ -80,7 +80,9 @@ def test_redis_url_switches_to_the_redis_channel_layer(monkeypatch: pytest.Monke
     settings = load_settings(monkeypatch, SECRET_KEY="x", REDIS_URL="redis://127.0.0.1:6379/3")
     layer = settings["CHANNEL_LAYERS"]["default"]
     assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layer["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/3"]
+    assert layer["CONFIG"]["hosts"] == [
+        {"address": "redis://127.0.0.1:6379/3", "socket_timeout": 15}
+    ]
 
 
 @pytest.mark.parametrize(
