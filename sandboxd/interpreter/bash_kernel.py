@@ -27,8 +27,8 @@ from sandboxd.interpreter import events
 from sandboxd.interpreter.contexts import (
     ContextError,
     Emit,
-    KernelContext,
     OutputCap,
+    ProcessKernelContext,
     death_error,
     restarted_error,
 )
@@ -69,36 +69,21 @@ class _Run:
             self.done.set_result(None)
 
 
-class BashContext(KernelContext):
+class BashContext(ProcessKernelContext):
     """A stateful bash shell (see the module doc)."""
 
     language = "bash"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._proc: JailProcess | None = None
-        self._dir: KernelDir | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
         self._run: _Run | None = None
-        self._ready = False
+        self._dir: KernelDir | None = None
         self._started: asyncio.Future[None] | None = None
         self._next_id = 0
-        self._oom_baseline = 0
-
-    @property
-    def alive(self) -> bool:
-        return self._ready
 
     # --- life cycle ----------------------------------------------------------------------
 
-    async def _start(self) -> None:
-        try:
-            await self._start_shell()
-        except BaseException:
-            await self._stop()
-            raise
-
-    async def _start_shell(self) -> None:
+    async def _launch(self) -> None:
         try:
             kdir = KernelDir(self.jail.runtime_dir, SANDBOX_RUNTIME_DIR, "bash")
             kdir.take_back()  # root's, 0755: the sandbox reads the cells, cannot change them
@@ -126,20 +111,7 @@ class BashContext(KernelContext):
             raise ContextError("kernel_start_failed", "bash did not start in time") from exc
         self._ready = True
 
-    async def _stop(self) -> None:
-        self._ready = False
-        run, self._run = self._run, None
-        if run is not None:  # a restart or removal while a cell runs: the cell is over
-            run.emit(restarted_error())
-            run.finish()
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                await proc.signal(signal.SIGKILL)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+    def _release(self) -> None:
         if self._dir is not None:
             self._dir.close()
             self._dir = None

@@ -16,16 +16,18 @@ Every language (``python_kernel``, ``node_kernel``, ``bash_kernel``) subclasses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sandboxd.interpreter import events
 
 if TYPE_CHECKING:
-    from sandboxd.jail import Jail
+    from sandboxd.jail import Jail, JailProcess
 
 logger = logging.getLogger(__name__)
 
@@ -247,3 +249,63 @@ class KernelContext(ABC):
     @abstractmethod
     async def interrupt(self) -> None:
         """Ask the running cell to stop, keeping the kernel's state."""
+
+
+class CellRun(Protocol):
+    """What a process kernel's cell being run offers its life cycle: where events go, an end."""
+
+    def emit(self, event: events.Event) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class ProcessKernelContext(KernelContext):
+    """A context whose kernel is one process in the jail, read by background tasks.
+
+    Owns the life cycle the kernels share: a failed start cleans up after itself, and a stop
+    ends the running cell with a `KernelRestarted` error, kills the process and cancels the
+    readers before the subclass frees what else it holds (`_release`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._proc: JailProcess | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._run: Any = None  # the subclass's CellRun while a cell runs
+        self._ready = False
+        self._oom_baseline = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._ready
+
+    async def _start(self) -> None:
+        try:
+            await self._launch()
+        except BaseException:
+            await self._stop()
+            raise
+
+    async def _stop(self) -> None:
+        self._ready = False
+        run: CellRun | None
+        run, self._run = self._run, None
+        if run is not None:  # a restart or removal while a cell runs: the cell is over
+            run.emit(restarted_error())
+            run.finish()
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                await proc.signal(signal.SIGKILL)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._release()
+
+    @abstractmethod
+    async def _launch(self) -> None:
+        """Start the kernel process and wait until it answers; raise ContextError on failure."""
+
+    def _release(self) -> None:
+        """Free what the kernel holds besides its process and tasks (idempotent)."""

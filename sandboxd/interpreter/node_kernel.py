@@ -23,8 +23,8 @@ from sandboxd.interpreter import events
 from sandboxd.interpreter.contexts import (
     ContextError,
     Emit,
-    KernelContext,
     OutputCap,
+    ProcessKernelContext,
     death_error,
     restarted_error,
 )
@@ -119,34 +119,19 @@ def _partial_mark_length(text: str) -> int:
     return 0
 
 
-class NodeContext(KernelContext):
+class NodeContext(ProcessKernelContext):
     """A stateful Node kernel for JavaScript (and TypeScript, see TypeScriptContext)."""
 
     language = "javascript"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._proc: JailProcess | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
         self._run: _Run | None = None
-        self._ready = False
         self._started: asyncio.Future[None] | None = None
         self._next_id = 0
-        self._oom_baseline = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
 
-    @property
-    def alive(self) -> bool:
-        return self._ready
-
-    async def _start(self) -> None:
-        try:
-            await self._start_kernel()
-        except BaseException:
-            await self._stop()
-            raise
-
-    async def _start_kernel(self) -> None:
+    async def _launch(self) -> None:
         argv = [
             "node",
             # Node's REPL rewriter for top-level await lives in its internals.
@@ -176,20 +161,7 @@ class NodeContext(KernelContext):
             raise ContextError("kernel_start_failed", "node did not start in time") from exc
         self._ready = True
 
-    async def _stop(self) -> None:
-        self._ready = False
-        run, self._run = self._run, None
-        if run is not None:  # a restart or removal while a cell runs: the cell is over
-            run.emit(restarted_error())
-            run.finish()
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                await proc.signal(signal.SIGKILL)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+    def _release(self) -> None:
         for fut in self._acks.values():
             if not fut.done():
                 fut.cancel()

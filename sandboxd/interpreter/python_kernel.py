@@ -32,8 +32,8 @@ from sandboxd.interpreter import events
 from sandboxd.interpreter.contexts import (
     ContextError,
     Emit,
-    KernelContext,
     OutputCap,
+    ProcessKernelContext,
     death_error,
     restarted_error,
 )
@@ -142,7 +142,7 @@ class _Run:
             self.done.set_result(None)
 
 
-class PythonContext(KernelContext):
+class PythonContext(ProcessKernelContext):
     """A stateful ipykernel (see the module doc)."""
 
     language = "python"
@@ -151,31 +151,16 @@ class PythonContext(KernelContext):
         super().__init__(*args, **kwargs)
         self._zmq = zmq.asyncio.Context.instance()
         self._dir: KernelDir | None = None
-        self._proc: JailProcess | None = None
         self._session: Session | None = None
         self._key = b""
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         self._monitors: list[zmq.asyncio.Socket] = []
-        self._tasks: list[asyncio.Task[Any]] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._run: _Run | None = None
-        self._ready = False
-        self._oom_baseline = 0
-
-    @property
-    def alive(self) -> bool:
-        return self._ready
 
     # --- life cycle --------------------------------------------------------------------
 
-    async def _start(self) -> None:
-        try:
-            await self._start_kernel()
-        except BaseException:
-            await self._stop()
-            raise
-
-    async def _start_kernel(self) -> None:
+    async def _launch(self) -> None:
         jail = self.jail
         key = secrets.token_hex(32)
         try:
@@ -293,20 +278,7 @@ class PythonContext(KernelContext):
                 self._run = None
                 self._replies.pop(msg_id, None)
 
-    async def _stop(self) -> None:
-        self._ready = False
-        run, self._run = self._run, None
-        if run is not None:  # a restart or removal while a cell runs: the cell is over
-            run.emit(restarted_error())
-            run.finish()
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                await proc.signal(signal.SIGKILL)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+    def _release(self) -> None:
         for sock in self._sockets.values():
             with contextlib.suppress(zmq.ZMQError):
                 sock.disable_monitor()
