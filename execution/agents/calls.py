@@ -16,8 +16,6 @@ the agent: `agent_not_found` (404; another user's agent is "not found" too, audi
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import uuid
@@ -35,6 +33,8 @@ from execution.api.serializers import (
     PackageInstallSerializer,
     ReadFileResponseSerializer,
     WorkspaceFileSerializer,
+    read_file_content,
+    write_file_content,
 )
 from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
 from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Source, Thread
@@ -424,14 +424,10 @@ def render_execution(execution: Execution) -> str:
 def _run_write_file(
     data: dict[str, Any], context: ExecutionContext, origin: Any
 ) -> ToolCallOutcome:
-    content: bytes | str = data["content"]
-    if data["encoding"] == "base64":
-        try:
-            content = base64.b64decode(data["content"], validate=True)
-        except (binascii.Error, ValueError):
-            raise _refuse(
-                _invalid("invalid_base64", "The content is not valid base64."), context
-            ) from None
+    try:
+        content = write_file_content(data)
+    except ToolError as exc:
+        raise _refuse(exc, context) from None
     thread = _thread_or_new(context)
     context = ExecutionContext(
         user=context.user, thread=thread, agent=context.agent,
@@ -451,18 +447,7 @@ def _run_read_file(data: dict[str, Any], context: ExecutionContext, origin: Any)
     thread = context.thread
     assert thread is not None  # thread_id is a required argument of read_file
     path, content = ToolExecutor().read_file(file_path=data["path"], context=context)
-    encoding = data.get("encoding")
-    text: str | None = None
-    if encoding in (None, "utf-8"):
-        try:
-            text, encoding = content.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            if encoding == "utf-8":
-                raise ToolError(
-                    "file_not_text", "The file is not valid UTF-8; ask for encoding base64.", 400
-                ) from None
-    if text is None:
-        encoding, text = "base64", base64.b64encode(content).decode("ascii")
+    encoding, text = read_file_content(content, data.get("encoding"))
     body = {
         "thread_id": thread.id, "path": path, "size": len(content),
         "encoding": encoding, "content": text,

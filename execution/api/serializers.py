@@ -7,12 +7,16 @@ entry point (REST, websocket, agent).
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
 from rest_framework import serializers
 
-from execution.models import Execution, PackageInstall, Thread, WorkspaceFile
+from execution.models import Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
+from execution.services.errors import ToolError
 
 
 def websocket_url(request: Any, execution_id: Any) -> str:
@@ -201,3 +205,38 @@ class InstallPackagesRequestSerializer(serializers.Serializer):
         child=serializers.CharField(trim_whitespace=False, allow_blank=True),
         help_text='e.g. ["requests==2.32.3"] or ["left-pad@^1.3.0"]',
     )
+
+
+def write_file_content(data: Mapping[str, Any]) -> bytes | str:
+    """The content of a validated write-file request: bytes for `base64`, else the text.
+
+    Raises ToolError `invalid_base64` (400) when the base64 does not decode.
+    """
+    if data["encoding"] != "base64":
+        return data["content"]
+    try:
+        return base64.b64decode(data["content"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ToolError(
+            "invalid_base64",
+            "The content is not valid base64.",
+            400,
+            kind=SecurityEvent.Kind.VALIDATION,
+        ) from None
+
+
+def read_file_content(content: bytes, encoding: str | None) -> tuple[str, str]:
+    """(encoding, text) of a read-file answer: UTF-8 when asked for or when the bytes decode
+    (no encoding asked), base64 otherwise.
+
+    Raises ToolError `file_not_text` (400) when UTF-8 was asked for and the file is not.
+    """
+    if encoding in (None, "utf-8"):
+        try:
+            return "utf-8", content.decode("utf-8")
+        except UnicodeDecodeError:
+            if encoding == "utf-8":
+                raise ToolError(
+                    "file_not_text", "The file is not valid UTF-8; ask for encoding base64.", 400
+                ) from None
+    return "base64", base64.b64encode(content).decode("ascii")

@@ -8,8 +8,6 @@ decide.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import mimetypes
 import uuid
 from typing import Any
@@ -39,7 +37,9 @@ from execution.api.serializers import (
     UploadFileSerializer,
     WorkspaceFileSerializer,
     WriteFileRequestSerializer,
+    read_file_content,
     websocket_url,
+    write_file_content,
 )
 from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
 from execution.models import (
@@ -236,12 +236,7 @@ class WriteFileView(APIView):
         params = WriteFileRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        content: bytes | str = data["content"]
-        if data["encoding"] == "base64":
-            try:
-                content = base64.b64decode(data["content"], validate=True)
-            except (binascii.Error, ValueError):
-                raise ToolError("invalid_base64", "The content is not valid base64.", 400) from None
+        content = write_file_content(data)
         agent = owned_agent(request, data.get("agent_id"))
         thread = _thread_or_new(request, data.get("thread_id"))
         row = ToolExecutor().write_file(
@@ -269,21 +264,7 @@ class ReadFileView(APIView):
         path, content = ToolExecutor().read_file(
             file_path=data["path"], context=tool_context(request, thread=thread, agent=agent)
         )
-        encoding = data.get("encoding")
-        text: str | None = None
-        if encoding in (None, "utf-8"):
-            try:
-                text = content.decode("utf-8")
-                encoding = "utf-8"
-            except UnicodeDecodeError:
-                if encoding == "utf-8":
-                    raise ToolError(
-                        "file_not_text",
-                        "The file is not valid UTF-8; ask for encoding base64.",
-                        400,
-                    ) from None
-        if text is None:
-            encoding, text = "base64", base64.b64encode(content).decode("ascii")
+        encoding, text = read_file_content(content, data.get("encoding"))
         body = {
             "thread_id": thread.id, "path": path, "size": len(content),
             "encoding": encoding, "content": text,
