@@ -49,6 +49,8 @@ _PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
 MAX_MESSAGE_BYTES = 128 << 20
+# Messages the host queues from a kernel's iopub before ZeroMQ drops (see where it is set).
+IOPUB_QUEUE_MESSAGES = 200_000
 # How long a dropped connection waits for the kernel's exit to be reported instead.
 EXIT_REPORT_GRACE = 1.0
 # How long an interrupted cell may take to stop before the kernel is replaced.
@@ -235,6 +237,11 @@ class PythonContext(ProcessKernelContext):
             # (a larger one drops the connection; the run then ends by interrupt/restart).
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             if kind == zmq.SUB:
+                # PUB/SUB drops messages once the pipe is full (ZeroMQ's default high-water
+                # mark is 1000 messages): a burst of prints on a busy machine lost output and,
+                # worse, the `idle` status that ends a run. ZeroMQ's I/O thread queues on our
+                # side without the GIL or our event loop, so a deep queue absorbs bursts.
+                sock.setsockopt(zmq.RCVHWM, IOPUB_QUEUE_MESSAGES)
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(f"ipc://{path}")
             self._sockets[channel] = sock
