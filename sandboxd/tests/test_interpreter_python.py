@@ -41,6 +41,23 @@ def test_it_keeps_stdout_and_stderr_apart(sbx: Sandbox) -> None:
     assert execution.results == []
 
 
+def test_a_burst_of_twenty_thousand_flushed_prints_arrives_whole_and_in_order(
+    sbx: Sandbox,
+) -> None:
+    # Far more iopub messages than ZeroMQ queues by default: none may be dropped, and the
+    # run must still end (its closing `idle` status is one of those messages).
+    lines: list[str] = []
+    execution = sbx.run_code(
+        "for i in range(20000):\n    print(i, flush=True)",
+        on_stdout=lambda message: lines.append(message.line),
+        timeout=120,
+    )
+    expected = "".join(f"{i}\n" for i in range(20000))
+    assert "".join(lines) == expected
+    assert "".join(execution.logs.stdout) == expected
+    assert execution.error is None
+
+
 def test_it_keeps_variables_imports_and_functions_between_runs(sbx: Sandbox) -> None:
     sbx.run_code("import math\ndef area(r):\n    return math.pi * r * r\nradius = 2")
 
