@@ -274,31 +274,8 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         ("Error", {"fields": ["error_block"]}),
         ("Details", {"fields": ["details_block", "last_seq"], "classes": ["collapse"]}),
     ]
-    readonly_fields = [
-        "id",
-        "created_at",
-        "user",
-        "thread",
-        "agent",
-        "source",
-        "client_ip",
-        "language",
-        "status",
-        "started_at",
-        "finished_at",
-        duration,
-        "timeout_seconds",
-        exit_code,
-        "truncated",
-        "cancel_requested",
-        "code_block",
-        "stdout_block",
-        "stderr_block",
-        "results_block",
-        "error_block",
-        "details_block",
-        "last_seq",
-    ]
+    # Every field shown is read-only: the audit trail is never edited.
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
     @admin.display(description="code")
     def code_block(self, execution: Execution) -> SafeString:

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -449,3 +449,48 @@ def kill_thread_sandboxes(alias: str, *, sandboxd_url: str, sandboxd_api_key: st
         with contextlib.suppress(Exception):
             killed += bool(Sandbox.kill(sandbox_id, api_key=sandboxd_api_key, api_url=sandboxd_url))
     return killed
+
+
+@dataclass
+class LiveUsers:
+    """A live stack whose database holds alice (the owner) and charlie (must see nothing)."""
+
+    stack: LiveStack
+    alice: AbstractBaseUser
+    charlie: AbstractBaseUser
+
+    @property
+    def server(self) -> DaphneServer:
+        return self.stack.server
+
+    @property
+    def alias(self) -> str:
+        return self.stack.database.alias
+
+
+LiveUsersT = TypeVar("LiveUsersT", bound=LiveUsers)
+
+
+@contextlib.contextmanager
+def live_users_stack(
+    directory: Path,
+    sandboxd_server: Any,
+    cls: type[LiveUsersT] = LiveUsers,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[LiveUsersT]:
+    """A `live_stack` in front of `sandboxd_server` with alice and charlie created in it.
+
+    The live database is not pytest-django's test database: callers reach it through its
+    own alias (`.alias`), with database access unblocked for as long as they use it.
+    """
+    with live_stack(
+        directory,
+        sandboxd_url=sandboxd_server.url,
+        sandboxd_api_key=sandboxd_server.api_key,
+        extra_env=extra_env,
+    ) as stack:
+        alias = stack.database.alias
+        yield cls(
+            stack=stack, alice=create_user(alias, "alice"), charlie=create_user(alias, "charlie")
+        )

@@ -9,39 +9,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth.base_user import AbstractBaseUser
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from execution.agents.tools import tool_input_schema
 from execution.models import Agent, Execution, SecurityEvent, Source
-from execution.tests.live import DaphneServer, LiveStack, bearer_headers, create_user, live_stack
+from execution.tests.live import LiveUsers, bearer_headers, live_users_stack
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(240)]
 
 
-@dataclass
-class Live:
-    stack: LiveStack
-    alice: AbstractBaseUser
-    charlie: AbstractBaseUser
-
-    @property
-    def server(self) -> DaphneServer:
-        return self.stack.server
-
-    @property
-    def alias(self) -> str:
-        return self.stack.database.alias
-
+class Live(LiveUsers):
     def mcp_url(self, agent: Agent) -> str:
         return f"{self.server.http_url}/api/agents/{agent.id}/mcp/"
 
@@ -54,19 +38,11 @@ def live(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Live]:
     """daphne + a shared database + alice and charlie, for this module's tests."""
-    directory: Path = tmp_path_factory.mktemp("mcp-live")
     with (
         django_db_blocker.unblock(),
-        live_stack(
-            directory, sandboxd_url=sandboxd_server.url, sandboxd_api_key=sandboxd_server.api_key
-        ) as stack,
+        live_users_stack(tmp_path_factory.mktemp("mcp-live"), sandboxd_server, Live) as live,
     ):
-        alias = stack.database.alias
-        yield Live(
-            stack=stack,
-            alice=create_user(alias, "alice"),
-            charlie=create_user(alias, "charlie"),
-        )
+        yield live
 
 
 async def make_agent(live: Live, tools: list[str], *, is_active: bool = True) -> Agent:
@@ -276,22 +252,16 @@ def throttled_live(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Live]:
     """A second deployment whose execute rate limit is 2 per minute."""
-    directory: Path = tmp_path_factory.mktemp("mcp-throttled")
     with (
         django_db_blocker.unblock(),
-        live_stack(
-            directory,
-            sandboxd_url=sandboxd_server.url,
-            sandboxd_api_key=sandboxd_server.api_key,
+        live_users_stack(
+            tmp_path_factory.mktemp("mcp-throttled"),
+            sandboxd_server,
+            Live,
             extra_env={"EXECUTION_THROTTLE_RATE": "2/minute"},
-        ) as stack,
+        ) as live,
     ):
-        alias = stack.database.alias
-        yield Live(
-            stack=stack,
-            alice=create_user(alias, "alice"),
-            charlie=create_user(alias, "charlie"),
-        )
+        yield live
 
 
 async def test_execute_code_calls_count_against_the_execute_rate_limit(

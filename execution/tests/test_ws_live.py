@@ -12,27 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth.base_user import AbstractBaseUser
 from websockets.exceptions import InvalidStatus
 
 from execution.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from execution.models import Execution, Source, Thread
 from execution.tests.live import (
-    DaphneServer,
     Frames,
-    LiveStack,
+    LiveUsers,
     bearer_headers,
     close_code_of,
-    create_user,
     delete_thread,
-    live_stack,
+    live_users_stack,
     open_socket,
     receive_frame,
     receive_until,
@@ -42,19 +37,7 @@ from execution.tests.live import (
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(240)]
 
 
-@dataclass
-class Live:
-    stack: LiveStack
-    alice: AbstractBaseUser
-    charlie: AbstractBaseUser
-
-    @property
-    def server(self) -> DaphneServer:
-        return self.stack.server
-
-    @property
-    def alias(self) -> str:
-        return self.stack.database.alias
+Live = LiveUsers
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +48,11 @@ def live(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Live]:
     """daphne + a shared database + two users, for this module's tests."""
-    directory: Path = tmp_path_factory.mktemp("ws-live")
-    # The live database is not pytest-django's test database: this module reaches it
-    # through its own alias, for as long as the module runs.
     with (
         django_db_blocker.unblock(),
-        live_stack(
-            directory, sandboxd_url=sandboxd_server.url, sandboxd_api_key=sandboxd_server.api_key
-        ) as stack,
+        live_users_stack(tmp_path_factory.mktemp("ws-live"), sandboxd_server) as live,
     ):
-        alias = stack.database.alias
-        yield Live(
-            stack=stack,
-            alice=create_user(alias, "alice"),
-            charlie=create_user(alias, "charlie"),
-        )
+        yield live
 
 
 @pytest.fixture
