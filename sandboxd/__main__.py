@@ -13,6 +13,7 @@ unsafe. Exit codes: 0 fine, 1 unsafe host or runtime failure, 2 bad configuratio
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import sys
 from collections.abc import Sequence
@@ -68,6 +69,9 @@ def run_serve(cli_values: dict[str, str | None]) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # A crash in C code (ZeroMQ aborts on a failed assertion) leaves a Python traceback in
+    # the log instead of a silent exit.
+    faulthandler.enable()
     from sandboxd.jail import UnsafeHostError
     from sandboxd.server import serve
 

@@ -38,6 +38,7 @@ from sandboxd import ENVD_VERSION, __version__
 from sandboxd.config import MIB, Config
 from sandboxd.control import ControlError, ControlPlane, Sandbox
 from sandboxd.envd import ENVD_PORT
+from sandboxd.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +395,15 @@ async def serve(config: Config, *, ready: Callable[[str], None] | None = None) -
     Raises ``UnsafeHostError`` (from the jail manager) when sandboxes cannot be made safe,
     and ``OSError`` when the address is taken. ``ready`` gets the URL once it answers.
     """
+    watchdog = LoopWatchdog(asyncio.get_running_loop())
+    watchdog.start()
+    try:
+        await _serve(config, ready)
+    finally:
+        watchdog.stop()
+
+
+async def _serve(config: Config, ready: Callable[[str], None] | None) -> None:
     plane = ControlPlane(config)
     await plane.start()
     app = build_app(config, plane)

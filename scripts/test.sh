@@ -11,17 +11,22 @@ POSTGRES_URL="postgres://postgres@127.0.0.1:5432/atlaschat"
 REDIS_TEST_URL="redis://127.0.0.1:6379/0"
 failed=()
 
+# Each pass has a time budget, far above what it takes (about 7 and 5 minutes on CI's 2-core
+# machine), so that a hang still ends in pytest's summary of what failed, well inside CI's
+# 90 minutes: at the budget pytest gets SIGINT, which makes it stop and report.
+# TEST_PASS_BUDGET_SECONDS, when set, replaces every pass's budget.
 # pytest exits 5 when it collected no test: say so, and count it as a failure only when the
 # pass was meant to have tests (always here: an empty pass means a broken collection).
 run_pass() {
-  local name="$1"
-  shift
+  local name="$1" budget="${TEST_PASS_BUDGET_SECONDS:-$(($2 * 60))}"
+  shift 2
   printf '\n\033[1m==> pytest: %s\033[0m\n' "$name"
-  "$@"
+  timeout --signal=INT --kill-after=120 "$budget" "$@"
   local code=$?
   case "$code" in
     0) ;;
     5) echo "test.sh: the $name pass collected no tests" >&2; failed+=("$name (no tests)") ;;
+    124) failed+=("$name (stopped at its budget of $budget s)") ;;
     *) failed+=("$name (exit $code)") ;;
   esac
 }
@@ -31,11 +36,11 @@ answers() {  # host port: does a TCP server accept connections there?
 }
 
 # The embedded defaults: make sure nothing from the caller's shell switches them.
-run_pass "SQLite + in-memory layer" \
+run_pass "SQLite + in-memory layer" 35 \
   env -u DATABASE_URL -u REDIS_URL "$PY" -m pytest atlaschat accounts execution sandboxd "$@"
 
 if answers 127.0.0.1 5432 && answers 127.0.0.1 6379; then
-  run_pass "PostgreSQL + Redis" \
+  run_pass "PostgreSQL + Redis" 25 \
     env DATABASE_URL="$POSTGRES_URL" REDIS_URL="$REDIS_TEST_URL" \
     "$PY" -m pytest atlaschat accounts execution "$@"
 else

@@ -29,9 +29,12 @@ def answers(port: int) -> bool:
     return True
 
 
-def run_test_script(*pytest_args: str) -> subprocess.CompletedProcess[str]:
+def run_test_script(
+    *pytest_args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # A nested pytest must not inherit this run's database or layer choice.
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(extra_env or {})
     return subprocess.run(
         ["bash", str(TEST_SCRIPT), "-q", "-p", "no:cacheprovider", *pytest_args],
         cwd=settings.BASE_DIR,
@@ -70,3 +73,18 @@ def test_it_fails_when_a_test_fails(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "1 failed" in result.stdout
     assert "FAILED: SQLite + in-memory layer (exit 1)" in result.stderr
+
+
+def test_a_pass_that_hangs_stops_at_its_budget_with_pytests_summary(tmp_path: Path) -> None:
+    canary = tmp_path / "test_canary.py"
+    canary.write_text(
+        "import time\n\n"
+        "def test_canary_passes():\n    pass\n\n"
+        "def test_canary_hangs():\n    time.sleep(600)\n"
+    )
+    env = {"TEST_PASS_BUDGET_SECONDS": "20"}  # the whole suite is collected first
+    result = run_test_script(str(canary), "-k", "canary", extra_env=env)
+    assert result.returncode == 1
+    assert "KeyboardInterrupt" in result.stdout  # pytest stopped and reported
+    assert "1 passed" in result.stdout
+    assert "FAILED: SQLite + in-memory layer (stopped at its budget of 20 s)" in result.stderr

@@ -3,6 +3,10 @@
 ``sandboxd`` is a ``sandboxd.testing.RunningSandboxd``: the real ``python -m sandboxd serve``
 on a free loopback port, with its state dir under /tmp (pytest's own tmp dir is 0700 and the
 sandbox uids could not traverse it). Pass ``**sandboxd.sdk_options()`` to the SDK.
+
+A shared server that dies or stops answering would make every later test wait out its
+timeouts; instead the first test to find it so fails with the end of the server's log (where
+the loop watchdog says what blocked it), and the tests after fail at once.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sandboxd.testing import RunningSandboxd, running_sandboxd
+
+SHARED_SERVERS = ("sandboxd", "small_sandboxd")
+LOG_LINES_SHOWN = 60
+# Why each shared server was found broken (keyed by its pid).
+_broken: dict[int, str] = {}
 
 
 def make_state_dir() -> Path:
@@ -56,3 +66,36 @@ def small_sandboxd() -> Iterator[RunningSandboxd]:
             yield server
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _why_unusable(server: RunningSandboxd) -> str | None:
+    if not server.alive():
+        return "it exited"
+    try:
+        httpx.get(f"{server.url}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as error:
+        return f"its /health failed ({error!r})"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _shared_server_answers(request: pytest.FixtureRequest) -> None:
+    """Fail fast, with the server's log, when a shared server a test needs is broken."""
+    for name in SHARED_SERVERS:
+        if name not in request.fixturenames:
+            continue
+        server: RunningSandboxd = request.getfixturevalue(name)
+        if server.pid in _broken:
+            pytest.fail(
+                f"the shared {name} server broke before this test ({_broken[server.pid]}); "
+                "see the first failure for its log",
+                pytrace=False,
+            )
+        reason = _why_unusable(server)
+        if reason is not None:
+            _broken[server.pid] = reason
+            tail = "\n".join(server.log().splitlines()[-LOG_LINES_SHOWN:])
+            pytest.fail(
+                f"the shared {name} server is broken: {reason}. The end of its log:\n{tail}",
+                pytrace=False,
+            )
