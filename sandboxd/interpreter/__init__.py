@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sandboxd.interpreter.layout import (
+    KERNELS_HOST_DIR,
+    KERNELS_SANDBOX_DIR,
+    NODE_TOOLS_HOST_DIR,
+    NODE_TOOLS_SANDBOX_DIR,
+)
 from sandboxd.interpreter.service import Interpreter
-
-KERNELS_HOST_DIR = Path(__file__).resolve().parent / "kernels"
-KERNELS_SANDBOX_DIR = "/opt/sandboxd/kernels"
-# Built by scripts/setup-sandbox-node.sh: the esbuild binary and a matplotlib font list.
-NODE_TOOLS_HOST_DIR = Path(__file__).resolve().parents[2] / "var" / "sandbox-node"
-NODE_TOOLS_SANDBOX_DIR = "/opt/sandboxd/node"
 
 
 def interpreter_ro_binds(node_tools_dir: Path | None = None) -> list[tuple[Path, str]]:

@@ -28,14 +28,14 @@ from sandboxd.interpreter.contexts import (
     death_error,
     restarted_error,
 )
+from sandboxd.interpreter.layout import KERNELS_SANDBOX_DIR, NODE_TOOLS_SANDBOX_DIR
 
 if TYPE_CHECKING:
     from sandboxd.jail import JailProcess
 
 logger = logging.getLogger(__name__)
 
-KERNELS_SANDBOX_DIR = "/opt/sandboxd/kernels"
-ESBUILD_SANDBOX_PATH = "/opt/sandboxd/node/esbuild"
+ESBUILD_SANDBOX_PATH = f"{NODE_TOOLS_SANDBOX_DIR}/esbuild"
 FRAME_MARK = "\x1e\x1fsbx:"
 # The longest frame held while waiting for its end (the kernel is the sandbox's code).
 MAX_FRAME_CHARS = 64 << 20

@@ -37,6 +37,7 @@ from sandboxd.interpreter.contexts import (
     death_error,
     restarted_error,
 )
+from sandboxd.interpreter.layout import KERNELS_SANDBOX_DIR, NODE_TOOLS_SANDBOX_DIR
 from sandboxd.interpreter.runtime_dir import KernelDir, RuntimeDirError
 
 if TYPE_CHECKING:
@@ -49,8 +50,14 @@ _PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
 MAX_MESSAGE_BYTES = 128 << 20
-# Messages the host queues from a kernel's iopub before ZeroMQ drops (see where it is set).
+# Messages the host queues from a kernel's iopub before ZeroMQ drops (see where it is set;
+# the kernel's side is kernels/python_kernel.py).
 IOPUB_QUEUE_MESSAGES = 200_000
+# ipykernel with a deep iopub send queue, bound read-only into every sandbox.
+KERNEL_LAUNCHER = f"{KERNELS_SANDBOX_DIR}/python_kernel.py"
+# After a cell's shell reply, how long iopub may stay silent before the run is ended without
+# its `idle` status (lost despite the deep queues: the run must not hang on it).
+IDLE_GRACE = 2.0
 # How long a dropped connection waits for the kernel's exit to be reported instead.
 EXIT_REPORT_GRACE = 1.0
 # How long an interrupted cell may take to stop before the kernel is replaced.
@@ -71,7 +78,7 @@ KERNEL_ENV = {
 # A matplotlib font list built ahead (scripts/setup-sandbox-node.sh, bound read-only) is
 # copied in before the kernel starts, so the first plot does not scan every font. The shell
 # execs the kernel, so the process the host follows is ipykernel itself.
-MPL_CACHE_DIR = "/opt/sandboxd/node/mpl"
+MPL_CACHE_DIR = f"{NODE_TOOLS_SANDBOX_DIR}/mpl"
 _PRELUDE = (
     'mkdir -p "$MPLCONFIGDIR" && cp -n ' + MPL_CACHE_DIR + '/*.json "$MPLCONFIGDIR"/ '
     '2>/dev/null; exec "$@"'
@@ -137,7 +144,9 @@ class _Run:
     def __init__(self, msg_id: str, emit: Emit) -> None:
         self.msg_id = msg_id
         self.emit = emit
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.last_message = loop.time()  # when iopub last brought something for this cell
 
     def finish(self) -> None:
         if not self.done.done():
@@ -187,8 +196,7 @@ class PythonContext(ProcessKernelContext):
             _PRELUDE,
             "sh",
             "python",
-            "-m",
-            "ipykernel_launcher",
+            KERNEL_LAUNCHER,
             "-f",
             f"{kdir.sandbox_path}/kernel.json",
             # Plain tracebacks: the SDK shows them as text, and ANSI codes break searching.
@@ -348,6 +356,7 @@ class PythonContext(ProcessKernelContext):
             run = self._run
             if run is None or msg.get("parent_header", {}).get("msg_id") != run.msg_id:
                 continue
+            run.last_message = asyncio.get_running_loop().time()
             try:
                 self._dispatch(run, msg)
             except (KeyError, TypeError, ValueError):
@@ -405,17 +414,40 @@ class PythonContext(ProcessKernelContext):
                 "stop_on_error": True,
             },
         )
+        reply = self._expect_reply(msg_id)
         run = _Run(msg_id, OutputCap(emit))
         self._run = run
         try:
-            await run.done
+            await self._until_over(run, reply)
         finally:
             if self._run is run:
                 self._run = None
-        # The shell reply is not needed (the error came on iopub) but must not pile up.
-        self._replies.pop(msg_id, None)
+            self._replies.pop(msg_id, None)
         if env_vars and self.alive:
             await self._silent(_ENV_RESTORE_CODE)
+
+    async def _until_over(self, run: _Run, reply: asyncio.Future[dict[str, Any]]) -> None:
+        """Wait for the cell's `idle` status; once its shell reply is in, stop waiting when
+        iopub has been silent for IDLE_GRACE (the status was lost: say so, do not hang)."""
+        await asyncio.wait((run.done, reply), return_when=asyncio.FIRST_COMPLETED)
+        loop = asyncio.get_running_loop()
+        while not run.done.done():
+            quiet = loop.time() - run.last_message
+            if quiet >= IDLE_GRACE:
+                logger.warning("context %s: the cell's idle status never came", self.id)
+                run.emit(
+                    events.stream(
+                        "stderr",
+                        "\n[sandboxd: the kernel's end-of-cell message was lost; "
+                        "output may be incomplete]\n",
+                        None,
+                    )
+                )
+                run.finish()
+                break
+            await asyncio.wait((run.done,), timeout=IDLE_GRACE - quiet)
+        if reply.done() and not reply.cancelled():
+            reply.exception()  # a dead kernel's reply error is reported by the run already
 
     async def interrupt(self) -> None:
         run = self._run

@@ -10,6 +10,7 @@ from e2b_code_interpreter import OutputMessage, Sandbox
 from e2b_code_interpreter.models import Result
 
 from sandboxd.interpreter.contexts import MAX_OUTPUT_BYTES
+from sandboxd.interpreter.python_kernel import IOPUB_QUEUE_MESSAGES
 from sandboxd.testing import RunningSandboxd
 
 pytestmark = pytest.mark.sandboxd
@@ -56,6 +57,18 @@ def test_a_burst_of_twenty_thousand_flushed_prints_arrives_whole_and_in_order(
     assert "".join(lines) == expected
     assert "".join(execution.logs.stdout) == expected
     assert execution.error is None
+
+
+def test_the_kernel_and_the_host_both_queue_deeply_on_iopub(sbx: Sandbox) -> None:
+    # Both ends of the iopub pipe: the kernel's send queue and sandboxd's receive queue.
+    execution = sbx.run_code(
+        "import zmq\nget_ipython().kernel.iopub_thread.socket.getsockopt(zmq.SNDHWM)"
+    )
+    assert execution.error is None
+    assert execution.text == str(IOPUB_QUEUE_MESSAGES)
+    # The launcher's directory is not on the user's import path.
+    path = sbx.run_code("import sys\n[p for p in sys.path if 'sandboxd' in p]")
+    assert path.text == "[]"
 
 
 def test_it_keeps_variables_imports_and_functions_between_runs(sbx: Sandbox) -> None:
