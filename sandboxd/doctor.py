@@ -15,8 +15,10 @@ import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sandboxd.jail import cgroups, seccomp
+from sandboxd.jail.manager import SETUP_TOOLS
 from sandboxd.jail.uids import DEFAULT_UID_BASE, DEFAULT_UID_COUNT, LOCK_DIR
 
 PROBE_UID = 65534  # nobody: the probe needs an unprivileged uid that no sandbox holds
@@ -71,11 +73,11 @@ def _probe_bwrap(bwrap: str) -> str | None:
     """Start bwrap as an unprivileged uid with all namespaces and the seccomp filter; return
     None on success or bwrap's error."""
     fd = seccomp.filter_fd()
-
-    def drop() -> None:
-        os.setgroups([])
-        os.setresgid(PROBE_UID, PROBE_UID, PROBE_UID)
-        os.setresuid(PROBE_UID, PROBE_UID, PROBE_UID)
+    # As root, drop to the probe uid in the child (subprocess does it in C: no preexec_fn,
+    # which is unsafe in a process with threads).
+    drop: dict[str, Any] = (
+        {"user": PROBE_UID, "group": PROBE_UID, "extra_groups": []} if os.geteuid() == 0 else {}
+    )
 
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
     argv += ["--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
@@ -90,7 +92,7 @@ def _probe_bwrap(bwrap: str) -> str | None:
         result = subprocess.run(
             argv,
             pass_fds=(fd,),
-            preexec_fn=drop if os.geteuid() == 0 else None,
+            **drop,
             capture_output=True,
             timeout=20,
             check=False,
@@ -139,6 +141,14 @@ def inspect_host(*, state_dir: Path | None = None, sandbox_env: Path | None = No
             _ok(report, f"seccomp: deny-list of {len(seccomp.DENIED_SYSCALLS)} system calls")
         else:
             _fail(report, "the kernel does not support seccomp")
+
+    missing = [tool for tool in SETUP_TOOLS if shutil.which(tool, path="/usr/bin:/bin") is None]
+    if missing:
+        _fail(
+            report, f"{', '.join(missing)} not found: sandboxes are set up with them (util-linux)"
+        )
+    else:
+        _ok(report, f"{', '.join(SETUP_TOOLS)} present: bubblewrap starts unprivileged")
 
     report.bwrap_path = shutil.which("bwrap")
     if report.bwrap_path is None:

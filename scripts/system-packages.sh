@@ -10,6 +10,8 @@ missing=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 command -v bwrap >/dev/null || have_deb bubblewrap || missing+=(bubblewrap)
+# setpriv and prlimit start each sandbox (Debian: util-linux, essential; elsewhere maybe not).
+command -v setpriv >/dev/null && command -v prlimit >/dev/null || missing+=(util-linux)
 # Node may come from Debian (nodejs + npm) or from NodeSource (nodejs bundles npm): check the
 # commands, not the package names, so we never ask apt for an npm that would conflict.
 command -v node >/dev/null || missing+=(nodejs)

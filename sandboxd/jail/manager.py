@@ -4,7 +4,7 @@ How a sandbox is made (all by the server, which runs as root):
 * a host uid of its own from the machine-wide pool (sandboxd.jail.uids);
 * cgroups for memory, pids and CPU (sandboxd.jail.cgroups), joined before exec;
 * rlimits FSIZE, NOFILE, CORE=0 (and NPROC when there is no pids controller);
-* bubblewrap started after dropping to that uid (setgroups([]), setgid, setuid in the child),
+* bubblewrap started after dropping to that uid (setpriv: no groups, setgid, setuid),
   with every namespace (network and user included), no capabilities, a read-only system, a
   minimal /etc, size-capped tmpfs /tmp and /home/user, the seccomp deny-list and no nested user
   namespaces;
@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import resource
 import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -78,7 +77,6 @@ ETC_BINDS = (
 
 
 OnOk = Callable[[dict], None] | None  # see Jail._call
-PR_SET_PDEATHSIG = 1
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
 MAX_READ_BYTES = 1 << 30  # no read_file answer is larger, whatever the agent says
@@ -87,7 +85,7 @@ RUNTIME_BYTES = 16 << 20  # /run/sandbox: kernel sockets and connection files on
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    """libc, loaded before any fork (the child may not load libraries)."""
+    """libc, for mount and umount2 (which Python's os module lacks)."""
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -99,6 +97,15 @@ def _mount_runtime_tmpfs(path: Path, uid: int) -> None:
     if _libc().mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, options.encode()) != 0:
         errno_ = ctypes.get_errno()
         raise JailError(f"cannot mount the runtime tmpfs on {path}: {os.strerror(errno_)}")
+
+
+# Run by sh with the cgroups' procs files, then "--", then the command: the shell writes its
+# own pid (the pid the command will have, as exec keeps it) into each file, then execs.
+_JOIN_CGROUPS_THEN_EXEC = (
+    'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"'
+)
+# The programs _setup_argv chains (absolute paths are resolved once, at start).
+SETUP_TOOLS = ("sh", "prlimit", "setpriv")
 
 
 def _unmount_under(directory: Path) -> int:
@@ -551,6 +558,7 @@ class JailManager:
         self.allowed: egress_mod.Allowed | None = None
         self._jails: dict[str, Jail] = {}
         self._started = False
+        self._tools: dict[str, str] = {}  # SETUP_TOOLS by absolute path (see start)
 
     @property
     def jails_dir(self) -> Path:
@@ -578,6 +586,11 @@ class JailManager:
         self.jails_dir.mkdir(exist_ok=True, mode=0o711)
         if self.egress:
             self.allowed = egress_mod.derive_allowed(await egress_mod.npm_registry())
+        for tool in SETUP_TOOLS:
+            path = shutil.which(tool, path="/usr/bin:/bin")
+            if path is None:
+                raise JailError(f"{tool} is not installed (util-linux, dash)", "unsafe_host")
+            self._tools[tool] = path
         seccomp.filter_bpf()  # build once now, not during the first create()
         self._started = True
 
@@ -713,45 +726,13 @@ class JailManager:
             )
             await jail._proxy.start()
         try:
-            argv = self._bwrap_argv(jail, keep, data_fd, path_fd)
-            procs_files = jail._cgroup.procs_files()
-            no_pids_cgroup = "pids" not in jail._cgroup.dirs
-            limits = jail.limits
-            uid = jail.uid
-            libc = _libc()
-
-            def child_setup() -> None:
-                # Runs in the forked child, as root, before exec: join the cgroups first so
-                # that nothing the sandbox starts can be outside them, set the rlimits, then
-                # drop to the sandbox's uid for good (bwrap is never started as host root).
-                pid = str(os.getpid()).encode()
-                for path in procs_files:
-                    fd = os.open(path, os.O_WRONLY)
-                    os.write(fd, pid)
-                    os.close(fd)
-                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-                resource.setrlimit(
-                    resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes)
-                )
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-                if no_pids_cgroup:
-                    # one uid per sandbox makes the per-uid count a per-sandbox count
-                    resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-                # After the uid change (which clears it): bwrap itself dies with the server,
-                # not only the sandbox inside it (--die-with-parent covers that one).
-                if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-                    os._exit(126)
-
+            argv = self._setup_argv(jail) + self._bwrap_argv(jail, keep, data_fd, path_fd)
             jail._proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=fds,
-                preexec_fn=child_setup,
                 start_new_session=True,
                 limit=wire.MAX_JSON,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -770,6 +751,37 @@ class JailManager:
                 f"sandbox {jail.sandbox_id} did not start: {detail or 'no message'}",
                 "start_failed",
             ) from None
+
+    def _setup_argv(self, jail: Jail) -> list[str]:
+        """The programs that prepare bwrap's process, as host root, before it execs bwrap: join
+        the sandbox's cgroups first (so nothing the sandbox starts is outside them), set the
+        rlimits, then drop to the sandbox's uid for good (bwrap never runs as host root) with
+        a parent-death signal set after the uid change, so bwrap dies with the server.
+
+        A chain of execs of small C programs (sh, util-linux's prlimit and setpriv), not a
+        Python preexec_fn: this server has threads (ZeroMQ's, the loop watchdog's, asyncio's
+        workers), and a forked child running Python can deadlock before exec, which would
+        block the event loop in Popen and freeze every sandbox."""
+        limits = jail.limits
+        procs_files = [str(path) for path in jail._cgroup.procs_files()]
+        rlimits = [
+            "--core=0:0",
+            f"--fsize={limits.file_size_bytes}:{limits.file_size_bytes}",
+            f"--nofile={limits.open_files}:{limits.open_files}",
+        ]
+        if "pids" not in jail._cgroup.dirs:
+            # one uid per sandbox makes the per-uid count a per-sandbox count
+            rlimits.append(f"--nproc={limits.pids}:{limits.pids}")
+        return [
+            *(self._tools["sh"], "-c", _JOIN_CGROUPS_THEN_EXEC, "sh", *procs_files, "--"),
+            *(self._tools["prlimit"], *rlimits, "--"),
+            self._tools["setpriv"],
+            f"--reuid={jail.uid}",
+            f"--regid={jail.uid}",
+            "--clear-groups",
+            "--pdeathsig=KILL",
+            "--",
+        ]
 
     def _bwrap_argv(
         self,

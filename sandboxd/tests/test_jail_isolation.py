@@ -29,8 +29,12 @@ async def jail(manager: JailManager) -> AsyncIterator[Jail]:
     await made.destroy()
 
 
+def proc_file(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/{name}").read_text()
+
+
 def host_uid_of(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
+    status = proc_file(pid, "status")
     match = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)
     assert match
     return int(match.group(1))
@@ -43,6 +47,20 @@ async def test_the_sandbox_runs_as_its_own_unprivileged_host_uid(jail: Jail) -> 
     assert {host_uid_of(pid) for pid in host_pids} == {jail.uid}
     code, out, _ = await sh(jail, "id -u; id -g; whoami")
     assert (code, out) == (0, "1000\n1000\nuser\n")
+
+
+async def test_bubblewrap_itself_joined_the_cgroups_and_dropped_every_privilege(
+    jail: Jail,
+) -> None:
+    # Set up by the exec chain before bwrap runs: cgroups joined, uid and gid changed, no
+    # supplementary groups, rlimits set (checked from inside in test_jail_limits).
+    bwraps = [pid for pid in jail.host_pids() if proc_file(pid, "comm") == "bwrap\n"]
+    assert bwraps, "bubblewrap is in the sandbox's cgroups"
+    for pid in bwraps:
+        status = proc_file(pid, "status")
+        assert re.search(rf"^Uid:\s+{jail.uid}\s+{jail.uid}\s+{jail.uid}\s", status, re.M)
+        assert re.search(rf"^Gid:\s+{jail.uid}\s+{jail.uid}\s+{jail.uid}\s", status, re.M)
+        assert re.search(r"^Groups:\s*$", status, re.M)
 
 
 async def test_two_sandboxes_get_different_uids(manager: JailManager, jail: Jail) -> None:
