@@ -168,12 +168,14 @@ class PythonContext(ProcessKernelContext):
         self._monitors: list[zmq.asyncio.Socket] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._run: _Run | None = None
+        self._connection_dropped = False
 
     # --- life cycle --------------------------------------------------------------------
 
     async def _launch(self) -> None:
         jail = self.jail
         key = secrets.token_hex(32)
+        self._connection_dropped = False
         try:
             kdir = KernelDir(jail.runtime_dir, SANDBOX_RUNTIME_DIR, "py")
         except (OSError, RuntimeDirError) as exc:
@@ -431,9 +433,13 @@ class PythonContext(ProcessKernelContext):
         iopub has been silent for IDLE_GRACE (the status was lost: say so, do not hang)."""
         await asyncio.wait((run.done, reply), return_when=asyncio.FIRST_COMPLETED)
         loop = asyncio.get_running_loop()
+        replied = loop.time()
         while not run.done.done():
-            quiet = loop.time() - run.last_message
-            if quiet >= IDLE_GRACE:
+            quiet = loop.time() - max(run.last_message, replied)
+            if self._connection_dropped:
+                # _watch_connection ends the cell, with the reason.
+                await asyncio.wait((run.done,))
+            elif quiet >= IDLE_GRACE:
                 logger.warning("context %s: the cell's idle status never came", self.id)
                 run.emit(
                     events.stream(
@@ -478,6 +484,7 @@ class PythonContext(ProcessKernelContext):
         connections: the process watcher reports that (out of memory, exit code) first.
         """
         await monitor.recv_multipart()
+        self._connection_dropped = True
         await asyncio.sleep(EXIT_REPORT_GRACE)
         if not self._ready:
             return  # the process watcher (or a restart) has handled it
