@@ -99,11 +99,21 @@ class BareKernel:
     """An ipykernel from the sandbox's Python env, on the host, driven by jupyter_client."""
 
     def __init__(self) -> None:
+        from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import KernelManager
 
         self.runtime = tempfile.mkdtemp(prefix="bench-bare-kernel-")
+        # A kernelspec of our own: the machine may have none (and kernel_cmd is gone).
+        spec_dir = os.path.join(self.runtime, "kernels", "sandbox-python")
+        os.makedirs(spec_dir)
+        argv = [str(SANDBOX_PY), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        with open(os.path.join(spec_dir, "kernel.json"), "w") as spec:
+            json.dump({"argv": argv, "display_name": "sandbox env", "language": "python"}, spec)
         self.manager = KernelManager(
-            kernel_cmd=[str(SANDBOX_PY), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            kernel_name="sandbox-python",
+            kernel_spec_manager=KernelSpecManager(
+                kernel_dirs=[os.path.join(self.runtime, "kernels")]
+            ),
             connection_file=os.path.join(self.runtime, "kernel.json"),
             transport="ipc",  # as in sandboxd
             ip=os.path.join(self.runtime, "k"),
