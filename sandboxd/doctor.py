@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxd.jail import cgroups, seccomp
-from sandboxd.jail.manager import SETUP_TOOLS
+from sandboxd.jail.manager import SETUP_PATH, SETUP_TOOLS
 from sandboxd.jail.uids import DEFAULT_UID_BASE, DEFAULT_UID_COUNT, LOCK_DIR
 
 PROBE_UID = 65534  # nobody: the probe needs an unprivileged uid that no sandbox holds
@@ -142,7 +142,7 @@ def inspect_host(*, state_dir: Path | None = None, sandbox_env: Path | None = No
         else:
             _fail(report, "the kernel does not support seccomp")
 
-    missing = [tool for tool in SETUP_TOOLS if shutil.which(tool, path="/usr/bin:/bin") is None]
+    missing = [tool for tool in SETUP_TOOLS if shutil.which(tool, path=SETUP_PATH) is None]
     if missing:
         _fail(
             report, f"{', '.join(missing)} not found: sandboxes are set up with them (util-linux)"

@@ -435,11 +435,12 @@ class PythonContext(ProcessKernelContext):
         loop = asyncio.get_running_loop()
         replied = loop.time()
         while not run.done.done():
-            quiet = loop.time() - max(run.last_message, replied)
             if self._connection_dropped:
                 # _watch_connection ends the cell, with the reason.
                 await asyncio.wait((run.done,))
-            elif quiet >= IDLE_GRACE:
+                break
+            quiet = loop.time() - max(run.last_message, replied)
+            if quiet >= IDLE_GRACE:
                 logger.warning("context %s: the cell's idle status never came", self.id)
                 run.emit(
                     events.stream(

@@ -104,8 +104,9 @@ def _mount_runtime_tmpfs(path: Path, uid: int) -> None:
 _JOIN_CGROUPS_THEN_EXEC = (
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"'
 )
-# The programs _setup_argv chains (absolute paths are resolved once, at start).
+# The programs _setup_argv chains, looked up once (at start) in SETUP_PATH.
 SETUP_TOOLS = ("sh", "prlimit", "setpriv")
+SETUP_PATH = "/usr/bin:/bin"
 
 
 def _unmount_under(directory: Path) -> int:
@@ -586,11 +587,8 @@ class JailManager:
         self.jails_dir.mkdir(exist_ok=True, mode=0o711)
         if self.egress:
             self.allowed = egress_mod.derive_allowed(await egress_mod.npm_registry())
-        for tool in SETUP_TOOLS:
-            path = shutil.which(tool, path="/usr/bin:/bin")
-            if path is None:
-                raise JailError(f"{tool} is not installed (util-linux, dash)", "unsafe_host")
-            self._tools[tool] = path
+        # (inspect_host above refused to start when one of them is missing)
+        self._tools = {tool: shutil.which(tool, path=SETUP_PATH) or tool for tool in SETUP_TOOLS}
         seccomp.filter_bpf()  # build once now, not during the first create()
         self._started = True
 

@@ -8,6 +8,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from sandboxd.doctor import inspect_host
 from sandboxd.jail import cgroups
 
@@ -74,3 +76,12 @@ def test_without_root_it_says_a_sandbox_cannot_be_made_safe() -> None:
     assert result.stdout.splitlines()[0] == "False", result.stderr
     assert "FAIL  not running as root" in result.stdout
     assert "seccomp: deny-list" in result.stdout  # the rest is still reported
+
+
+def test_without_the_tools_that_start_bubblewrap_it_is_unsafe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("sandboxd.doctor.SETUP_PATH", str(tmp_path))  # where none of them is
+    report = inspect_host()
+    assert not report.safe
+    assert any(p.startswith("sh, prlimit, setpriv not found") for p in report.problems)
