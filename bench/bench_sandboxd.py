@@ -16,6 +16,8 @@ pool of 2) and driven through the official e2b SDK, as users do.
    context of one sandbox) vs one client. Target: >= 100 runs/s.
 5. Memory of one idle sandbox with a live Python context: RSS and PSS summed over every
    process inside it, vs a bare host ipykernel.
+6. The jail alone (``JailManager``, no HTTP, no kernel): a new jail until its agent answers,
+   its destruction, and ``bash -c 'echo 1'`` spawned in it vs the same bare host subprocess.
 
 ``main()`` prints the table and writes ``bench/results/sandboxd.json``.
 """
@@ -47,6 +49,7 @@ CONCURRENCY = 8
 WARMUP = 10
 # A one-shot run that has not ended by then is counted as failed (and left out of the timings).
 ONESHOT_TIMEOUT = 5
+JAIL_SAMPLES = 40
 # Time for the pool to start a replacement sandbox (jail + kernel) between start samples.
 POOL_REFILL_SECONDS = 2.0
 
@@ -397,6 +400,27 @@ def render(r: dict[str, Any]) -> str:
             "",
         )
     )
+    jail = r["jail"]
+    rows.append(
+        (
+            "new jail (bwrap + agent ready) / destroy p50",
+            f"{jail['create']['p50_ms']} / {jail['destroy']['p50_ms']} ms",
+            "",
+            "",
+            "(reported)",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "bash -c 'echo 1' spawned in a jail p50",
+            f"{jail['spawn_in_jail']['p50_ms']} ms",
+            f"bare process {jail['bare_process']['p50_ms']} ms",
+            f"{jail['spawn_overhead_p50_ms']:+} ms",
+            "(reported)",
+            "",
+        )
+    )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):
@@ -406,6 +430,48 @@ def render(r: dict[str, Any]) -> str:
         if index == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+async def _jail_costs() -> dict[str, Any]:
+    from sandboxd.jail.testing import jail_manager, run
+
+    async def bare_echo() -> None:
+        process = await asyncio.create_subprocess_exec(
+            "bash", "-c", "echo 1", stdout=asyncio.subprocess.PIPE
+        )
+        await process.communicate()
+
+    creates: list[float] = []
+    destroys: list[float] = []
+    spawns: list[float] = []
+    bare: list[float] = []
+    async with jail_manager() as manager:
+        for index in range(JAIL_SAMPLES):
+            started = time.perf_counter()
+            jail = await manager.create(f"bench-{index}")
+            creates.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await run(jail, ["bash", "-c", "echo 1"])
+            spawns.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await jail.destroy()
+            destroys.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await bare_echo()
+            bare.append(time.perf_counter() - started)
+    spawn, bare_spawn = summary_ms(spawns), summary_ms(bare)
+    return {
+        "create": summary_ms(creates),
+        "destroy": summary_ms(destroys),
+        "spawn_in_jail": spawn,
+        "bare_process": bare_spawn,
+        "spawn_overhead_p50_ms": round(spawn["p50_ms"] - bare_spawn["p50_ms"], 2),
+    }
+
+
+def bench_jail() -> dict[str, Any]:
+    """Item 6: what one jail costs, without the server around it."""
+    return asyncio.run(_jail_costs())
 
 
 def run_all() -> dict[str, Any]:
@@ -431,6 +497,7 @@ def run_all() -> dict[str, Any]:
             results["throughput"] = bench_throughput(options)
             time.sleep(POOL_REFILL_SECONDS)
             results["memory"] = bench_memory(options, bare)
+        results["jail"] = bench_jail()
     finally:
         bare.close()
         shutil.rmtree(state_dir, ignore_errors=True)
