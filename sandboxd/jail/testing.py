@@ -22,14 +22,10 @@ def traversable_tmpdir(prefix: str) -> Path:
 
 
 @asynccontextmanager
-async def jail_manager(
-    *, egress: bool = False, ro_binds: Sequence[tuple[Path, str]] = ()
-) -> AsyncIterator[JailManager]:
+async def jail_manager(*, egress: bool = False) -> AsyncIterator[JailManager]:
     """A started JailManager; on exit every jail is destroyed and the state dir removed."""
     root = traversable_tmpdir("sj-test-")
-    manager = JailManager(
-        state_dir=root / "state", sandbox_env=SANDBOX_ENV, egress=egress, ro_binds=ro_binds
-    )
+    manager = JailManager(state_dir=root / "state", sandbox_env=SANDBOX_ENV, egress=egress)
     await manager.start()
     try:
         yield manager

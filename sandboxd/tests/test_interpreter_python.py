@@ -71,6 +71,25 @@ def test_the_kernel_and_the_host_both_queue_deeply_on_iopub(sbx: Sandbox) -> Non
     assert path.text == "[]"
 
 
+def test_a_cell_whose_idle_status_is_lost_still_ends_and_says_so(sbx: Sandbox) -> None:
+    # The kernel itself is made to drop its `idle` statuses, as a full ZeroMQ queue would.
+    drop_idle = (
+        "k = get_ipython().kernel\n"
+        "_sandboxd_publish = k._publish_status\n"
+        "k._publish_status = lambda status, channel, parent=None: (\n"
+        "    None if status == 'idle' else _sandboxd_publish(status, channel, parent))\n"
+        "print('before the end')"
+    )
+    lost = sbx.run_code(drop_idle, timeout=30)
+    assert "".join(lost.logs.stdout) == "before the end\n"
+    assert "end-of-cell message was lost" in "".join(lost.logs.stderr)
+    assert lost.error is None
+    # The context goes on working; once the statuses flow again, nothing is flagged.
+    restored = sbx.run_code("k._publish_status = _sandboxd_publish\nprint('next')", timeout=30)
+    assert "".join(restored.logs.stdout) == "next\n"
+    assert restored.logs.stderr == []
+
+
 def test_it_keeps_variables_imports_and_functions_between_runs(sbx: Sandbox) -> None:
     sbx.run_code("import math\ndef area(r):\n    return math.pi * r * r\nradius = 2")
 
