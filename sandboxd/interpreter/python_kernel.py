@@ -50,8 +50,8 @@ _PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
 MAX_MESSAGE_BYTES = 128 << 20
-# Messages the host queues from a kernel's iopub before ZeroMQ drops (see where it is set;
-# the kernel's side is kernels/python_kernel.py).
+# Messages each end of a kernel's iopub queues before ZeroMQ drops: the host (see where it is
+# set) and the kernel (KERNEL_ENV hands it to kernels/python_kernel.py).
 IOPUB_QUEUE_MESSAGES = 200_000
 # ipykernel with a deep iopub send queue, bound read-only into every sandbox.
 KERNEL_LAUNCHER = f"{KERNELS_SANDBOX_DIR}/python_kernel.py"
@@ -73,6 +73,8 @@ KERNEL_ENV = {
     "JUPYTER_RUNTIME_DIR": "/tmp/.sandboxd/jupyter",  # noqa: S108
     "JUPYTER_DATA_DIR": "/tmp/.sandboxd/jupyter-data",  # noqa: S108
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    # The kernel's own send queue on iopub (read by KERNEL_LAUNCHER).
+    "SANDBOXD_IOPUB_QUEUE_MESSAGES": str(IOPUB_QUEUE_MESSAGES),
 }
 
 # A matplotlib font list built ahead (scripts/setup-sandbox-node.sh, bound read-only) is

@@ -66,9 +66,11 @@ def test_the_kernel_and_the_host_both_queue_deeply_on_iopub(sbx: Sandbox) -> Non
     )
     assert execution.error is None
     assert execution.text == str(IOPUB_QUEUE_MESSAGES)
-    # The launcher's directory is not on the user's import path.
+    # Neither the launcher's directory nor its setting shows in the user's process.
     path = sbx.run_code("import sys\n[p for p in sys.path if 'sandboxd' in p]")
     assert path.text == "[]"
+    env = sbx.run_code("import os\n[k for k in os.environ if k.startswith('SANDBOXD_')]")
+    assert env.text == "[]"
 
 
 def test_a_cell_whose_idle_status_is_lost_still_ends_and_says_so(sbx: Sandbox) -> None:

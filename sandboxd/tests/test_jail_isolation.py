@@ -53,7 +53,8 @@ async def test_bubblewrap_itself_joined_the_cgroups_and_dropped_every_privilege(
     jail: Jail,
 ) -> None:
     # Set up by the exec chain before bwrap runs: cgroups joined, uid and gid changed, no
-    # supplementary groups, rlimits set (checked from inside in test_jail_limits).
+    # supplementary groups, no capabilities; rlimits set (checked from inside in
+    # test_jail_limits).
     bwraps = [pid for pid in jail.host_pids() if proc_file(pid, "comm") == "bwrap\n"]
     assert bwraps, "bubblewrap is in the sandbox's cgroups"
     for pid in bwraps:
@@ -61,6 +62,7 @@ async def test_bubblewrap_itself_joined_the_cgroups_and_dropped_every_privilege(
         assert re.search(rf"^Uid:\s+{jail.uid}\s+{jail.uid}\s+{jail.uid}\s", status, re.M)
         assert re.search(rf"^Gid:\s+{jail.uid}\s+{jail.uid}\s+{jail.uid}\s", status, re.M)
         assert re.search(r"^Groups:\s*$", status, re.M)
+        assert re.search(r"^CapEff:\s+0+$", status, re.M)
 
 
 async def test_two_sandboxes_get_different_uids(manager: JailManager, jail: Jail) -> None:

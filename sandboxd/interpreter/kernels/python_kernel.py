@@ -3,16 +3,19 @@
 The one change: a deep send queue on the iopub socket. ZeroMQ's PUB socket drops messages
 once 1000 wait to be sent, so a burst of prints on a busy machine (the host's reader not
 scheduled for a moment) lost output, and sometimes the ``idle`` status that ends a run. The
-host side queues deeply too (``sandboxd.interpreter.python_kernel``); a run's output is capped
-there, so the queue is only as deep as one burst.
+host side queues deeply too (``sandboxd.interpreter.python_kernel``, which sets the depth of
+both ends and hands it over in SANDBOXD_IOPUB_QUEUE_MESSAGES); a run's output is capped there,
+so the queue is only as deep as one burst.
 """
 
+import os
 import sys
 
 import zmq
 from ipykernel.kernelapp import IPKernelApp
 
-IOPUB_QUEUE_MESSAGES = 200_000
+# Taken out of the environment before any user code runs.
+IOPUB_QUEUE_MESSAGES = int(os.environ.pop("SANDBOXD_IOPUB_QUEUE_MESSAGES", "1000"))
 
 
 class SandboxKernelApp(IPKernelApp):
