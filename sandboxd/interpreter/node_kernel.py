@@ -138,12 +138,10 @@ class NodeContext(ProcessKernelContext):
             "--expose-internals",
             "--disable-warning=ExperimentalWarning",
             f"{KERNELS_SANDBOX_DIR}/node_kernel.cjs",
+            self.language,
+            ESBUILD_SANDBOX_PATH,
         ]
-        envs = {
-            **self.envs,
-            "SANDBOXD_KERNEL_LANGUAGE": self.language,
-            "SANDBOXD_ESBUILD": ESBUILD_SANDBOX_PATH,
-        }
+        envs = dict(self.envs)
         self._oom_baseline = self.jail.oom_kills()
         loop = asyncio.get_running_loop()
         self._started = loop.create_future()

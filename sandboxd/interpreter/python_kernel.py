@@ -51,7 +51,7 @@ _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
 MAX_MESSAGE_BYTES = 128 << 20
 # Messages each end of a kernel's iopub queues before ZeroMQ drops: the host (see where it is
-# set) and the kernel (KERNEL_ENV hands it to kernels/python_kernel.py).
+# set) and the kernel (an option of kernels/python_kernel.py on its command line).
 IOPUB_QUEUE_MESSAGES = 200_000
 # ipykernel with a deep iopub send queue, bound read-only into every sandbox.
 KERNEL_LAUNCHER = f"{KERNELS_SANDBOX_DIR}/python_kernel.py"
@@ -73,8 +73,6 @@ KERNEL_ENV = {
     "JUPYTER_RUNTIME_DIR": "/tmp/.sandboxd/jupyter",  # noqa: S108
     "JUPYTER_DATA_DIR": "/tmp/.sandboxd/jupyter-data",  # noqa: S108
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-    # The kernel's own send queue on iopub (read by KERNEL_LAUNCHER).
-    "SANDBOXD_IOPUB_QUEUE_MESSAGES": str(IOPUB_QUEUE_MESSAGES),
 }
 
 # A matplotlib font list built ahead (scripts/setup-sandbox-node.sh, bound read-only) is
@@ -203,6 +201,7 @@ class PythonContext(ProcessKernelContext):
             KERNEL_LAUNCHER,
             "-f",
             f"{kdir.sandbox_path}/kernel.json",
+            f"--SandboxKernelApp.iopub_queue_messages={IOPUB_QUEUE_MESSAGES}",
             # Plain tracebacks: the SDK shows them as text, and ANSI codes break searching.
             "--InteractiveShell.colors=nocolor",
             # No sqlite history in the sandbox: faster start and nothing left in /tmp.

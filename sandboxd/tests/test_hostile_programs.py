@@ -132,7 +132,12 @@ def test_reading_the_servers_source_fails(sbx: Sandbox) -> None:
 def test_the_servers_environment_and_api_key_are_invisible(
     sbx: Sandbox, server: RunningSandboxd
 ) -> None:
+    # Every kind of process sandboxd starts is running, so /proc holds each one's
+    # environment as it was started: the Python and the JavaScript kernel, and the shell.
+    assert sbx.run_code("1").text == "1"
+    assert sbx.run_code("1", language="js").text == "1"
     code, out, _ = run(sbx, "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'")
+    assert "IPYTHONDIR=" in out  # the Python kernel's environment was read
     assert server.api_key not in out
     assert "SANDBOXD_" not in out
     code, _, err = run(sbx, "cat /proc/1/environ")  # the agent: not readable by user code

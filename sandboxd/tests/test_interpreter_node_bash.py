@@ -188,6 +188,21 @@ def test_typescript_reports_a_syntax_error(sbx: Sandbox) -> None:
     assert execution.error.name == "SyntaxError"
 
 
+def test_the_node_kernels_own_settings_are_not_visible_to_cells(sbx: Sandbox) -> None:
+    # Language and esbuild's path reach the kernel as arguments it takes out of process.argv;
+    # neither process.env nor the environment /proc keeps from the start holds a setting.
+    for language in ("javascript", "typescript"):
+        execution = sbx.run_code(
+            "JSON.stringify([process.argv.length,"
+            " Object.keys(process.env).filter((k) => k.startsWith('SANDBOXD_')),"
+            " require('fs').readFileSync('/proc/self/environ', 'latin1').split('\\0')"
+            ".filter((e) => e.startsWith('SANDBOXD_'))])",
+            language=language,
+        )
+        assert execution.error is None, execution.error
+        assert json.loads(execution.text) == [2, [], []]
+
+
 # --- Bash ------------------------------------------------------------------------------
 
 

@@ -69,7 +69,15 @@ def test_the_kernel_and_the_host_both_queue_deeply_on_iopub(sbx: Sandbox) -> Non
     # Neither the launcher's directory nor its setting shows in the user's process.
     path = sbx.run_code("import sys\n[p for p in sys.path if 'sandboxd' in p]")
     assert path.text == "[]"
-    env = sbx.run_code("import os\n[k for k in os.environ if k.startswith('SANDBOXD_')]")
+    # Nor in the kernel's environment: not os.environ, nor the one it started with, which
+    # /proc keeps for any process of the sandbox to read.
+    env = sbx.run_code(
+        "import os\n"
+        "[k for k in os.environ if k.startswith('SANDBOXD_')]"
+        " + [e for e in open('/proc/self/environ', 'rb').read().split(b'\\0')"
+        " if e.startswith(b'SANDBOXD_')]"
+    )
+    assert env.error is None
     assert env.text == "[]"
 
 

@@ -25,10 +25,9 @@ const { spawnSync } = require("node:child_process");
 const { Console } = require("node:console");
 
 const FRAME_MARK = "\x1e\x1fsbx:";
-const LANGUAGE = process.env.SANDBOXD_KERNEL_LANGUAGE || "javascript";
-const ESBUILD = process.env.SANDBOXD_ESBUILD || "/opt/sandboxd/node/esbuild";
-delete process.env.SANDBOXD_KERNEL_LANGUAGE;
-delete process.env.SANDBOXD_ESBUILD;
+// The host passes the language and esbuild's path as arguments (not in the environment, which
+// /proc/<pid>/environ keeps readable for the process's life); cells see a bare process.argv.
+const [LANGUAGE = "javascript", ESBUILD = "/opt/sandboxd/node/esbuild"] = process.argv.splice(2);
 
 let processTopLevelAwait = null;
 let acorn = null;
