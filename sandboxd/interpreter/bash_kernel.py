@@ -29,11 +29,13 @@ from sandboxd.interpreter.contexts import (
     Emit,
     OutputCap,
     ProcessKernelContext,
+    StartTrace,
     death_error,
     restarted_error,
 )
 from sandboxd.interpreter.node_kernel import FrameParser
 from sandboxd.interpreter.runtime_dir import KernelDir, RuntimeDirError
+from sandboxd.jail.types import FsError
 
 if TYPE_CHECKING:
     from sandboxd.jail import JailProcess
@@ -104,7 +106,13 @@ class BashContext(ProcessKernelContext):
             raise ContextError("kernel_start_failed", f"cannot start bash: {exc}") from exc
         self._proc = proc
         self._tasks.append(asyncio.create_task(self._read(proc)))
-        await proc.write_stdin(_PRELUDE.encode())
+        try:
+            await proc.write_stdin(_PRELUDE.encode())
+        except FsError as exc:
+            # Its stdin is closed: the shell died at once (a BASH_ENV that exits, say). _read
+            # reports how through _started when the exit arrives; anything else is a failure.
+            if exc.code != "not_found":
+                raise ContextError("kernel_start_failed", f"cannot start bash: {exc}") from exc
         try:
             await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT)
         except TimeoutError as exc:
@@ -173,10 +181,13 @@ class BashContext(ProcessKernelContext):
         run = _Run(n, emit)
         self._run = run
         try:
-            await self._proc.write_stdin(
-                f"builtin . {base}/pre-{n}.sh; builtin . {base}/cell-{n}.sh </dev/null; "
-                f"__sbx_rc=$?; builtin . {base}/post-{n}.sh\n".encode()
-            )
+            try:
+                await self._proc.write_stdin(
+                    f"builtin . {base}/pre-{n}.sh; builtin . {base}/cell-{n}.sh </dev/null; "
+                    f"__sbx_rc=$?; builtin . {base}/post-{n}.sh\n".encode()
+                )
+            except FsError as exc:  # the shell died; its exit is not reported yet
+                raise ContextError("kernel_died", f"the shell stopped: {exc.message}") from exc
             await run.done
         finally:
             if self._run is run:
@@ -230,6 +241,7 @@ class BashContext(ProcessKernelContext):
     async def _read(self, proc: JailProcess) -> None:
         """Follow the shell's output; when it exits, end the running cell and restart."""
         parsers = {"stdout": FrameParser(), "stderr": FrameParser()}
+        trace = StartTrace()
         async for event in proc.events():
             if event.kind in parsers:
                 for item in parsers[event.kind].feed(event.data):
@@ -237,11 +249,12 @@ class BashContext(ProcessKernelContext):
                         self._on_frame(event.kind, item)
                     elif self._run is not None:
                         self._run.emit(events.stream(event.kind, item))
+                    elif not self._ready:
+                        trace.add(item.encode())
                 continue
             if self._started is not None and not self._started.done():
-                self._started.set_exception(
-                    ContextError("kernel_start_failed", "bash exited while starting")
-                )
+                trace.exit = event
+                self._started.set_exception(trace.error("bash", self.id))
             if self._proc is not proc:
                 return
             self._ready = False

@@ -28,6 +28,7 @@ from sandboxd.interpreter import events
 
 if TYPE_CHECKING:
     from sandboxd.jail import Jail, JailProcess
+    from sandboxd.jail.types import ProcEvent
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,35 @@ def death_error(*, oom: bool, exit_code: int | None, signal: int | None) -> even
     )
 
 
+class StartTrace:
+    """What a kernel process printed before it was ready and how it exited, if it died then:
+    a start failure reports both (and logs them: they are the only trace of why)."""
+
+    KEEP_BYTES = 2000  # the end of the output is kept: that is where a traceback ends
+
+    def __init__(self) -> None:
+        self._output = bytearray()
+        self.exit: ProcEvent | None = None
+
+    def add(self, data: bytes) -> None:
+        self._output += data
+        del self._output[: -self.KEEP_BYTES]
+
+    def error(self, program: str, context_id: str) -> ContextError:
+        how = f"{program} exited while starting"
+        event = self.exit
+        if event is not None and event.signal is not None:
+            how += f" (killed by signal {event.signal}"
+            how += ", out of memory)" if event.oom_killed else ")"
+        elif event is not None:
+            how += f" (exit code {event.exit_code})"
+        output = self._output.decode("utf-8", "replace").strip()
+        if output:
+            how += ": " + output
+        logger.warning("context %s: %s", context_id, how)
+        return ContextError("kernel_start_failed", how)
+
+
 def restarted_error() -> events.Event:
     """The ``error`` event for a cell whose kernel was replaced under it (it ignored an
     interrupt, or the context was restarted or removed)."""
@@ -177,17 +207,23 @@ class KernelContext(ABC):
         """
         if self._closed:
             raise ContextError("context_closed", f"context {self.id} was removed")
-        if self.alive:
-            return
-        if self._start_task is None or self._start_task.done():
-            self._start_task = asyncio.create_task(self._start())
-        task = self._start_task
-        try:
-            # shield: a client giving up must not cancel a start others may be waiting on.
-            await asyncio.shield(task)
-        finally:
-            if task.done() and self._start_task is task:
-                self._start_task = None
+        # Twice: a background restart under way does not raise when it fails (it has no
+        # caller), so after waiting for one the kernel may still be down; then a start of
+        # our own reports why.
+        for _attempt in range(2):
+            if self.alive:
+                return
+            if self._start_task is None or self._start_task.done():
+                self._start_task = asyncio.create_task(self._start())
+            task = self._start_task
+            try:
+                # shield: a client giving up must not cancel a start others may be waiting on.
+                await asyncio.shield(task)
+            finally:
+                if task.done() and self._start_task is task:
+                    self._start_task = None
+        if not self.alive:
+            raise ContextError("kernel_died", "the kernel stopped as soon as it started")
 
     def schedule_restart(self) -> None:
         """Start a fresh kernel in the background after the old one died."""

@@ -25,10 +25,12 @@ from sandboxd.interpreter.contexts import (
     Emit,
     OutputCap,
     ProcessKernelContext,
+    StartTrace,
     death_error,
     restarted_error,
 )
 from sandboxd.interpreter.layout import KERNELS_SANDBOX_DIR, NODE_TOOLS_SANDBOX_DIR
+from sandboxd.jail.types import FsError
 
 if TYPE_CHECKING:
     from sandboxd.jail import JailProcess
@@ -166,10 +168,14 @@ class NodeContext(ProcessKernelContext):
         self._acks.clear()
 
     async def _request(self, payload: dict[str, Any]) -> int:
-        assert self._proc is not None
+        if self._proc is None:
+            raise ContextError("kernel_died", "the kernel stopped before the request was sent")
         self._next_id += 1
         payload["id"] = self._next_id
-        await self._proc.write_stdin(json.dumps(payload).encode() + b"\n")
+        try:
+            await self._proc.write_stdin(json.dumps(payload).encode() + b"\n")
+        except FsError as exc:  # node died; its exit is not reported yet
+            raise ContextError("kernel_died", f"the kernel stopped: {exc.message}") from exc
         return self._next_id
 
     async def _apply_envs(self, envs: Mapping[str, str]) -> None:
@@ -241,6 +247,7 @@ class NodeContext(ProcessKernelContext):
         """Follow the process's output; when it exits, end the running cell and restart."""
         parser = FrameParser()
         stderr = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        trace = StartTrace()
         async for event in proc.events():
             if event.kind == "stdout":
                 for item in parser.feed(event.data):
@@ -248,15 +255,18 @@ class NodeContext(ProcessKernelContext):
                         self._handle_frame(item)
                     elif self._run is not None:
                         self._run.emit(events.stream("stdout", item))
+                    elif not self._ready:
+                        trace.add(item.encode())
             elif event.kind == "stderr":
                 text = stderr.decode(event.data)
                 if text and self._run is not None:
                     self._run.emit(events.stream("stderr", text))
+                elif not self._ready:
+                    trace.add(event.data)
             else:
                 if self._started is not None and not self._started.done():
-                    self._started.set_exception(
-                        ContextError("kernel_start_failed", "node exited while starting")
-                    )
+                    trace.exit = event
+                    self._started.set_exception(trace.error("node", self.id))
                 if self._proc is not proc:
                     return
                 self._ready = False

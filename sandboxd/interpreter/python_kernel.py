@@ -34,6 +34,7 @@ from sandboxd.interpreter.contexts import (
     Emit,
     OutputCap,
     ProcessKernelContext,
+    StartTrace,
     death_error,
     restarted_error,
 )
@@ -169,6 +170,7 @@ class PythonContext(ProcessKernelContext):
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._run: _Run | None = None
         self._connection_dropped = False
+        self._start_trace = StartTrace()
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class PythonContext(ProcessKernelContext):
         jail = self.jail
         key = secrets.token_hex(32)
         self._connection_dropped = False
+        self._start_trace = StartTrace()
         try:
             kdir = KernelDir(jail.runtime_dir, SANDBOX_RUNTIME_DIR, "py")
         except (OSError, RuntimeDirError) as exc:
@@ -223,7 +226,7 @@ class PythonContext(ProcessKernelContext):
         names = [f"{_SOCKET_PREFIX}-{port}" for port in _PORTS.values()]
         while not all(kdir.has(name) for name in names):
             if exited.is_set():
-                raise ContextError("kernel_start_failed", "ipykernel exited while starting")
+                raise self._start_trace.error("ipykernel", self.id)
             if loop.time() > deadline:
                 raise ContextError("kernel_start_failed", "ipykernel did not start in time")
             await asyncio.sleep(0.005)
@@ -279,7 +282,7 @@ class PythonContext(ProcessKernelContext):
         loop = asyncio.get_running_loop()
         while True:
             if exited.is_set():
-                raise ContextError("kernel_start_failed", "ipykernel exited while starting")
+                raise self._start_trace.error("ipykernel", self.id)
             if loop.time() > deadline:
                 raise ContextError("kernel_start_failed", "ipykernel did not answer in time")
             msg_id = self._send("shell", "kernel_info_request", {})
@@ -317,9 +320,12 @@ class PythonContext(ProcessKernelContext):
     # --- messaging ---------------------------------------------------------------------
 
     def _send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
-        assert self._session is not None
+        sock = self._sockets.get(channel)
+        if sock is None or self._session is None:
+            # Stopped while the caller awaited something else (it died, or a restart began).
+            raise ContextError("kernel_died", "the kernel stopped before the request was sent")
         msg = self._session.msg(msg_type, content)
-        self._session.send(self._sockets[channel], msg)
+        self._session.send(sock, msg)
         return str(msg["header"]["msg_id"])
 
     def _expect_reply(self, msg_id: str) -> asyncio.Future[dict[str, Any]]:
@@ -508,7 +514,13 @@ class PythonContext(ProcessKernelContext):
         """Follow the kernel process: when it dies, end the running cell and restart."""
         async for event in proc.events():
             if event.kind != "exit":
-                continue  # ipykernel forwards the cell's fd output on iopub already
+                # Once ready, ipykernel forwards the cells' fd output on iopub itself; before,
+                # this is the kernel's own start-up output (a traceback, if it fails).
+                if not self._ready and self._proc is proc:
+                    self._start_trace.add(event.data)
+                continue
+            if self._proc is proc and not self._ready:
+                self._start_trace.exit = event
             exited.set()
             if self._proc is not proc:
                 return

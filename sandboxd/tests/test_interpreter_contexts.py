@@ -181,6 +181,30 @@ async def test_a_kernel_that_exits_is_reported_and_the_context_restarts(
     assert after.text == "2"
 
 
+async def test_a_kernel_that_cannot_come_back_is_reported_on_the_next_run(
+    sbx: AsyncSandbox,
+) -> None:
+    # The cell plants a module that breaks ipykernel's start on the kernel's own import
+    # path, then exits: the background restart fails, and the next run says why instead of
+    # failing inside the server.
+    planted = "/home/user/.local/lib/python-packages/zmq.py"
+    died = await sbx.run_code(
+        "import os\n"
+        f"os.makedirs(os.path.dirname({planted!r}), exist_ok=True)\n"
+        f"open({planted!r}, 'w').write('raise SystemExit(\"zmq is broken here\")')\n"
+        "os._exit(3)"
+    )
+    broken = await sbx.run_code("1 + 1")
+    await sbx.files.remove(planted)
+    healed = await sbx.run_code("1 + 1")
+
+    assert died.error is not None and died.error.name == "KernelDied"
+    assert broken.error is not None
+    assert broken.error.name == "KernelUnavailable"
+    assert "zmq is broken here" in broken.error.value
+    assert healed.error is None and healed.text == "2"
+
+
 async def test_the_sandbox_cannot_replace_the_kernel_sockets(sbx: AsyncSandbox) -> None:
     # After start the kernel's socket directory belongs to root again: code in the sandbox
     # cannot swap a socket for a symlink that would lead the host elsewhere.

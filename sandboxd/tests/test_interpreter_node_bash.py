@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from e2b import TimeoutException
+from e2b import SandboxException, TimeoutException
 from e2b_code_interpreter import Sandbox
 
 from sandboxd.testing import RunningSandboxd
@@ -308,3 +308,36 @@ def test_javascript_exiting_the_process_restarts_the_context(sbx: Sandbox) -> No
     assert execution.error is not None
     assert execution.error.name == "KernelDied"
     assert after.text == "undefined"
+
+
+@pytest.mark.parametrize(
+    ("language", "program", "envs", "script"),
+    [
+        (
+            "javascript",
+            "node",
+            {"NODE_OPTIONS": "--require /home/user/broken.js"},
+            "console.error('node broke here'); process.exit(4);\n",
+        ),
+        (
+            "bash",
+            "bash",
+            {"BASH_ENV": "/home/user/broken.js"},
+            "echo bash broke here >&2; exit 4\n",
+        ),
+    ],
+)
+def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
+    sandboxd: RunningSandboxd, language: str, program: str, envs: dict[str, str], script: str
+) -> None:
+    sandbox = Sandbox.create(envs=envs, **sandboxd.sdk_options())
+    try:
+        sandbox.files.write("/home/user/broken.js", script)
+        with pytest.raises(SandboxException) as failure:
+            sandbox.create_code_context(language=language)
+        message = str(failure.value)
+        assert "kernel_start_failed" in message
+        assert f"{program} exited while starting (exit code 4)" in message
+        assert f"{program} broke here" in message
+    finally:
+        sandbox.kill()

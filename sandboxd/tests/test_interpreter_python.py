@@ -6,6 +6,7 @@ import base64
 from collections.abc import Iterator
 
 import pytest
+from e2b import SandboxException
 from e2b_code_interpreter import OutputMessage, Sandbox
 from e2b_code_interpreter.models import Result
 
@@ -215,3 +216,26 @@ def test_a_flood_of_output_is_cut_at_the_cap_and_flagged(sbx: Sandbox) -> None:
     assert 0 < stdout_bytes <= MAX_OUTPUT_BYTES
     assert any("output truncated" in line for line in execution.logs.stderr)
     assert execution.error is None
+
+
+def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
+    sandboxd: RunningSandboxd,
+) -> None:
+    # The sandbox's PYTHONPATH leads to a module ipykernel imports at start, which fails.
+    sandbox = Sandbox.create(envs={"PYTHONPATH": "/home/user/broken"}, **sandboxd.sdk_options())
+    try:
+        sandbox.files.write(
+            "/home/user/broken/zmq.py",
+            "import sys\nprint('no zmq in here', file=sys.stderr)\nraise SystemExit(3)\n",
+        )
+        # A new context starts a new kernel (the default one may come pre-started).
+        with pytest.raises(SandboxException) as failure:
+            sandbox.create_code_context(language="python")
+        message = str(failure.value)
+        assert "kernel_start_failed" in message
+        assert "exit code 3" in message
+        assert "no zmq in here" in message
+        # The sandbox is still usable in another language.
+        assert sandbox.run_code("echo fine", language="bash").logs.stdout == ["fine\n"]
+    finally:
+        sandbox.kill()
