@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,16 @@ from sandboxd.config import PROJECT_ROOT, untraversable_ancestor
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 _LISTENING = re.compile(r"^sandboxd listening on (http://\S+)$", re.MULTILINE)
+
+
+def wait_until(predicate: Callable[[], object], seconds: float) -> bool:
+    """Poll `predicate` until it is true or `seconds` pass; True if it became true."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
 
 
 class SandboxdFailed(RuntimeError):

@@ -22,7 +22,7 @@ from e2b.exceptions import (
 from e2b_code_interpreter import AsyncSandbox as AsyncCodeSandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
-from sandboxd.testing import RunningSandboxd
+from sandboxd.testing import RunningSandboxd, wait_until
 
 pytestmark = pytest.mark.sandboxd
 
@@ -45,15 +45,6 @@ def host_processes_with(argv: list[str]) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-def wait_until(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_it_creates_a_sandbox_that_reports_its_metadata_and_lifetime(
