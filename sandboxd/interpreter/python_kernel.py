@@ -295,6 +295,10 @@ class PythonContext(ProcessKernelContext):
                 return
             except TimeoutError:
                 continue
+            except ContextError:
+                # The process died with the request in flight: say how it ended.
+                await exited.wait()
+                raise self._start_trace.error("ipykernel", self.id) from None
             finally:
                 self._run = None
                 self._replies.pop(msg_id, None)

@@ -11,6 +11,7 @@ the loop watchdog says what blocked it), and the tests after fail at once.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import tempfile
@@ -99,3 +100,24 @@ def _shared_server_answers(request: pytest.FixtureRequest) -> None:
                 f"the shared {name} server is broken: {reason}. The end of its log:\n{tail}",
                 pytrace=False,
             )
+
+
+_ROUTINE_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO) ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed test's report carries what its sandboxd servers logged above INFO (kernel
+    deaths, start failures, tracebacks): a server's log is gone once the run ends."""
+    report = yield
+    if report.failed and call.when == "call":
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, RunningSandboxd) and value.log_path.exists():
+                lines = [
+                    line
+                    for line in value.log().splitlines()
+                    if line.strip() and not _ROUTINE_LOG_LINE.match(line)
+                ]
+                text = "\n".join(lines[-LOG_LINES_SHOWN:]) or "(nothing above INFO)"
+                report.sections.append((f"{name} server log, above INFO", text))
+    return report

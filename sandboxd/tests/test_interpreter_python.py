@@ -239,3 +239,47 @@ def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
         assert sandbox.run_code("echo fine", language="bash").logs.stdout == ["fine\n"]
     finally:
         sandbox.kill()
+
+
+# Makes ipykernel exit when asked for kernel_info, the last step of sandboxd's kernel start.
+_DIE_AT_KERNEL_INFO = """
+import importlib.abc, importlib.util, os, sys
+
+class DieAtKernelInfo(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "ipykernel.kernelbase":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+
+            def die(*args, **kwargs):
+                os.write(2, b"asked for kernel_info: leaving")
+                os._exit(7)
+
+            module.Kernel.kernel_info_request = die
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, DieAtKernelInfo())
+"""
+
+
+def test_a_kernel_that_dies_answering_its_first_request_says_how(
+    sandboxd: RunningSandboxd,
+) -> None:
+    sandbox = Sandbox.create(envs={"PYTHONPATH": "/home/user/site"}, **sandboxd.sdk_options())
+    try:
+        sandbox.files.write("/home/user/site/sitecustomize.py", _DIE_AT_KERNEL_INFO)
+        with pytest.raises(SandboxException) as failure:
+            sandbox.create_code_context(language="python")
+        message = str(failure.value)
+        assert "kernel_start_failed" in message
+        assert "exit code 7" in message
+        assert "asked for kernel_info: leaving" in message
+    finally:
+        sandbox.kill()
