@@ -7,6 +7,7 @@ The server here has tight limits (memory, pids, disk) so that the attacks hit th
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import shutil
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -396,11 +398,18 @@ def test_proc_shows_no_host_processes(sbx: Sandbox, server: RunningSandboxd) -> 
     assert "/opt/sandboxd/agent/main.py" in agent
     assert "sandboxd serve" not in cmdlines and server.api_key not in cmdlines
     assert "pytest" not in cmdlines
-    sockets = run(sbx, "tail -n +2 /proc/net/tcp /proc/net/tcp6 | awk 'NF > 3 {print $2, $3}'")
-    # The network namespace holds no host socket: only the agent's egress forwarder on
-    # 127.0.0.1:3128 and connections to it (an earlier test's, maybe still in TIME_WAIT).
+    # The network namespace is the sandbox's own: each TCP socket in it is the agent's
+    # egress forwarder (127.0.0.1:3128) or a connection to it, belongs to a process of the
+    # sandbox (ipykernel binds a loopback port of its own), or is closed (TIME_WAIT, no
+    # inode). The host's sockets, the server's listening port among them, are not there.
+    assert sbx.run_code("1").text == "1"  # the Python kernel is running, with its socket
+    table = run(sbx, "awk 'FNR > 1 && NF > 9 {print $2, $3, $10}' /proc/net/tcp /proc/net/tcp6")
+    fds = run(sbx, "ls -l /proc/[0-9]*/fd 2>/dev/null")[1]
+    owned = set(re.findall(r"socket:\[(\d+)\]", fds))
     forwarder = "0100007F:0C38"
-    pairs = [line.split() for line in sockets[1].splitlines() if line.strip()]
-    assert [local for local, _remote in pairs if local == forwarder]
-    for local, remote in pairs:
-        assert forwarder in (local, remote), (local, remote)
+    rows = [line.split() for line in table[1].splitlines() if line.strip()]
+    assert any(local == forwarder for local, _remote, _inode in rows)
+    server_port = f":{urlsplit(server.url).port:04X}"
+    for local, remote, inode in rows:
+        assert not local.endswith(server_port), local
+        assert forwarder in (local, remote) or inode in owned or inode == "0", (local, inode)
