@@ -245,6 +245,9 @@ def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
 _DIE_AT_KERNEL_INFO = """
 import importlib.abc, importlib.util, os, sys
 
+# ipykernel later captures fds 1 and 2 through a thread that os._exit would not wait for.
+STDERR = os.dup(2)
+
 class DieAtKernelInfo(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "ipykernel.kernelbase":
@@ -257,7 +260,7 @@ class DieAtKernelInfo(importlib.abc.MetaPathFinder):
             run_module(module)
 
             def die(*args, **kwargs):
-                os.write(2, b"asked for kernel_info: leaving")
+                os.write(STDERR, b"asked for kernel_info: leaving")
                 os._exit(7)
 
             module.Kernel.kernel_info_request = die
