@@ -71,6 +71,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Content-Security-Policy on every response (the policy and why: atlaschat/csp.py).
     "atlaschat.csp.ContentSecurityPolicyMiddleware",
+    # Last: the stack above runs in one thread under daphne (why: atlaschat/middleware.py).
+    "atlaschat.middleware.SynchronousStack",
 ]
 
 ROOT_URLCONF = "atlaschat.urls"

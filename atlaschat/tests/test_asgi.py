@@ -4,8 +4,10 @@ check and JWT/session authentication to the execution app's routes."""
 from __future__ import annotations
 
 import uuid
+from unittest import mock
 
 import pytest
+from asgiref.sync import SyncToAsync
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.contrib.auth.base_user import AbstractBaseUser
 
@@ -42,6 +44,30 @@ async def test_http_requests_reach_django() -> None:
     response = await communicator.get_response()
     assert response["status"] == 200
     assert response["body"] == b'{"status": "ok", "database": "ok"}'
+
+
+async def test_an_api_request_runs_the_middleware_stack_in_one_thread(
+    alice_bearer: tuple[bytes, bytes],
+) -> None:
+    # Each sync_to_async call is a switch to a worker thread and back. Django's own
+    # middleware in an async stack cost up to two each (15 for this request); with the stack run
+    # synchronously, what is left is Django's ASGI handler's own (6).
+    switches = 0
+    original = SyncToAsync.__call__
+
+    async def counted(self: SyncToAsync, *args: object, **kwargs: object) -> object:
+        nonlocal switches
+        switches += 1
+        return await original(self, *args, **kwargs)
+
+    communicator = HttpCommunicator(
+        application, "GET", "/api/auth/me/", headers=[(b"host", b"127.0.0.1:8000"), alice_bearer]
+    )
+    with mock.patch.object(SyncToAsync, "__call__", counted):
+        response = await communicator.get_response()
+    assert response["status"] == 200
+    assert b'"username":"alice"' in response["body"].replace(b" ", b"")
+    assert switches <= 6
 
 
 async def test_a_websocket_from_another_origin_is_refused(
