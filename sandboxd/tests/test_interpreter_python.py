@@ -218,29 +218,6 @@ def test_a_flood_of_output_is_cut_at_the_cap_and_flagged(sbx: Sandbox) -> None:
     assert execution.error is None
 
 
-def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
-    sandboxd: RunningSandboxd,
-) -> None:
-    # The sandbox's PYTHONPATH leads to a module ipykernel imports at start, which fails.
-    sandbox = Sandbox.create(envs={"PYTHONPATH": "/home/user/broken"}, **sandboxd.sdk_options())
-    try:
-        sandbox.files.write(
-            "/home/user/broken/zmq.py",
-            "import sys\nprint('no zmq in here', file=sys.stderr)\nraise SystemExit(3)\n",
-        )
-        # A new context starts a new kernel (the default one may come pre-started).
-        with pytest.raises(SandboxException) as failure:
-            sandbox.create_code_context(language="python")
-        message = str(failure.value)
-        assert "kernel_start_failed" in message
-        assert "exit code 3" in message
-        assert "no zmq in here" in message
-        # The sandbox is still usable in another language.
-        assert sandbox.run_code("echo fine", language="bash").logs.stdout == ["fine\n"]
-    finally:
-        sandbox.kill()
-
-
 # Makes ipykernel exit when asked for kernel_info, the last step of sandboxd's kernel start.
 _DIE_AT_KERNEL_INFO = """
 import importlib.abc, importlib.util, os, sys
@@ -272,17 +249,40 @@ sys.meta_path.insert(0, DieAtKernelInfo())
 """
 
 
-def test_a_kernel_that_dies_answering_its_first_request_says_how(
-    sandboxd: RunningSandboxd,
+@pytest.mark.parametrize(
+    ("module", "source", "exit_code", "printed"),
+    [
+        pytest.param(
+            "zmq.py",
+            "import sys\nprint('no zmq in here', file=sys.stderr)\nraise SystemExit(3)\n",
+            3,
+            "no zmq in here",
+            id="importing-zmq",
+        ),
+        pytest.param(
+            "sitecustomize.py",
+            _DIE_AT_KERNEL_INFO,
+            7,
+            "asked for kernel_info: leaving",
+            id="answering-kernel_info",
+        ),
+    ],
+)
+def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
+    sandboxd: RunningSandboxd, module: str, source: str, exit_code: int, printed: str
 ) -> None:
+    # The sandbox's PYTHONPATH leads to a module the kernel imports at start.
     sandbox = Sandbox.create(envs={"PYTHONPATH": "/home/user/site"}, **sandboxd.sdk_options())
     try:
-        sandbox.files.write("/home/user/site/sitecustomize.py", _DIE_AT_KERNEL_INFO)
+        sandbox.files.write(f"/home/user/site/{module}", source)
+        # A new context starts a new kernel (the default one may come pre-started).
         with pytest.raises(SandboxException) as failure:
             sandbox.create_code_context(language="python")
         message = str(failure.value)
         assert "kernel_start_failed" in message
-        assert "exit code 7" in message
-        assert "asked for kernel_info: leaving" in message
+        assert f"exit code {exit_code}" in message
+        assert printed in message
+        # The sandbox is still usable in another language.
+        assert sandbox.run_code("echo fine", language="bash").logs.stdout == ["fine\n"]
     finally:
         sandbox.kill()
