@@ -143,13 +143,12 @@ class NodeContext(ProcessKernelContext):
             self.language,
             ESBUILD_SANDBOX_PATH,
         ]
-        envs = dict(self.envs)
         self._oom_baseline = self.jail.oom_kills()
         loop = asyncio.get_running_loop()
         self._started = loop.create_future()
         try:
             proc = await self.jail.spawn(
-                argv, envs=envs, cwd=self.cwd, stdin=True, tag=f"kernel:{self.id}"
+                argv, envs=self.envs, cwd=self.cwd, stdin=True, tag=f"kernel:{self.id}"
             )
         except Exception as exc:
             raise ContextError("kernel_start_failed", f"cannot start node: {exc}") from exc
