@@ -80,10 +80,18 @@ class KernelDir:
             os.fchown(self.fd, uid, -1)
 
     def take_back(self) -> None:
-        """Make the directory root's again (0755): the sandbox can no longer alter entries."""
+        """Make the directory root's again (0755): the sandbox can no longer alter entries.
+
+        It stays traversable throughout: the kernel may still be reading its connection
+        file (ipykernel checks it after binding its sockets), and a directory that is
+        root's but still 0700, for an instant, failed the kernel's start under load. So
+        0755 comes first; the mode is set again once it is root's, undoing any change the
+        sandbox made while the directory was still its own.
+        """
+        os.fchmod(self.fd, 0o755)
         if os.geteuid() == 0:
             os.fchown(self.fd, 0, 0)
-        os.fchmod(self.fd, 0o755)
+            os.fchmod(self.fd, 0o755)
 
     def has(self, name: str) -> bool:
         """Whether an entry called `name` exists (not following a symlink)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +109,35 @@ def test_taking_the_directory_back_makes_it_roots_again(kdir: KernelDir) -> None
 
     assert handed.st_uid == SANDBOX_UID
     assert (taken.st_uid, stat.S_IMODE(taken.st_mode)) == (0, 0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory over needs root")
+def test_the_directory_stays_traversable_while_it_is_taken_back() -> None:
+    # The kernel (the sandbox uid) may look at its connection file while the host takes
+    # the directory back; a moment of "root's but still 0700" failed kernel starts.
+    parent = Path(tempfile.mkdtemp(prefix="kdir-race-"))
+    parent.chmod(0o755)
+    directory = KernelDir(parent, "/run/sandbox", "py")
+    try:
+        directory.write_file("kernel.json", b"{}", owner_uid=SANDBOX_UID)
+        probe = subprocess.Popen(
+            ["sh", "-c", 'i=0; d=0; while [ $i -lt 50000 ]; do [ -e "$1" ] || d=$((d+1)); '
+             'i=$((i+1)); done; echo $d', "sh", str(directory.host_path / "kernel.json")],
+            user=SANDBOX_UID, group=SANDBOX_UID, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        cycles = 0
+        while probe.poll() is None:
+            directory.hand_to(SANDBOX_UID)
+            os.chmod(directory.host_path, 0o700)  # as the sandbox finds it before take_back
+            directory.take_back()
+            cycles += 1
+        assert probe.stdout is not None
+        missed = int(probe.stdout.read())
+    finally:
+        directory.close()
+        parent.rmdir()
+    assert cycles > 100
+    assert missed == 0
 
 
 def test_closing_removes_the_directory(tmp_path: Path) -> None:
