@@ -120,6 +120,7 @@ def test_the_directory_stays_traversable_while_it_is_taken_back() -> None:
     directory = KernelDir(parent, "/run/sandbox", "py")
     try:
         directory.write_file("kernel.json", b"{}", owner_uid=SANDBOX_UID)
+        directory.hand_to(SANDBOX_UID)  # as before the kernel starts
         probe = subprocess.Popen(
             ["sh", "-c", 'i=0; d=0; while [ $i -lt 50000 ]; do [ -e "$1" ] || d=$((d+1)); '
              'i=$((i+1)); done; echo $d', "sh", str(directory.host_path / "kernel.json")],
