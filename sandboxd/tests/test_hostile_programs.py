@@ -266,10 +266,7 @@ def test_a_cpu_spin_past_the_command_timeout_is_contained(sbx: Sandbox) -> None:
     assert sbx.commands.run("echo responsive", timeout=10).stdout == "responsive\n"
     # ... and it ends with the sandbox
     sbx.kill()
-    deadline = time.monotonic() + 10
-    while host_processes_with("spin-past-timeout") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert host_processes_with("spin-past-timeout") == []
+    assert wait_until(lambda: not host_processes_with("spin-past-timeout"), 10)
 
 
 def test_a_cpu_spin_past_the_sandbox_timeout_dies_with_the_sandbox(

@@ -15,7 +15,7 @@ import pytest
 from e2b_code_interpreter import Sandbox
 
 from sandboxd.jail.cgroups import parent_name
-from sandboxd.testing import SandboxdFailed, running_sandboxd
+from sandboxd.testing import SandboxdFailed, running_sandboxd, wait_until
 
 pytestmark = pytest.mark.sandboxd
 
@@ -73,10 +73,8 @@ def test_a_restarted_server_sweeps_what_a_sigkilled_one_left() -> None:
             left = leftovers(state_dir)
             assert left["cgroups"] and left["mounts"] and left["dirs"]
         # (running_sandboxd reports the SIGKILLed server as having died: expected here)
-        deadline = time.monotonic() + 5
-        while processes_with(b"sleep 876.5") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert processes_with(b"sleep 876.5") == []  # bwrap died with its server
+        # bwrap died with its server
+        assert wait_until(lambda: not processes_with(b"sleep 876.5"), 5)
 
         with running_sandboxd(state_dir=state_dir, api_key=key, env=env) as second:
             assert leftovers(state_dir) == {"cgroups": [], "mounts": [], "dirs": []}
