@@ -11,7 +11,7 @@ POSTGRES_URL="postgres://postgres@127.0.0.1:5432/atlaschat"
 REDIS_TEST_URL="redis://127.0.0.1:6379/0"
 failed=()
 
-# Each pass has a time budget, far above what it takes (about 10 and 6 minutes on CI's 2-core
+# Each pass has a time budget, far above what it takes (7–10 and 4–6 minutes on CI's 2-core
 # machine), so that a hang still ends in pytest's summary of what failed, well inside CI's
 # 90 minutes: at the budget pytest gets SIGINT, which makes it stop and report.
 # TEST_PASS_BUDGET_SECONDS, when set, replaces every pass's budget.
