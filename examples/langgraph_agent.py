@@ -79,7 +79,7 @@ async def run(task: str, via: str, model: BaseChatModel) -> str:
             {"messages": [SystemMessage(INSTRUCTIONS), HumanMessage(task)]},
             {"recursion_limit": 20},
         )
-        for message in state["messages"][2:]:
+        for message in state["messages"][2:-1]:
             print(f"[{message.type}] {message.content or getattr(message, 'tool_calls', '')}")
         return str(state["messages"][-1].content)
 

@@ -71,7 +71,11 @@ async def run(task: str, via: str, model: OpenAIChatCompletionsModel) -> str:
     async with connect() as connection, atlaschat_agent(connection, via, model) as agent:
         result = await Runner.run(agent, task, max_turns=10)
         for item in result.new_items:
-            print(f"[{item.type}]", getattr(item, "output", "") or "")
+            if item.type == "tool_call_item":
+                raw = item.raw_item
+                print(f"[tool call] {getattr(raw, 'name', '')} {getattr(raw, 'arguments', '')}")
+            elif item.type == "tool_call_output_item":
+                print(f"[tool output] {item.output}")
         return str(result.final_output)
 
 

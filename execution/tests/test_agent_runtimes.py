@@ -50,6 +50,7 @@ RUNTIME_PYTHON = PROJECT_DIR / "var" / "agent-runtimes-env" / "bin" / "python"
 DRIVER = Path(__file__).with_name("agent_runtime_driver.py")
 ALLOWED = ["execute_code", "read_file", "list_files"]
 FORBIDDEN = "install_packages"
+PASSWORD = "a-long-test-password-for-the-examples"
 
 
 @dataclass
@@ -71,6 +72,8 @@ def live(
         django_db_blocker.unblock(),
         live_users_stack(tmp_path_factory.mktemp("runtimes-live"), sandboxd_server, Live) as live,
     ):
+        live.alice.set_password(PASSWORD)
+        live.alice.save(using=live.alias)
         live.staff = create_user(live.alias, "auditor")
         live.staff.is_staff = True
         live.staff.save(using=live.alias)
@@ -81,6 +84,36 @@ def make_agent(live: Live, name: str) -> Agent:
     return Agent.objects.using(live.alias).create(
         owner=live.alice, name=name, allowed_tools=ALLOWED
     )
+
+
+def runtime_env(live: Live, **extra: str) -> dict[str, str]:
+    """The environment of a runtime process: ours only, the model on loopback."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "ATLASCHAT_URL": live.server.http_url,
+        **extra,
+    }
+
+
+def run_in_runtime_env(live: Live, argv: list[str], env: dict[str, str]) -> str:
+    """Run a script with the runtimes' Python; its stdout (the test fails on a non-zero
+    exit, with the script's stderr and the server's log)."""
+    done = subprocess.run(
+        [str(RUNTIME_PYTHON), *argv],
+        env=env,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"{argv[0]} failed ({done.returncode}):\n{done.stderr[-6000:]}\n"
+        f"--- daphne ---\n{live.server.log_tail()}"
+    )
+    return done.stdout
 
 
 def run_scenario(
@@ -96,30 +129,15 @@ def run_scenario(
             "arguments": {"packages": ["six"], "language": "python"},
         },
     }
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "ATLASCHAT_URL": live.server.http_url,
-        "ATLASCHAT_TOKEN": bearer_headers(live.alice)["Authorization"].removeprefix("Bearer "),
-        "ATLASCHAT_AGENT_ID": str(agent.id),
-    }
+    env = runtime_env(
+        live,
+        ATLASCHAT_TOKEN=bearer_headers(live.alice)["Authorization"].removeprefix("Bearer "),
+        ATLASCHAT_AGENT_ID=str(agent.id),
+    )
     if model is not None:
         env |= {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "stub-key"}
-    done = subprocess.run(
-        [str(RUNTIME_PYTHON), str(DRIVER), json.dumps(scenario)],
-        env=env,
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, (
-        f"driver failed ({done.returncode}):\n{done.stderr[-6000:]}\n"
-        f"--- daphne ---\n{live.server.log_tail()}"
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    stdout = run_in_runtime_env(live, [str(DRIVER), json.dumps(scenario)], env)
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def assert_refused_and_audited(live: Live, agent: Agent, forced: dict[str, Any]) -> None:
@@ -215,4 +233,34 @@ def test_an_openai_agents_sdk_agent_gets_the_real_output_back_and_sees_only_the_
     assert any("42" in output for output in outcome["tool_outputs"])
 
     assert_refused_and_audited(live, agent, outcome["forced"])
+    assert_run_audited(live, agent)
+
+
+# --- the examples, as the README runs them --------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["mcp", "client"])
+@pytest.mark.parametrize("example", ["langgraph_agent.py", "openai_agents_agent.py"])
+def test_the_example_logs_in_defines_its_agent_and_runs_code_for_an_openai_compatible_model(
+    live: Live, example: str, via: str
+) -> None:
+    name = f"example-{example.removesuffix('.py')}-{via}"
+    with running_stub_model() as model:
+        stdout = run_in_runtime_env(
+            live,
+            [str(PROJECT_DIR / "examples" / example), "--via", via, "Compute 6 * 7."],
+            runtime_env(
+                live,
+                ATLASCHAT_USERNAME="alice",
+                ATLASCHAT_PASSWORD=PASSWORD,
+                ATLASCHAT_AGENT=name,
+                OPENAI_BASE_URL=model.base_url,
+                OPENAI_API_KEY="stub-key",
+            ),
+        )
+    agent = Agent.objects.using(live.alias).get(owner=live.alice, name=name)
+    default_tools = ["execute_code", "write_file", "read_file", "list_files"]
+    assert agent.allowed_tools == default_tools
+    assert model.tool_names_offered(0) == default_tools
+    assert "42" in stdout.strip().splitlines()[-1]  # the final answer quotes the real output
     assert_run_audited(live, agent)
