@@ -472,6 +472,41 @@ async def test_the_async_client_renews_an_expired_token_before_opening_a_socket(
         await asyncio.wait_for(client.delete_thread(thread.id), 60)
 
 
+async def test_the_async_clients_other_methods_answer_like_the_sync_ones(live: LiveUsers) -> None:
+    async with AsyncClient(live.server.http_url) as client:
+        await client.login("alice", PASSWORD)
+        thread = await client.create_thread("async rest")
+        assert (await client.rename_thread(thread.id, "renamed")).title == "renamed"
+        assert thread.id in [item["id"] for item in (await client.list_threads()).results]
+        started = await client.start_execution("print('later')", thread_id=thread.id)
+        events = [event async for event in client.watch(started.id)]
+        assert events[-1].type == "done" and events[-1].status == "succeeded"
+        assert (await client.get_execution(started.id)).stdout == "later\n"
+        with pytest.raises(ConflictError):
+            await client.cancel_execution(started.id)
+        runs = await client.list_executions(thread.id, status="succeeded")
+        assert [item["id"] for item in runs.results] == [started.id]
+        await client.upload_file(thread.id, "b.bin", b"\x00\x01")
+        assert await client.download_file(thread.id, "b.bin") == b"\x00\x01"
+        await client.delete_file(thread.id, "b.bin")
+        assert await client.list_files(thread.id) == []
+        assert await client.list_packages(thread.id) == []
+        agent = await client.create_agent("async-rest", allowed_tools=["execute_code"])
+        assert agent.id in [row.id for row in await client.list_agents()]
+        await client.update_agent(agent.id, is_active=False)
+        assert (await client.get_agent(agent.id)).is_active is False
+        with pytest.raises(PermissionDeniedError) as inactive:
+            await client.agent_tools(agent.id)
+        assert inactive.value.code == "agent_inactive"
+        await client.delete_agent(agent.id)
+        await client.delete_thread(thread.id)
+        refresh = client.credentials.refresh
+        await client.logout()
+    async with AsyncClient(live.server.http_url, refresh_token=refresh) as stale:
+        with pytest.raises(AuthenticationError):
+            await stale.refresh()
+
+
 # --- error mapping of answers the server sends rarely ---------------------------------------
 
 
