@@ -212,8 +212,10 @@ def test_stream_yields_the_runs_events_in_order_as_they_happen(
     assert types[1] == "status" and events[1].status == "running"
     assert types[-1] == "done" and events[-1].status == "succeeded"
     assert "".join(event.text for event in events if event.type == "stdout") == "0\n1\n2\n"
+    # In order: seqs never go back (frames caught up from the database, should the channel
+    # layer drop some under load, share the seq of the last stored event, hence not strict).
     seqs = [event.seq for event in events]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert seqs == sorted(seqs) and seqs[0] == 0 and seqs[-1] > seqs[0]
     assert {event.execution_id for event in events} == {events[0].execution_id}
     row = execution_row(live, events[0].execution_id)
     assert row.stdout == "0\n1\n2\n"
