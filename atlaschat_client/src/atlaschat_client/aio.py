@@ -146,7 +146,7 @@ class AsyncClient:
         exception); a sandbox failure raises ServiceUnavailableError."""
         call = routes.execute(
             code=code, language=language, thread_id=thread_id, agent_id=agent_id,
-            timeout=timeout, wait=True,
+            timeout=timeout,
         )  # fmt: skip
         return await self.send(call)
 
@@ -160,9 +160,9 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 - the run's limit on the server
     ) -> ExecutionStarted:
         """Start a run without waiting (202); follow it with `watch` or `get_execution`."""
-        call = routes.execute(
+        call = routes.start_execution(
             code=code, language=language, thread_id=thread_id, agent_id=agent_id,
-            timeout=timeout, wait=False,
+            timeout=timeout,
         )  # fmt: skip
         return await self.send(call)
 

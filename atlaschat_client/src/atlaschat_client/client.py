@@ -149,7 +149,7 @@ class Client:
         exception); a sandbox failure raises ServiceUnavailableError."""
         call = routes.execute(
             code=code, language=language, thread_id=thread_id, agent_id=agent_id,
-            timeout=timeout, wait=True,
+            timeout=timeout,
         )  # fmt: skip
         return self.send(call)
 
@@ -163,9 +163,9 @@ class Client:
         timeout: float | None = None,
     ) -> ExecutionStarted:
         """Start a run without waiting (202); follow it with `watch` or `get_execution`."""
-        call = routes.execute(
+        call = routes.start_execution(
             code=code, language=language, thread_id=thread_id, agent_id=agent_id,
-            timeout=timeout, wait=False,
+            timeout=timeout,
         )  # fmt: skip
         return self.send(call)
 
@@ -206,13 +206,14 @@ class Client:
     def _socket(self, path: str) -> Iterator[ClientConnection]:
         if self.credentials.should_refresh():
             self.refresh()
-        with connect(
+        socket = connect(
             websocket_url(self.base_url, path),
             additional_headers=self.credentials.headers(),
             origin=origin_of(self.base_url),  # type: ignore[arg-type]
             max_size=MAX_FRAME_BYTES,
             open_timeout=30,
-        ) as socket:
+        )
+        with socket:
             yield socket
 
     @staticmethod

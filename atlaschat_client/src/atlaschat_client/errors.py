@@ -149,8 +149,12 @@ def error_from_response(response: httpx.Response) -> AtlasChatError:
 
 def error_from_frame(frame: dict[str, Any]) -> StreamError:
     """The exception for a websocket error frame `{"type": "error", "error": {…}}`."""
-    error = frame.get("error") if isinstance(frame.get("error"), dict) else {}
-    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    error = frame.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    details = error.get("details")
+    if not isinstance(details, dict):
+        details = {}
     retry = details.get("retry_after")
     try:
         retry_after = float(retry) if retry is not None else None

@@ -19,7 +19,9 @@ class _FromJson:
     def from_json(cls, data: dict[str, Any]) -> Self:
         """Build from an API answer, keeping the known fields (and all of it in `raw`)."""
         known = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "raw"}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in known}, raw=data)
+        values: dict[str, Any] = {key: value for key, value in data.items() if key in known}
+        values["raw"] = data
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -128,15 +128,14 @@ def me() -> Call[User]:
 # --- code -----------------------------------------------------------------------------------
 
 
-def execute(
-    *,
+def _execute_body(
     code: str,
     language: str,
     thread_id: str | None,
     agent_id: str | None,
     timeout: float | None,
     wait: bool,
-) -> Call[Any]:
+) -> dict[str, Any]:
     body = _without_none(
         {
             "code": code,
@@ -147,9 +146,33 @@ def execute(
         }
     )
     body["wait"] = wait
-    return Call(
-        "POST", "/api/code/execute", _one(Execution if wait else ExecutionStarted), json=body
-    )
+    return body
+
+
+def execute(
+    *,
+    code: str,
+    language: str,
+    thread_id: str | None,
+    agent_id: str | None,
+    timeout: float | None,
+) -> Call[Execution]:
+    """Run and wait: 201 with the finished execution."""
+    body = _execute_body(code, language, thread_id, agent_id, timeout, wait=True)
+    return Call("POST", "/api/code/execute", _one(Execution), json=body)
+
+
+def start_execution(
+    *,
+    code: str,
+    language: str,
+    thread_id: str | None,
+    agent_id: str | None,
+    timeout: float | None,
+) -> Call[ExecutionStarted]:
+    """Start without waiting: 202 with the execution's id and where to watch it."""
+    body = _execute_body(code, language, thread_id, agent_id, timeout, wait=False)
+    return Call("POST", "/api/code/execute", _one(ExecutionStarted), json=body)
 
 
 def write_file(*, path: str, content: str | bytes, thread_id: str | None) -> Call[WorkspaceFile]:
