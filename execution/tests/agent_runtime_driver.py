@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,22 @@ async def langgraph(via: str, forbidden: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def langchain_blocking(via: str, forbidden: dict[str, Any]) -> dict[str, Any]:
+    """LangChain tools on the blocking Client, invoked as a synchronous program would."""
+    from atlaschat_client.client import Client
+    from atlaschat_client.langchain import langchain_tool, langchain_tools_sync
+    from atlaschat_client.tool_calls import ToolCaller
+
+    agent_id = os.environ["ATLASCHAT_AGENT_ID"]
+    url, token = os.environ["ATLASCHAT_URL"], os.environ["ATLASCHAT_TOKEN"]
+    with Client(url, access_token=token) as client:
+        tools = {tool.name: tool for tool in langchain_tools_sync(client, agent_id)}
+        output = tools["execute_code"].invoke({"code": "print(6 * 7)", "language": "python"})
+        forbidden_tool = langchain_tool(ToolCaller(client, agent_id), forbidden["definition"])
+        forced = {"text": forbidden_tool.invoke(forbidden["arguments"])}
+    return {"tools_seen": list(tools), "output": output, "forced": forced}
+
+
 # --- OpenAI Agents SDK ----------------------------------------------------------------------
 
 
@@ -185,8 +202,12 @@ def _run_context() -> Any:
 
 def main() -> None:
     scenario = json.loads(sys.argv[1])
-    runner = {"langgraph": langgraph, "openai-agents": openai_agents}[scenario["runtime"]]
-    outcome = asyncio.run(runner(scenario["via"], scenario["forbidden"]))
+    via, forbidden = scenario["via"], scenario["forbidden"]
+    if scenario["runtime"] == "langchain-blocking":
+        outcome = langchain_blocking(via, forbidden)
+    else:
+        runner = {"langgraph": langgraph, "openai-agents": openai_agents}[scenario["runtime"]]
+        outcome = asyncio.run(runner(via, forbidden))
     # One line, last: the test reads it (libraries may print before it).
     print("\n" + json.dumps(outcome, default=str))
 

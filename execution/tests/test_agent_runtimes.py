@@ -214,6 +214,17 @@ def test_a_langgraph_agent_gets_the_real_output_back_and_sees_only_the_allowed_t
     assert_run_audited(live, agent)
 
 
+def test_blocking_langchain_tools_run_code_as_the_agent_and_refuse_the_others(
+    live: Live,
+) -> None:
+    agent = make_agent(live, "langchain-blocking")
+    outcome = run_scenario(live, runtime="langchain-blocking", via="client", agent=agent)
+    assert outcome["tools_seen"] == ALLOWED
+    assert "42" in outcome["output"]
+    assert_refused_and_audited(live, agent, outcome["forced"])
+    assert_run_audited(live, agent)
+
+
 # --- OpenAI Agents SDK ----------------------------------------------------------------------
 
 
