@@ -284,11 +284,11 @@ def test_threads_are_created_listed_renamed_and_deleted(alice: Client) -> None:
     assert alice.get_thread(thread.id).title == "first title"
     assert alice.rename_thread(thread.id, "second title").title == "second title"
     listed = alice.list_threads()
-    assert thread.id in [item["id"] for item in listed.results]
+    assert thread.id in [item.id for item in listed.results]
     alice.execute("print(1)", thread_id=thread.id)
     alice.execute("print(2)", language="bash", thread_id=thread.id)
     runs = alice.list_executions(thread.id, language="bash")
-    assert [item["code"] for item in runs.results] == ["print(2)"]
+    assert [item.code for item in runs.results] == ["print(2)"]
     alice.delete_thread(thread.id)
     with pytest.raises(NotFoundError) as gone:
         alice.get_thread(thread.id)
@@ -479,7 +479,7 @@ async def test_the_async_clients_other_methods_answer_like_the_sync_ones(live: L
         await client.login("alice", PASSWORD)
         thread = await client.create_thread("async rest")
         assert (await client.rename_thread(thread.id, "renamed")).title == "renamed"
-        assert thread.id in [item["id"] for item in (await client.list_threads()).results]
+        assert thread.id in [item.id for item in (await client.list_threads()).results]
         started = await client.start_execution("print('later')", thread_id=thread.id)
         events = [event async for event in client.watch(started.id)]
         assert events[-1].type == "done" and events[-1].status == "succeeded"
@@ -487,7 +487,7 @@ async def test_the_async_clients_other_methods_answer_like_the_sync_ones(live: L
         with pytest.raises(ConflictError):
             await client.cancel_execution(started.id)
         runs = await client.list_executions(thread.id, status="succeeded")
-        assert [item["id"] for item in runs.results] == [started.id]
+        assert [item.id for item in runs.results] == [started.id]
         await client.upload_file(thread.id, "b.bin", b"\x00\x01")
         assert await client.download_file(thread.id, "b.bin") == b"\x00\x01"
         await client.delete_file(thread.id, "b.bin")

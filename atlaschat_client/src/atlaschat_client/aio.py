@@ -237,9 +237,8 @@ class AsyncClient:
 
     # --- threads ----------------------------------------------------------------------------
 
-    async def list_threads(self, *, page: int | None = None) -> Page:
-        """One page of your threads, most recently used first (`Page.results` are dicts;
-        `Thread.from_json` reads one)."""
+    async def list_threads(self, *, page: int | None = None) -> Page[Thread]:
+        """One page of your threads, most recently used first (`page` counts from 1)."""
         return await self.send(routes.list_threads(page=page))
 
     async def create_thread(self, title: str | None = None) -> Thread:
@@ -262,7 +261,7 @@ class AsyncClient:
         status: str | None = None,
         language: str | None = None,
         page: int | None = None,
-    ) -> Page:
+    ) -> Page[Execution]:
         return await self.send(
             routes.list_executions(thread_id, status=status, language=language, page=page)
         )

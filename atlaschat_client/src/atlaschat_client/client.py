@@ -238,9 +238,8 @@ class Client:
 
     # --- threads ----------------------------------------------------------------------------
 
-    def list_threads(self, *, page: int | None = None) -> Page:
-        """One page of your threads, most recently used first (`Page.results` are dicts;
-        `Thread.from_json` reads one)."""
+    def list_threads(self, *, page: int | None = None) -> Page[Thread]:
+        """One page of your threads, most recently used first (`page` counts from 1)."""
         return self.send(routes.list_threads(page=page))
 
     def create_thread(self, title: str | None = None) -> Thread:
@@ -263,7 +262,7 @@ class Client:
         status: str | None = None,
         language: str | None = None,
         page: int | None = None,
-    ) -> Page:
+    ) -> Page[Execution]:
         return self.send(
             routes.list_executions(thread_id, status=status, language=language, page=page)
         )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
+
+T = TypeVar("T")
 
 
 class _FromJson:
@@ -178,11 +180,12 @@ class ToolCallResult(_FromJson):
 
 
 @dataclass(frozen=True)
-class Page(_FromJson):
-    """One page of a paged list (`count`, `next`, `previous`, `results` as raw dicts)."""
+class Page(Generic[T]):
+    """One page of a paged list: `results` of this page, `count` in all, and the URLs of the
+    `next` and `previous` pages (None at either end)."""
 
     count: int
-    results: list[dict[str, Any]]
+    results: list[T]
     next: str | None = None
     previous: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -76,6 +76,20 @@ def _list_of(cls: Any) -> Callable[[httpx.Response], list[Any]]:
     return parse
 
 
+def _page_of(cls: Any) -> Callable[[httpx.Response], Page[Any]]:
+    def parse(response: httpx.Response) -> Page[Any]:
+        body = response.json()
+        return Page(
+            count=body["count"],
+            results=[cls.from_json(item) for item in body["results"]],
+            next=body.get("next"),
+            previous=body.get("previous"),
+            raw=body,
+        )
+
+    return parse
+
+
 def _one(cls: Any) -> Callable[[httpx.Response], Any]:
     return lambda response: cls.from_json(response.json())
 
@@ -200,9 +214,9 @@ def install_packages(
 # --- threads, executions, files, packages ---------------------------------------------------
 
 
-def list_threads(*, page: int | None) -> Call[Page]:
+def list_threads(*, page: int | None) -> Call[Page[Thread]]:
     params = {"page": str(page)} if page else None
-    return Call("GET", "/api/threads/", _one(Page), params=params)
+    return Call("GET", "/api/threads/", _page_of(Thread), params=params)
 
 
 def create_thread(*, title: str | None) -> Call[Thread]:
@@ -225,11 +239,13 @@ def delete_thread(thread_id: str) -> Call[None]:
 
 def list_executions(
     thread_id: str, *, status: str | None, language: str | None, page: int | None
-) -> Call[Page]:
+) -> Call[Page[Execution]]:
     params = _without_none(
         {"status": status, "language": language, "page": str(page) if page else None}
     )
-    return Call("GET", f"/api/threads/{_segment(thread_id)}/executions/", _one(Page), params=params)
+    return Call(
+        "GET", f"/api/threads/{_segment(thread_id)}/executions/", _page_of(Execution), params=params
+    )
 
 
 def get_execution(execution_id: str) -> Call[Execution]:
