@@ -254,6 +254,9 @@ class Interpreter:
             body = json.loads(raw)
         except ValueError as exc:
             raise RequestError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+        except RecursionError:
+            # Nested deeper than the parser's stack: a hostile body, not a server fault.
+            raise RequestError(400, "invalid_json", "the body is nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(400, "invalid_json", "the body must be a JSON object")
         return body
