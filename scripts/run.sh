@@ -112,7 +112,7 @@ print(url.hostname or "127.0.0.1", url.port or 49982)' "$SANDBOXD_URL")
     : >"$sandboxd_out"
     # The API key reaches sandboxd through SANDBOXD_API_KEY (exported above), not argv,
     # where every local user could read it with ps.
-    # Its log rotates itself (--log-file: 10 MiB × 5 files); stderr keeps only what comes
+    # Its log rotates itself (--log-file: 5 files of 10 MiB); stderr keeps only what comes
     # before logging starts (a bad option) and crash dumps.
     "$PY" -m sandboxd serve --host "$sandboxd_host" --port "$sandboxd_port" \
       --state-dir "$VAR_DIR/sandboxd" --log-file "$VAR_DIR/log/sandboxd.log" \

@@ -5,10 +5,13 @@ real e2b SDK and plain HTTP. Each attack is contained, the server's memory stays
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
+import socket
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,8 @@ import httpx
 import pytest
 from e2b_code_interpreter import Sandbox
 
-from sandboxd.testing import RunningSandboxd, running_sandboxd
+from sandboxd.interpreter.contexts import MAX_OUTPUT_BYTES
+from sandboxd.testing import RunningSandboxd, running_sandboxd, wait_until
 
 pytestmark = pytest.mark.sandboxd
 
@@ -296,3 +300,123 @@ def test_an_upload_over_the_cap_is_refused_and_leaves_no_file(
 
     assert response.status_code == 413
     assert not attacker.files.exists("/home/user/big0")
+
+
+# --- 2: the output cap and the event pipe ----------------------------------------------------
+
+
+def execute(server: RunningSandboxd, sandbox: Sandbox, code: str) -> list[dict[str, object]]:
+    """Run `code` through plain HTTP /execute; every event of the response."""
+    response = httpx.post(
+        f"{server.url}/execute",
+        headers=interpreter_headers(sandbox),
+        json={"code": code},
+        timeout=300,
+    )
+    assert response.status_code == 200
+    return [json.loads(line) for line in response.content.splitlines()]
+
+
+def test_json_extra_and_error_payloads_count_against_the_output_cap(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    code = (
+        "from IPython.display import display\n"
+        "for _ in range(30):\n"
+        "    display({'application/json': {'k': 'x' * (1 << 20)},"
+        " 'application/x-other': 'y' * (1 << 20)}, raw=True)\n"
+        "raise ValueError('z' * (8 << 20))"
+    )
+
+    found = execute(server, attacker, code)
+
+    sent = sum(len(json.dumps(event)) for event in found)
+    assert sent <= MAX_OUTPUT_BYTES + 64 * 1024  # 60 MiB of payloads were produced
+    assert any("output truncated" in str(event.get("text")) for event in found)
+    errors = [event for event in found if event["type"] == "error"]
+    assert [error["name"] for error in errors] == ["ValueError"]  # cut, but still reported
+    assert found[-1] == {"type": "end_of_execution"}
+    assert_healthy(server, neighbour)
+
+
+def test_a_slow_client_holds_the_output_back_instead_of_the_server_buffering_it(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    """The client reads nothing until the cell is over: the server keeps about the pipe's
+    backlog, the kernel holds the rest, and every byte arrives once the client reads."""
+    code = (
+        "import sys, pathlib\n"
+        "for _ in range(24):\n"
+        "    sys.stdout.write('x' * (1 << 20))\n"
+        "sys.stdout.flush()\n"
+        "pathlib.Path('/tmp/produced').touch()\n"
+    )
+    body = json.dumps({"code": code}).encode()
+    headers = {
+        **interpreter_headers(attacker),
+        "Host": "sandboxd",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+    }
+    before = rss(server)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.connect((host, int(port)))
+        client.sendall(
+            b"POST /execute HTTP/1.1\r\n"
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            + b"\r\n"
+            + body
+        )
+        assert wait_until(lambda: attacker.files.exists("/tmp/produced"), 120)
+        held = rss(server) - before
+        received = bytearray()
+        client.settimeout(120)
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the chunked body's end
+            chunk = client.recv(1 << 20)
+            assert chunk, "the server closed the stream early"
+            received += chunk
+
+    assert held < 20 * MIB  # 24 MiB were produced while the client read nothing
+    assert b'{"type":"end_of_execution"}' in received
+    assert received.count(b"x" * 1024) >= 24 * 1024  # and none of it was lost
+    assert_healthy(server, neighbour)
+
+
+# --- 1: a kernel flooding the host's iopub ---------------------------------------------------
+
+
+def test_a_flood_of_badly_signed_frames_keeps_the_server_small_and_its_neighbours_served(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    code = (
+        "sock = get_ipython().kernel.iopub_socket\n"
+        "frame = b'x' * (8 << 20)\n"
+        "for _ in range(100):\n"
+        "    sock.send_multipart([b'<IDS|MSG>', b'bad', b'{}', b'{}', b'{}', frame])\n"
+        "'flooded'"
+    )
+    before = rss(server)
+    peak = [before]
+    neighbour_runs: list[str] = []
+    flooding = threading.Event()
+    flooding.set()
+
+    def watch() -> None:
+        while flooding.is_set():
+            peak[0] = max(peak[0], rss(server))
+            neighbour_runs.append(neighbour.run_code("1 + 1").text or "")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        execution = attacker.run_code(code, timeout=300)
+    finally:
+        flooding.clear()
+        watcher.join()
+
+    assert execution.text == "flooded"  # 800 MiB of bad frames went through and were dropped
+    assert peak[0] - before < 160 * MIB
+    assert neighbour_runs and set(neighbour_runs) == {"2"}
+    assert_healthy(server, neighbour)
