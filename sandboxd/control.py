@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sandboxd.envd import Envd
 from sandboxd.interpreter import RO_BINDS, Interpreter
 from sandboxd.jail import JailManager, Limits
+from sandboxd.logs import untrusted
 
 if TYPE_CHECKING:
     from sandboxd.config import Config
@@ -178,8 +179,11 @@ class ControlPlane:
             if prepared is not None:
                 self._spawn_background(self._destroy_prepared(prepared))
             if isinstance(error, Exception):
+                # The details (host paths, the state dir, bwrap's words) go to the log only.
                 log.exception("starting a sandbox failed")
-                raise ControlError(500, f"the sandbox could not be started: {error}") from error
+                raise ControlError(
+                    500, "the sandbox could not be started (the server's log says why)"
+                ) from error
             raise
         finally:
             self._reserved -= 1
@@ -199,7 +203,7 @@ class ControlPlane:
         )
         self._sandboxes[sandbox.sandbox_id] = sandbox
         self._schedule_end(sandbox, lifetime)
-        log.info("sandbox %s created (template %s)", sandbox.sandbox_id, template_id)
+        log.info("sandbox %s created (template %s)", sandbox.sandbox_id, untrusted(template_id))
         return sandbox
 
     def connect(self, sandbox_id: str, timeout: int | None) -> Sandbox:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sandboxd.interpreter import events
+from sandboxd.logs import untrusted
 
 if TYPE_CHECKING:
     from sandboxd.jail import Jail, JailProcess
@@ -146,9 +147,11 @@ class StartTrace:
         elif event is not None:
             how += f" (exit code {event.exit_code})"
         output = self._output.decode("utf-8", "replace").strip()
+        # The output is the sandbox's text: quoted in the log (it cannot forge lines there),
+        # as it is to the client that started the kernel.
+        logger.warning("context %s: %s: %s", context_id, how, untrusted(output, self.KEEP_BYTES))
         if output:
             how += ": " + output
-        logger.warning("context %s: %s", context_id, how)
         return ContextError("kernel_start_failed", how)
 
 

@@ -58,10 +58,11 @@ MAX_MESSAGE_BYTES = 40 << 20
 IOPUB_QUEUE_MESSAGES = 200_000
 # Messages the host's end of iopub holds. Shallow on purpose: when it is full ZeroMQ stops
 # reading the socket, the kernel's deep queue fills instead (its memory, its cgroup), and
-# nothing is lost. So ZeroMQ holds at most this times MAX_MESSAGE_BYTES of one context on the
-# host (a hostile kernel's flood included), and a run's events wait in its EventPipe, which
-# pushes back in turn.
-IOPUB_HOST_QUEUE_MESSAGES = 4
+# nothing is lost. So one context costs the host at most (this + 2) * MAX_MESSAGE_BYTES
+# (queued, being received, being decoded), a hostile kernel's flood included; a run's events
+# then wait in its EventPipe, which pushes back in turn. Measured (tests/test_hardening.py):
+# a depth of 4 let 32 MiB frames hold 160 MiB, this one 65 MiB.
+IOPUB_HOST_QUEUE_MESSAGES = 1
 # A message larger than this is checked and decoded on a worker thread (hashlib and the copy
 # release the GIL): a flood of large frames from one sandbox must not stall the event loop
 # that serves every other one.
@@ -375,6 +376,7 @@ class PythonContext(ProcessKernelContext):
                 fut.set_result(msg)
 
     async def _read_iopub(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 msg = await self._recv("iopub")
@@ -382,11 +384,13 @@ class PythonContext(ProcessKernelContext):
                 raise
             except Exception:
                 logger.debug("context %s: bad iopub message", self.id, exc_info=True)
+                if self._run is not None:
+                    # Traffic, if not the cell's: iopub is not silent (see IDLE_GRACE).
+                    self._run.last_message = loop.time()
                 continue
             run = self._run
             if run is None or msg.get("parent_header", {}).get("msg_id") != run.msg_id:
                 continue
-            loop = asyncio.get_running_loop()
             run.last_message = loop.time()
             try:
                 self._dispatch(run, msg)

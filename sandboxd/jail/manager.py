@@ -6,8 +6,8 @@ How a sandbox is made (all by the server, which runs as root):
 * rlimits FSIZE, NOFILE, CORE=0 (and NPROC when there is no pids controller);
 * bubblewrap started after dropping to that uid (setpriv: no groups, setgid, setuid),
   with every namespace (network and user included), no capabilities, a read-only system, a
-  minimal /etc, size-capped tmpfs /tmp and /home/user, the seccomp deny-list and no nested user
-  namespaces;
+  minimal /etc, size-capped tmpfs /tmp and /home/user, the seccomp allow-list (and its
+  guard) and no nested user namespaces;
 * inside, the agent (sandboxd/agent) as pid 1, speaking frames on its stdin/stdout.
 
 Everything the agent says is untrusted: frame sizes are bounded, replies are validated, and a
@@ -107,6 +107,18 @@ _JOIN_CGROUPS_THEN_EXEC = (
 # The programs _setup_argv chains, looked up once (at start) in SETUP_PATH.
 SETUP_TOOLS = ("sh", "prlimit", "setpriv")
 SETUP_PATH = "/usr/bin:/bin"
+
+
+def _mount_socket_tmpfs(path: Path) -> None:
+    """Mount a tiny root-owned tmpfs on `path` for the egress socket: bound into the sandbox
+    from there, the socket's mount shows no host path in the sandbox's /proc/self/mountinfo
+    (a bind mount names its source's path within its filesystem; here that is just
+    "/egress.sock")."""
+    options = "size=64k,nr_inodes=16,mode=0711"
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if _libc().mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, options.encode()) != 0:
+        errno_ = ctypes.get_errno()
+        raise JailError(f"cannot mount the egress tmpfs: {os.strerror(errno_)}")
 
 
 def _unmount_under(directory: Path) -> int:
@@ -738,8 +750,11 @@ class JailManager:
             return keep(os.open(path, os.O_PATH | os.O_CLOEXEC))
 
         if self.egress and self.allowed is not None:
+            egress_dir = jail._host_dir / "egress"
+            egress_dir.mkdir(mode=0o711)
+            _mount_socket_tmpfs(egress_dir)  # unmounted with the rest of host_dir
             jail._proxy = egress_mod.EgressProxy(
-                self.allowed, jail._host_dir / "egress.sock", jail.uid, jail.sandbox_id
+                self.allowed, egress_dir / "egress.sock", jail.uid, jail.sandbox_id
             )
             await jail._proxy.start()
         try:
@@ -858,8 +873,10 @@ class JailManager:
         argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", tmp]
         argv += ["--perms", "0755", "--size", str(limits.workspace_bytes), "--tmpfs", home]
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
-        # The env's console scripts (pip, jupyter, ...) have its host path in their #! line.
-        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env)]
+        # The env's console scripts (pip, jupyter, ...) have its host path in their #! line:
+        # the real path, links resolved, as the env was built there. (So that one host path
+        # is visible inside, by design.)
+        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env.resolve())]
         argv += ["--ro-bind-fd", path_fd(AGENT_DIR), "/opt/sandboxd/agent"]
         for src, dst in self.ro_binds:
             argv += ["--ro-bind-fd", path_fd(src), dst]
@@ -872,7 +889,8 @@ class JailManager:
                 "egress_port": EGRESS_PORT,
             }
         argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
-        argv += ["--seccomp", keep(seccomp.filter_fd())]
+        for fd in seccomp.filter_fds():
+            argv += ["--add-seccomp-fd", keep(fd)]
         argv += ["--chdir", "/home/user", "--clearenv"]
         for key, value in (
             ("PATH", "/opt/python/bin:/usr/local/bin:/usr/bin:/bin"),
