@@ -50,6 +50,19 @@ class OneLineFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class DropClientErrors(logging.Filter):
+    """Drops aiohttp's record of a request it could not parse (a bad request line, framing or
+    header): the client got its 400; the record is a traceback per request that anyone who
+    can reach the port could make the server write."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if record.name == "aiohttp.server" and record.exc_info:
+            return not isinstance(record.exc_info[1], HttpProcessingError)
+        return True
+
+
 def configure(level: str, log_file: Path | None) -> None:
     """Log records at `level` to `log_file` (rotated by size) or, without one, to stderr."""
     handler: logging.Handler
@@ -60,6 +73,7 @@ def configure(level: str, log_file: Path | None) -> None:
             log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
         )
     handler.setFormatter(OneLineFormatter(LOG_FORMAT))
+    handler.addFilter(DropClientErrors())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 

@@ -180,6 +180,10 @@ async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Res
             )
     except _TooLarge:
         return files_error(413, f"an uploaded file is larger than the {max_bytes} byte limit")
+    except (ValueError, AssertionError) as error:
+        # aiohttp's multipart reader refuses a malformed body (no boundary, a missing first
+        # boundary, a line too long) with these: the client's fault, not ours.
+        return files_error(400, f"malformed upload body: {str(error)[:200]}")
     except JAIL_ERRORS as error:
         return http_error(error)
     return web.json_response(written)

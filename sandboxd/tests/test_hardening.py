@@ -203,6 +203,34 @@ def test_deeply_nested_json_gets_400_on_execute(
     assert_healthy(server, neighbour)
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/filesystem.Filesystem/Stat", "application/json", NESTED),
+        # A server-streaming call: Connect's framing, one message, enveloped.
+        (
+            "/process.Process/Start",
+            "application/connect+json",
+            b"\x00" + len(NESTED).to_bytes(4, "big") + NESTED,
+        ),
+    ],
+)
+def test_deeply_nested_json_gets_400_on_connect_rpc_and_does_not_crash_the_server(
+    server: RunningSandboxd, neighbour: Sandbox, path: str, content_type: str, body: bytes
+) -> None:
+    # protobuf-py's native JSON parser overflowed its stack on this and killed the server.
+    response = httpx.post(
+        f"{server.url}{path}",
+        headers={**envd_headers(neighbour), "Content-Type": content_type},
+        content=body,
+        timeout=60,
+    )
+
+    assert response.status_code in (200, 400)  # a stream reports its error in its body
+    assert b"invalid_argument" in response.content
+    assert_healthy(server, neighbour)
+
+
 # --- 10: a file name with CR/LF --------------------------------------------------------------
 
 
