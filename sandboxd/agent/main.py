@@ -104,14 +104,18 @@ def _name(kind: str, ident: int) -> str:
 
 
 def entry(path: str) -> dict:
-    """Describe `path` without following a final symlink."""
+    """Describe `path` as envd does: a symlink is reported with its target's type (a
+    dangling one as a file) and its resolved absolute target in ``symlink_target``;
+    ``link`` says whether `path` itself is a symlink (listings never descend into one)."""
     st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        kind, target = "symlink", os.readlink(path)
-    elif stat.S_ISDIR(st.st_mode):
-        kind, target = "dir", None
-    else:
-        kind, target = "file", None
+    target = None
+    link = stat.S_ISLNK(st.st_mode)
+    shown = st
+    if link:
+        target = os.path.realpath(path)
+        with contextlib.suppress(OSError):
+            shown = os.stat(path)
+    kind = "dir" if stat.S_ISDIR(shown.st_mode) and not stat.S_ISLNK(shown.st_mode) else "file"
     return {
         "name": os.path.basename(path) or "/",
         "type": kind,
@@ -123,6 +127,7 @@ def entry(path: str) -> dict:
         "group": _name("group", st.st_gid),
         "mtime": st.st_mtime,
         "symlink_target": target,
+        "link": link,
     }
 
 
@@ -451,6 +456,9 @@ class Agent:
         self.reply(rid, {"entry": entry(resolve(msg["path"]))})
 
     def op_list(self, rid: object, msg: dict, _payload: bytes) -> None:
+        """Entries under a directory down to `depth` levels, depth-first in name order (each
+        directory's children right after it, as envd lists). Ends when the tree does, so a
+        huge `depth` costs no more than the tree; symlinks are listed, never entered."""
         root = resolve(msg["path"])
         depth = msg.get("depth", 1)
         if not isinstance(depth, int) or depth < 1:
@@ -460,28 +468,30 @@ class Agent:
                 raise OpError("invalid_argument", f"not a directory: {root}")
             raise OpError("not_found", f"no such directory: {root}")
         entries: list[dict] = []
-        level = [root]
-        for _ in range(depth):
-            next_level: list[str] = []
-            for directory in level:
+        # (directory, its level); names are popped in order from a reversed list
+        stack: list[tuple[str, int, list[str]]] = [(root, 1, sorted(os.listdir(root)))]
+        while stack:
+            directory, level, names = stack[-1]
+            if not names:
+                stack.pop()
+                continue
+            path = os.path.join(directory, names.pop(0))
+            try:
+                item = entry(path)
+            except OSError:
+                continue  # vanished while listing
+            entries.append(item)
+            if len(entries) > MAX_LIST_ENTRIES:
+                raise OpError(
+                    "resource_exhausted",
+                    f"over {MAX_LIST_ENTRIES} entries to list; list a smaller depth or directory",
+                )
+            if item["type"] == "dir" and not item["link"] and level < depth:
                 try:
-                    names = sorted(os.listdir(directory))
+                    children = sorted(os.listdir(path))
                 except OSError:
-                    if directory == root:
-                        raise
                     continue  # an unreadable subdirectory is listed but not entered
-                for name in names:
-                    path = os.path.join(directory, name)
-                    try:
-                        item = entry(path)
-                    except OSError:
-                        continue  # vanished while listing
-                    entries.append(item)
-                    if len(entries) > MAX_LIST_ENTRIES:
-                        raise OpError("resource_exhausted", "too many entries to list")
-                    if item["type"] == "dir":
-                        next_level.append(path)
-            level = next_level
+                stack.append((path, level + 1, children))
         self.reply(rid, {"entries": entries})
 
     def op_mkdir(self, rid: object, msg: dict, _payload: bytes) -> None:
@@ -501,8 +511,13 @@ class Agent:
         self.reply(rid, {"entry": entry(dst)})
 
     def op_remove(self, rid: object, msg: dict, _payload: bytes) -> None:
+        """Remove a file, link or tree; a path that is already gone is success (envd's rule)."""
         path = resolve(msg["path"])
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.reply(rid)
+            return
         if stat.S_ISDIR(st.st_mode):
             import shutil  # here, not at start: it pulls in lzma & co. (~3 ms of every start)
 

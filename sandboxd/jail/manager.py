@@ -454,12 +454,13 @@ class Jail:
                 group=str(raw["group"]),
                 modified_time=datetime.fromtimestamp(float(raw["mtime"]), tz=UTC),
                 symlink_target=str(target) if target is not None else None,
+                is_symlink=raw.get("link") is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
             raise FsError("internal", "malformed entry from the sandbox") from None
 
     async def stat(self, path: str) -> Entry:
-        """Describe `path` (a final symlink is not followed)."""
+        """Describe `path` (a final symlink: its target's type, see ``Entry``)."""
         result, _ = await self._call({"op": "stat", "path": path})
         return self._entry(result.get("entry"))
 
@@ -838,6 +839,9 @@ class JailManager:
         argv += ["--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", shm]
         argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", tmp]
         argv += ["--perms", "0755", "--size", str(limits.workspace_bytes), "--tmpfs", home]
+        # E2B's sandboxes have root's home too, and code (and E2B's own tests) use it as a
+        # working directory: here it is the one user's home, not a second writable place.
+        argv += ["--symlink", home, "/root"]
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
         # The env's console scripts (pip, jupyter, ...) have its host path in their #! line.
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env)]
