@@ -108,8 +108,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = await request.json()
-    except ValueError:
-        raise ControlError(400, "the request body must be JSON") from None
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack (a hostile body).
+        raise ControlError(400, "the request body must be JSON, not nested too deeply") from None
     if not isinstance(body, dict):
         raise ControlError(400, "the request body must be a JSON object")
     return body

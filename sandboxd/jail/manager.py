@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -495,17 +495,36 @@ class Jail:
 
     async def write_file(self, path: str, data: bytes) -> Entry:
         """Create or replace the file (and its parent directories); return its entry."""
-        view = memoryview(bytes(data))
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.write_stream(path, whole())
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> Entry:
+        """Create or replace the file from `chunks` as they arrive; return its entry.
+
+        At most about one wire chunk is held at a time, so an upload of any size costs the
+        server a bounded amount of memory. An exception from `chunks` propagates and leaves
+        the part written so far (the caller decides whether to remove it).
+        """
+        pending = bytearray()
         first = True
-        while True:
-            chunk, view = view[: wire.CHUNK], view[wire.CHUNK :]
-            last = not view
-            result, _ = await self._call(
-                {"op": "write", "path": path, "append": not first, "last": last}, bytes(chunk)
-            )
-            first = False
-            if last:
-                return self._entry(result.get("entry"))
+        async for chunk in chunks:
+            pending += chunk
+            # Strictly more than a chunk: the last frame (`last`) must carry something or
+            # be the only one, so one chunk's worth always waits for the next read.
+            while len(pending) > wire.CHUNK:
+                await self._call(
+                    {"op": "write", "path": path, "append": not first, "last": False},
+                    bytes(pending[: wire.CHUNK]),
+                )
+                del pending[: wire.CHUNK]
+                first = False
+        result, _ = await self._call(
+            {"op": "write", "path": path, "append": not first, "last": True}, bytes(pending)
+        )
+        return self._entry(result.get("entry"))
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """ipykernel as sandboxd starts it, inside the sandbox (run with the sandbox's Python).
 
-Two changes to a stock kernel:
+Three changes to a stock kernel:
 
 * A deep send queue on the iopub socket. ZeroMQ's PUB socket drops messages once 1000 wait to
   be sent, so a burst of prints on a busy machine (the host's reader not scheduled for a
@@ -9,19 +9,43 @@ Two changes to a stock kernel:
   passes it on the command line as ``--SandboxKernelApp.iopub_queue_messages``; not in the
   environment, which stays readable in /proc/<pid>/environ after the process starts). A run's
   output is capped on the host, so the queue is only as deep as one burst.
+* Stream messages of bounded size: ipykernel sends whatever a stream buffered in 0.2 s as one
+  message, so a fast flood made messages of tens of MiB, which the host (which bounds the size
+  of a message it accepts, and how many it holds) would refuse. ``SandboxOutStream`` sends a
+  message per STREAM_MESSAGE_CHARS instead.
 * The rich results E2B's code-interpreter template gives, registered once the shell exists
   (``register_rich_results``): chart data of a matplotlib figure (MIME ``e2b/chart``, built by
   the ``e2b-charts`` package), a DataFrame's columns (``e2b/data``), plain lists and dicts as
-  JSON, and PIL images displayed by ``Image.show()`` and ``Image.save(path)``. Each is keyed by
-  type *name*, so nothing heavy is imported until the user's code imports it; a template
-  without one of these packages simply goes without that result.
+  JSON, and PIL images displayed by ``Image.show()`` and ``Image.save(path)``. Nothing heavy is
+  imported until the user's code imports it; a template without one of these packages simply
+  goes without that result.
 """
 
 import sys
 
 import zmq
+from ipykernel.iostream import OutStream
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import Integer
+from traitlets import DottedObjectName, Integer
+
+STREAM_MESSAGE_CHARS = 1 << 20
+
+
+class SandboxOutStream(OutStream):
+    def write(self, string):
+        if not isinstance(string, str) or len(string) <= STREAM_MESSAGE_CHARS:
+            written = super().write(string)
+            if self._buffered() >= STREAM_MESSAGE_CHARS:
+                self.flush()
+            return written
+        for start in range(0, len(string), STREAM_MESSAGE_CHARS):
+            self.write(string[start : start + STREAM_MESSAGE_CHARS])
+        return len(string)
+
+    def _buffered(self):
+        with self._buffer_lock:
+            return sum(buffer.tell() for buffer in self._buffers.values())
+
 
 CHART_MIME = "e2b/chart"
 DATA_MIME = "e2b/data"
@@ -124,6 +148,7 @@ class SandboxKernelApp(IPKernelApp):
     iopub_queue_messages = Integer(1000, help="ZeroMQ send queue of the iopub socket").tag(
         config=True
     )
+    outstream_class = DottedObjectName(f"{__name__}.SandboxOutStream").tag(config=True)
 
     def _bind_socket(self, s, port):
         if s.getsockopt(zmq.TYPE) in (zmq.PUB, zmq.XPUB):
