@@ -25,6 +25,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import wire
@@ -34,6 +35,7 @@ POST_EXIT_BUDGET = 4 << 20  # output still read after an exit (background writer
 TUNNEL_BUFFER = 256 << 10
 MAX_TUNNELS = 64
 MAX_LIST_ENTRIES = 20_000
+KILL_REAP_SECONDS = 2.0  # how long a SIGKILL's answer waits for the process to be gone
 PR_SET_DUMPABLE = 4
 CHILD_OOM_SCORE_ADJ = b"500"  # every spawned process outranks the agent as an OOM victim
 
@@ -392,7 +394,25 @@ class Agent:
             os.killpg(pid, sig)  # its session/group: children die with it
         except ProcessLookupError:
             os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            # envd answers a kill once the process is gone: reap it first, so `kill -0 PID`
+            # right after fails. Bounded: a process stuck in the kernel (D state) may take
+            # longer to die; its exit is then reported as usual when it comes.
+            self.wait_exited(pid, KILL_REAP_SECONDS)
+            self.reap()
         self.reply(rid)
+
+    @staticmethod
+    def wait_exited(pid: int, seconds: float) -> None:
+        """Wait (without reaping) until child `pid` has exited, at most `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.002)
 
     def op_stdin(self, rid: object, msg: dict, payload: bytes) -> None:
         proc = self.procs.get(msg["pid"])

@@ -118,3 +118,11 @@ def test_a_file_name_that_is_not_utf8_does_not_break_listing_its_directory(
     assert names == ["bad-\ufffd.txt", "good.txt"]
     assert [e.type for e in sbx.files.list("mixed")] == [FileType.FILE, FileType.FILE]
     assert sbx.files.read("mixed/good.txt") == ""
+
+
+def test_a_killed_command_is_gone_when_kill_returns(sbx: Sandbox) -> None:
+    for _ in range(5):  # a race shows only now and then: look several times
+        handle = sbx.commands.run("sleep 60", background=True)
+        assert sbx.commands.kill(handle.pid) is True
+        probe = sbx.commands.run(f"kill -0 {handle.pid} 2>&1 || echo gone")
+        assert probe.stdout.strip().endswith("gone")
