@@ -29,7 +29,7 @@ import signal
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 INTERPRETER_PORT = 49999
 CLIENT_ID = "sandboxd"
 LIST_LIMIT_MAX = 100
+MAX_METRICS_IDS = 100  # sandbox ids one /sandboxes/metrics call may ask about
 JSON_BODY_MAX_BYTES = 16 * MIB
 
 CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane", ControlPlane)
@@ -257,6 +258,42 @@ async def list_sandboxes(request: web.Request) -> web.Response:
     return web.json_response([listed_body(s, plane) for s in page], headers=headers)
 
 
+def _unix_time(request: web.Request, name: str) -> datetime | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value.isascii() or not value.lstrip("-").isdigit() or len(value) > 12:
+        raise ControlError(400, f"{name} must be a Unix time in seconds")
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+async def sandbox_metrics(request: web.Request) -> web.Response:
+    """``GET /sandboxes/{id}/metrics?start=&end=``: the samples in that window, oldest first
+    (see sandboxd.metrics)."""
+    sandbox = request.app[CONTROL_PLANE].get(request.match_info["sandbox_id"])
+    if sandbox is None:
+        raise ControlError(404, f"sandbox {request.match_info['sandbox_id']} not found")
+    start, end = _unix_time(request, "start"), _unix_time(request, "end")
+    if end is not None:
+        end += timedelta(seconds=1)  # second precision: the whole end second is included
+    return web.json_response([s.body() for s in sandbox.metrics.samples(start, end)])
+
+
+async def sandboxes_metrics(request: web.Request) -> web.Response:
+    """``GET /sandboxes/metrics?sandbox_ids=a,b``: each listed live sandbox's latest sample."""
+    wanted = [i for i in request.query.get("sandbox_ids", "").split(",") if i]
+    if len(wanted) > MAX_METRICS_IDS:
+        raise ControlError(400, f"at most {MAX_METRICS_IDS} sandbox_ids at once")
+    plane = request.app[CONTROL_PLANE]
+    found = {}
+    for sandbox_id in wanted:
+        sandbox = plane.get(sandbox_id)
+        latest = sandbox.metrics.latest() if sandbox is not None else None
+        if latest is not None:
+            found[sandbox_id] = latest.body()
+    return web.json_response({"sandboxes": found})
+
+
 async def not_supported(request: web.Request) -> web.Response:
     """Pause, resume, snapshots, forks, metrics, logs and network updates: sandboxd has none
     of these; say so instead of pretending."""
@@ -399,6 +436,8 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         app.router.add_post(prefix, create_sandbox)
         app.router.add_get(prefix, list_sandboxes)
         app.router.add_post(prefix + "/{sandbox_id}/connect", connect_sandbox)
+    app.router.add_get("/sandboxes/metrics", sandboxes_metrics)
+    app.router.add_get("/sandboxes/{sandbox_id}/metrics", sandbox_metrics)
     app.router.add_get("/sandboxes/{sandbox_id}", get_sandbox)
     app.router.add_delete("/sandboxes/{sandbox_id}", kill_sandbox)
     app.router.add_post("/sandboxes/{sandbox_id}/timeout", set_timeout)
@@ -409,10 +448,8 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         ("POST", "/sandboxes/{sandbox_id}/snapshots"),
         ("POST", "/sandboxes/{sandbox_id}/fork"),
         ("PUT", "/sandboxes/{sandbox_id}/network"),
-        ("GET", "/sandboxes/{sandbox_id}/metrics"),
         ("GET", "/sandboxes/{sandbox_id}/logs"),
         ("GET", "/v2/sandboxes/{sandbox_id}/logs"),
-        ("GET", "/sandboxes/metrics"),
     ):
         app.router.add_route(method, path, not_supported)
     return app

@@ -596,6 +596,12 @@ class Agent:
     def op_ping(self, rid: object, _msg: dict, _payload: bytes) -> None:
         self.reply(rid, {"procs": len(self.procs)})
 
+    def op_disk(self, rid: object, _msg: dict, _payload: bytes) -> None:
+        """Bytes used and total of the workspace (its own size-capped file system)."""
+        vfs = os.statvfs("/home/user")
+        total = vfs.f_blocks * vfs.f_frsize
+        self.reply(rid, {"used": total - vfs.f_bfree * vfs.f_frsize, "total": total})
+
     # --- egress forwarder -----------------------------------------------------------------
 
     def on_accept(self, _mask: int) -> None:

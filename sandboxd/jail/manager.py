@@ -227,6 +227,11 @@ class Jail:
         """Forks refused at the pids limit so far."""
         return self._cgroup.pids_limit_hits()
 
+    @property
+    def cgroup(self) -> Cgroup:
+        """The sandbox's cgroup (read by sandboxd.metrics)."""
+        return self._cgroup
+
     def host_pids(self) -> list[int]:
         """Host pids of the sandbox's processes (from its cgroup), for diagnostics and tests."""
         return self._cgroup.pids()
@@ -471,6 +476,11 @@ class Jail:
         if not isinstance(raw, list):
             raise FsError("internal", "malformed listing from the sandbox")
         return [self._entry(item) for item in raw]
+
+    async def disk_usage(self) -> tuple[int, int]:
+        """(used, total) bytes of the sandbox's workspace file system."""
+        result, _ = await self._call({"op": "disk"})
+        return int(result["used"]), int(result["total"])
 
     async def make_dir(self, path: str) -> bool:
         """Create `path` and its parents; False when it already exists."""
