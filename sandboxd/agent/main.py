@@ -29,12 +29,19 @@ import time
 from collections.abc import Callable
 
 import wire
+from inotify import Watch, WatchOverflow
 
 READ_CHUNK = 64 << 10
 POST_EXIT_BUDGET = 4 << 20  # output still read after an exit (background writers hold pipes)
 TUNNEL_BUFFER = 256 << 10
 MAX_TUNNELS = 64
 MAX_LIST_ENTRIES = 20_000
+MAX_WATCHES = 8  # watch streams and watchers one sandbox may hold at once
+MAX_WATCHED_DIRS = 10_000  # directories one recursive watch may cover
+MAX_PENDING_EVENTS = 4096  # events of one watch read but not yet sent
+# Operations that change files: watches are read before them, so a directory made by the
+# previous operation is watched before this one writes into it.
+FILE_CHANGING_OPS = frozenset({"write", "mkdir", "move", "remove"})
 KILL_REAP_SECONDS = 2.0  # how long a SIGKILL's answer waits for the process to be gone
 PR_SET_DUMPABLE = 4
 CHILD_OOM_SCORE_ADJ = b"500"  # every spawned process outranks the agent as an OOM victim
@@ -171,6 +178,8 @@ class Agent:
         self.frames = wire.FrameBuffer()
         self.procs: dict[int, Proc] = {}
         self.tunnels: set[Tunnel] = set()
+        self.watches: dict[int, Watch] = {}
+        self.next_watch = 1
         self.egress_socket: str | None = config.get("egress_socket")
         self.egress_port: int = int(config.get("egress_port") or 0)
         self.listener: socket.socket | None = None
@@ -226,6 +235,8 @@ class Agent:
         if op == "ack":
             self.on_ack(message)
             return
+        if self.watches and op in FILE_CHANGING_OPS:
+            self.flush_watches()
         handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
         if handler is None:
             self.fail(rid, "invalid_argument", f"unknown operation {op!r}")
@@ -586,12 +597,75 @@ class Agent:
         flags = os.O_WRONLY | (os.O_APPEND if append else os.O_CREAT | os.O_TRUNC)
         fd = self._open_regular(path, flags)
         try:
+            if not append:
+                # envd sets the owner of a file it writes before writing it, which inotify
+                # reports as an attribute change (CREATE, CHMOD, WRITE): watchers see that
+                # same sequence here, where the owner is already right, by re-applying the mode.
+                os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode))
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         self.reply(rid, {"entry": entry(path)} if msg.get("last") else {})
+
+    # --- directory watches (inotify) ------------------------------------------------------
+
+    def op_watch_start(self, rid: object, msg: dict, _payload: bytes) -> None:
+        root = resolve(msg["path"])
+        if not os.path.isdir(root):
+            if os.path.lexists(root):
+                raise OpError("invalid_argument", f"not a directory: {root}")
+            raise OpError("not_found", f"no such directory: {root}")
+        if len(self.watches) >= MAX_WATCHES:
+            raise OpError(
+                "resource_exhausted", f"a sandbox may watch {MAX_WATCHES} directories at once"
+            )
+        try:
+            watch = Watch(
+                root,
+                recursive=bool(msg.get("recursive")),
+                max_dirs=MAX_WATCHED_DIRS,
+                max_pending=MAX_PENDING_EVENTS,
+            )
+        except WatchOverflow as exc:
+            raise OpError("resource_exhausted", f"{root}: {exc}") from None
+        wid, self.next_watch = self.next_watch, self.next_watch + 1
+        self.watches[wid] = watch
+        self.sel.register(watch.fd, selectors.EVENT_READ, lambda _mask: self.flush_watch(wid))
+        self.reply(rid, {"watch": wid, "root": root})
+
+    def flush_watch(self, wid: int) -> None:
+        """Send what the watch has seen; end it (with its reason) once it overflowed."""
+        watch = self.watches.get(wid)
+        if watch is None:
+            return
+        watch.read()
+        events = watch.take()
+        if events:
+            self.send({"ev": "watch", "watch": wid, "events": events})
+        if watch.overflowed is not None:
+            self.send({"ev": "watch", "watch": wid, "error": watch.overflowed})
+            self.stop_watch(wid)
+
+    def flush_watches(self) -> None:
+        for wid in list(self.watches):
+            self.flush_watch(wid)
+
+    def stop_watch(self, wid: int) -> None:
+        watch = self.watches.pop(wid, None)
+        if watch is not None:
+            self.sel.unregister(watch.fd)
+            watch.close()
+
+    def op_watch_flush(self, rid: object, _msg: dict, _payload: bytes) -> None:
+        """Everything seen so far is sent before this answer."""
+        self.flush_watches()
+        self.reply(rid)
+
+    def op_watch_stop(self, rid: object, msg: dict, _payload: bytes) -> None:
+        self.stop_watch(msg.get("watch"))  # type: ignore[arg-type]
+        self.reply(rid)
 
     def op_ping(self, rid: object, _msg: dict, _payload: bytes) -> None:
         self.reply(rid, {"procs": len(self.procs)})

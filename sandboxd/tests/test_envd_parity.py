@@ -10,11 +10,21 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from e2b import AsyncSandbox, FileType, Sandbox, SandboxQuery, TimeoutException
+from e2b import (
+    AsyncSandbox,
+    FileType,
+    Sandbox,
+    SandboxException,
+    SandboxQuery,
+    TimeoutException,
+)
+from e2b_code_interpreter import AsyncSandbox as CodeSandbox
 
 from sandboxd.testing import RunningSandboxd
 
 pytestmark = pytest.mark.sandboxd
+
+MAX_WATCHES = 8  # sandboxd/agent/main.py's bound (the agent's modules import only in a sandbox)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +136,40 @@ def test_a_killed_command_is_gone_when_kill_returns(sbx: Sandbox) -> None:
         assert sbx.commands.kill(handle.pid) is True
         probe = sbx.commands.run(f"kill -0 {handle.pid} 2>&1 || echo gone")
         assert probe.stdout.strip().endswith("gone")
+
+
+async def test_watch_streams_are_bounded_and_a_neighbour_stays_healthy(
+    sandboxd: RunningSandboxd,
+) -> None:
+    hostile = await AsyncSandbox.create(**sandboxd.sdk_options())
+    neighbour = await CodeSandbox.create(**sandboxd.sdk_options())
+    handles = []
+    try:
+        # 9 000 entries in 90 directories, watched recursively by as many streams as allowed
+        await hostile.commands.run(
+            "for d in $(seq 1 90); do mkdir -p tree/$d && (cd tree/$d && seq 1 99 | xargs touch);"
+            " done",
+            timeout=120,
+        )
+        for _ in range(MAX_WATCHES):
+            handles.append(await hostile.files.watch_dir("tree", lambda _e: None, recursive=True))
+        with pytest.raises(SandboxException, match="watch 8 directories at once"):
+            await hostile.files.watch_dir("tree", lambda _e: None, recursive=True)
+        # churn under every watch while the neighbour runs code
+        churn = await hostile.commands.run(
+            "for i in $(seq 1 20); do touch tree/*/*; done", background=True
+        )
+        for n in range(20):
+            execution = await neighbour.run_code(f"{n} * 2")
+            assert execution.text == str(n * 2)
+        await churn.wait()
+        # a directory too big to watch is refused with the reason, not watched in part
+        await hostile.commands.run("mkdir -p big && cd big && seq 1 10001 | xargs mkdir")
+        for handle in handles:
+            await handle.stop()
+        with pytest.raises(SandboxException, match="directories to watch"):
+            await hostile.files.watch_dir("big", lambda _e: None, recursive=True)
+        assert (await neighbour.run_code("'still fine'")).text == "still fine"
+    finally:
+        await hostile.kill()
+        await neighbour.kill()
