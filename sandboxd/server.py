@@ -38,6 +38,7 @@ from sandboxd import ENVD_VERSION, __version__
 from sandboxd.config import MIB, Config
 from sandboxd.control import ControlError, ControlPlane, Sandbox
 from sandboxd.envd import ENVD_PORT
+from sandboxd.pause import PausedRecord
 from sandboxd.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def created_body(sandbox: Sandbox) -> dict[str, Any]:
     }
 
 
-def listed_body(sandbox: Sandbox, plane: ControlPlane) -> dict[str, Any]:
+def listed_body(sandbox: Sandbox | PausedRecord, plane: ControlPlane) -> dict[str, Any]:
     """The ``ListedSandbox`` model (also the base of ``SandboxDetail``)."""
     limits = plane.limits
     return {
@@ -98,7 +99,7 @@ def listed_body(sandbox: Sandbox, plane: ControlPlane) -> dict[str, Any]:
         "cpuCount": max(1, round(limits.cpus)),
         "memoryMB": limits.memory_bytes // MIB,
         "diskSizeMB": limits.workspace_bytes // MIB,
-        "state": "running",
+        "state": "paused" if isinstance(sandbox, PausedRecord) else "running",
         "envdVersion": ENVD_VERSION,
         "metadata": sandbox.metadata,
     }
@@ -142,11 +143,15 @@ def _timeout(body: dict[str, Any], *, required: bool = False) -> int | None:
 async def create_sandbox(request: web.Request) -> web.Response:
     """``POST /v2/sandboxes`` (and ``/sandboxes``): 201 with the new sandbox and its tokens.
 
-    ``autoPause``, ``network``, ``allow_internet_access``, ``mcp``, ``volumeMounts`` and the
-    like are accepted and ignored: sandboxd has no pause, its network policy is fixed (no
-    internet; package indexes only, through the egress proxy), and it has no volumes.
+    ``autoPause`` pauses the sandbox at its timeout instead of killing it. ``network``,
+    ``allow_internet_access``, ``mcp``, ``volumeMounts`` and the like are accepted and
+    ignored: its network policy is fixed (no internet; package indexes only, through the
+    egress proxy), and it has no volumes.
     """
     body = await _json_body(request)
+    auto_pause = body.get("autoPause", False)
+    if not isinstance(auto_pause, bool):
+        raise ControlError(400, "autoPause must be a boolean")
     template_id = body.get("templateID") or "base"
     if not isinstance(template_id, str):
         raise ControlError(400, "templateID must be a string")
@@ -155,6 +160,7 @@ async def create_sandbox(request: web.Request) -> web.Response:
         timeout_seconds=_timeout(body),
         metadata=_string_map(body, "metadata"),
         env_vars=_string_map(body, "envVars"),
+        auto_pause=auto_pause,
     )
     return web.json_response(created_body(sandbox), status=201)
 
@@ -162,8 +168,27 @@ async def create_sandbox(request: web.Request) -> web.Response:
 async def connect_sandbox(request: web.Request) -> web.Response:
     """``POST /v2/sandboxes/{id}/connect``: 200 with the sandbox's tokens; 404 if unknown."""
     body = await _json_body(request)
-    sandbox = request.app[CONTROL_PLANE].connect(request.match_info["sandbox_id"], _timeout(body))
+    plane, sandbox_id = request.app[CONTROL_PLANE], request.match_info["sandbox_id"]
+    if plane.is_paused(sandbox_id):
+        sandbox = await plane.resume(sandbox_id, _timeout(body))
+        return web.json_response(created_body(sandbox), status=201)
+    sandbox = plane.connect(sandbox_id, _timeout(body))
     return web.json_response(created_body(sandbox), status=200)
+
+
+async def pause_sandbox(request: web.Request) -> web.Response:
+    """``POST /sandboxes/{id}/pause``: 204; 409 when paused already, 404 when unknown."""
+    await request.app[CONTROL_PLANE].pause(request.match_info["sandbox_id"])
+    return web.Response(status=204)
+
+
+async def resume_sandbox(request: web.Request) -> web.Response:
+    """``POST /sandboxes/{id}/resume`` (E2B's older route): 201, as connect to a paused one."""
+    body = await _json_body(request)
+    sandbox = await request.app[CONTROL_PLANE].resume(
+        request.match_info["sandbox_id"], _timeout(body)
+    )
+    return web.json_response(created_body(sandbox), status=201)
 
 
 async def set_timeout(request: web.Request) -> web.Response:
@@ -196,7 +221,9 @@ async def kill_sandbox(request: web.Request) -> web.Response:
 async def get_sandbox(request: web.Request) -> web.Response:
     """``GET /sandboxes/{id}``: the ``SandboxDetail`` model; 404 if unknown."""
     plane = request.app[CONTROL_PLANE]
-    sandbox = plane.get(request.match_info["sandbox_id"])
+    sandbox: Sandbox | PausedRecord | None = plane.get(request.match_info["sandbox_id"])
+    if sandbox is None:
+        sandbox = plane.paused(request.match_info["sandbox_id"])
     if sandbox is None:
         raise ControlError(404, f"sandbox {request.match_info['sandbox_id']} not found")
     detail = listed_body(sandbox, plane)
@@ -436,6 +463,8 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         app.router.add_post(prefix, create_sandbox)
         app.router.add_get(prefix, list_sandboxes)
         app.router.add_post(prefix + "/{sandbox_id}/connect", connect_sandbox)
+    app.router.add_post("/sandboxes/{sandbox_id}/pause", pause_sandbox)
+    app.router.add_post("/sandboxes/{sandbox_id}/resume", resume_sandbox)
     app.router.add_get("/sandboxes/metrics", sandboxes_metrics)
     app.router.add_get("/sandboxes/{sandbox_id}/metrics", sandbox_metrics)
     app.router.add_get("/sandboxes/{sandbox_id}", get_sandbox)
@@ -443,8 +472,6 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
     app.router.add_post("/sandboxes/{sandbox_id}/timeout", set_timeout)
     app.router.add_post("/sandboxes/{sandbox_id}/refreshes", refresh_sandbox)
     for method, path in (
-        ("POST", "/sandboxes/{sandbox_id}/pause"),
-        ("POST", "/sandboxes/{sandbox_id}/resume"),
         ("POST", "/sandboxes/{sandbox_id}/snapshots"),
         ("POST", "/sandboxes/{sandbox_id}/fork"),
         ("PUT", "/sandboxes/{sandbox_id}/network"),
