@@ -46,6 +46,8 @@ KEEPALIVE_SECONDS = 5.0
 # How often a quiet run checks whether its client went away (aiohttp does not cancel the
 # handler on disconnect unless the server asks it to; both cases are handled).
 DISCONNECT_POLL_SECONDS = 0.1
+# The default contexts GET /contexts always lists (E2B's template starts these two).
+LISTED_DEFAULT_LANGUAGES = ("python", "javascript")
 
 # Bytes of encoded events that may wait for a run's client before its kernel's reader waits.
 PIPE_BACKLOG_BYTES = 1 << 20
@@ -274,6 +276,17 @@ class Interpreter:
                 self._defaults[language] = ctx.id
             return ctx
 
+    async def _list_contexts(self) -> list[dict[str, Any]]:
+        """Every context, the default ones first: E2B's server starts a default context per
+        language it serves and lists them, so the ones it always has (Python, JavaScript) are
+        started here if no run has needed them yet."""
+        for language in LISTED_DEFAULT_LANGUAGES:
+            await self._default_context(language)
+        defaults = list(self._defaults.values())
+        ordered = [self._contexts[i] for i in defaults if i in self._contexts]
+        ordered += [c for i, c in self._contexts.items() if i not in defaults]
+        return [c.describe() for c in ordered]
+
     # --- HTTP ---------------------------------------------------------------------------
 
     async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
@@ -289,7 +302,7 @@ class Interpreter:
                 return await self._execute(request)
             if parts == ["contexts"]:
                 if method == "GET":
-                    return web.json_response([c.describe() for c in self._contexts.values()])
+                    return web.json_response(await self._list_contexts())
                 if method == "POST":
                     body = await self._json_body(request, allow_empty=True)
                     ctx = await self.create_context(
@@ -394,6 +407,8 @@ class Interpreter:
             queue.close()
             await self._abandon(ctx, task, running)
             return response
+        if self._closed:  # cut by _stream: no end of body
+            return response
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
@@ -420,17 +435,25 @@ class Interpreter:
         finally:
             queue(events.END_OF_EXECUTION)
 
-    @staticmethod
-    async def _stream(request: web.Request, response: web.StreamResponse, queue: EventPipe) -> None:
+    async def _stream(
+        self, request: web.Request, response: web.StreamResponse, queue: EventPipe
+    ) -> None:
         """Write events as they come, keepalives while quiet; stop early if the client left.
 
         Events already queued go out in one write (fewer syscalls and chunks for the client
-        to parse); the end of the run is always the last event queued.
+        to parse); the end of the run is always the last event queued. When the sandbox is
+        being destroyed (killed, timed out) the connection is cut instead of ended: that is
+        how E2B's SDK tells "the sandbox was killed while the request was in progress" from
+        a finished run.
         """
         loop = asyncio.get_running_loop()
         last_write = loop.time()
         while True:
             data = await queue.take(DISCONNECT_POLL_SECONDS)
+            if self._closed:
+                if request.transport is not None:
+                    request.transport.abort()
+                return
             if not data:
                 transport = request.transport
                 if transport is None or transport.is_closing():
