@@ -257,6 +257,11 @@ def _deadline_seconds(request: web.Request) -> float | None:
     return int(value) / 1000
 
 
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _run_until(
     call: Awaitable[None], seconds: float, *, on_expiry: Callable[[], None]
 ) -> bool:
@@ -267,6 +272,9 @@ async def _run_until(
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
         task.cancel()
+        # Its end (connectrpc's "Request was cancelled") is expected: retrieve it, or asyncio
+        # logs "Task exception was never retrieved" with a traceback.
+        task.add_done_callback(_retrieve)
         raise
     if done:
         task.result()
