@@ -27,6 +27,14 @@ from typing import TYPE_CHECKING, Any
 from sandboxd.envd import Envd
 from sandboxd.interpreter import RO_BINDS, Interpreter
 from sandboxd.jail import JailManager, Limits
+from sandboxd.logs import untrusted
+from sandboxd.metrics import MetricsRecorder
+from sandboxd.pause import (
+    PausedRecord,
+    PauseStore,
+    restore_workspace,
+    save_workspace,
+)
 
 if TYPE_CHECKING:
     from sandboxd.config import Config
@@ -73,7 +81,10 @@ class Sandbox:
     env_vars: dict[str, str]
     started_at: datetime
     end_at: datetime
+    metrics: MetricsRecorder
+    auto_pause: bool = False
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    state: str = "running"
 
 
 def new_sandbox_id() -> str:
@@ -105,6 +116,9 @@ class ControlPlane:
         self._pool_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._store = PauseStore(config.state_dir)
+        self._paused: dict[str, PausedRecord] = {}
+        self._transitions: set[str] = set()  # ids being paused or resumed right now
 
     @property
     def limits(self) -> Limits:
@@ -113,6 +127,10 @@ class ControlPlane:
     async def start(self) -> None:
         """Start the jail manager (raises ``UnsafeHostError``) and begin filling the pool."""
         await self._manager.start()
+        self._store.prepare()
+        self._paused = await asyncio.to_thread(self._store.load_all)
+        if self._paused:
+            log.info("%d paused sandboxes kept from before", len(self._paused))
         if self._config.pool_size > 0:
             self._pool_task = asyncio.create_task(self._fill_pool(), name="sandboxd-pool")
 
@@ -146,6 +164,7 @@ class ControlPlane:
         timeout_seconds: int | None,
         metadata: Mapping[str, str],
         env_vars: Mapping[str, str],
+        auto_pause: bool = False,
     ) -> Sandbox:
         """Hand out a new sandbox: from the pool when one is ready, else started now.
 
@@ -157,12 +176,7 @@ class ControlPlane:
             raise ControlError(503, "sandboxd is shutting down")
         for sandbox_id in list(self._sandboxes):
             self.get(sandbox_id)  # forgets sandboxes that died on their own
-        if len(self._sandboxes) + self._reserved >= self._config.max_sandboxes:
-            raise ControlError(
-                429,
-                f"the limit of {self._config.max_sandboxes} live sandboxes is reached; "
-                "kill one or wait for one to time out",
-            )
+        self._check_cap()
         self._reserved += 1
         prepared: Prepared | None = None
         try:
@@ -178,8 +192,11 @@ class ControlPlane:
             if prepared is not None:
                 self._spawn_background(self._destroy_prepared(prepared))
             if isinstance(error, Exception):
+                # The details (host paths, the state dir, bwrap's words) go to the log only.
                 log.exception("starting a sandbox failed")
-                raise ControlError(500, f"the sandbox could not be started: {error}") from error
+                raise ControlError(
+                    500, "the sandbox could not be started (the server's log says why)"
+                ) from error
             raise
         finally:
             self._reserved -= 1
@@ -196,19 +213,138 @@ class ControlPlane:
             env_vars=dict(env_vars),
             started_at=now,
             end_at=now,
+            metrics=self._recorder(prepared.jail),
+            auto_pause=auto_pause,
         )
         self._sandboxes[sandbox.sandbox_id] = sandbox
+        sandbox.metrics.start()
         self._schedule_end(sandbox, lifetime)
-        log.info("sandbox %s created (template %s)", sandbox.sandbox_id, template_id)
+        log.info("sandbox %s created (template %s)", sandbox.sandbox_id, untrusted(template_id))
         return sandbox
+
+    def _check_cap(self) -> None:
+        if len(self._sandboxes) + self._reserved >= self._config.max_sandboxes:
+            raise ControlError(
+                429,
+                f"the limit of {self._config.max_sandboxes} live sandboxes is reached; "
+                "kill one or wait for one to time out",
+            )
+
+    def _recorder(self, jail: Jail) -> MetricsRecorder:
+        return MetricsRecorder(jail, cpus=self._limits.cpus, memory_bytes=self._limits.memory_bytes)
 
     def connect(self, sandbox_id: str, timeout: int | None) -> Sandbox:
         """Reconnect to a running sandbox; its lifetime only grows (E2B's rule for running
-        sandboxes). Raises ``ControlError(404)`` for an unknown sandbox."""
+        sandboxes). Raises ``ControlError(404)`` for an unknown sandbox (``resume`` handles a
+        paused one)."""
         sandbox = self._require(sandbox_id)
         lifetime = self._lifetime(timeout)
         if datetime.now(UTC) + timedelta(seconds=lifetime) > sandbox.end_at:
             self._schedule_end(sandbox, lifetime)
+        return sandbox
+
+    def is_paused(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._paused
+
+    def paused(self, sandbox_id: str) -> PausedRecord | None:
+        return self._paused.get(sandbox_id)
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Stop the sandbox, keeping its workspace on disk (see sandboxd.pause).
+
+        ``ControlError(409)`` when it is paused already, 404 when unknown, 500 when the
+        workspace could not be archived (the sandbox is then killed: half a pause is
+        nothing to resume).
+        """
+        if sandbox_id in self._paused:
+            raise ControlError(409, f"sandbox {sandbox_id} is already paused")
+        sandbox = self._require(sandbox_id)
+        if sandbox_id in self._transitions:
+            raise ControlError(409, f"sandbox {sandbox_id} is being paused or resumed")
+        self._transitions.add(sandbox_id)
+        try:
+            del self._sandboxes[sandbox_id]
+            if sandbox.timer is not None:
+                sandbox.timer.cancel()
+            await sandbox.metrics.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sandbox.interpreter.close(), INTERPRETER_CLOSE_SECONDS)
+            archive = self._store.archive(sandbox_id)
+            try:
+                size = await save_workspace(sandbox.jail, archive)
+            except Exception as error:
+                self._store.delete(sandbox_id)
+                await self._destroy(sandbox)
+                log.warning("pausing sandbox %s failed: %s", sandbox_id, error)
+                raise ControlError(500, f"the sandbox could not be paused: {error}") from error
+            record = PausedRecord(
+                sandbox_id=sandbox_id,
+                template_id=sandbox.template_id,
+                metadata=sandbox.metadata,
+                env_vars=sandbox.env_vars,
+                envd_access_token=sandbox.envd_access_token,
+                traffic_access_token=sandbox.traffic_access_token,
+                started_at=sandbox.started_at,
+                end_at=datetime.now(UTC),
+                auto_pause=sandbox.auto_pause,
+            )
+            await asyncio.to_thread(self._store.save, record)
+            self._paused[sandbox_id] = record
+            await self._destroy(sandbox)
+            log.info("sandbox %s paused (workspace %d bytes)", sandbox_id, size)
+        finally:
+            self._transitions.discard(sandbox_id)
+
+    async def resume(self, sandbox_id: str, timeout_seconds: int | None) -> Sandbox:
+        """Start a paused sandbox again with its workspace; kernels start fresh.
+
+        ``ControlError(404)`` when there is no such paused sandbox, 429 at the cap, 500 when
+        it cannot be started (it stays paused).
+        """
+        record = self._paused.get(sandbox_id)
+        if record is None or sandbox_id in self._transitions:
+            raise ControlError(404, f"paused sandbox {sandbox_id} not found")
+        lifetime = self._lifetime(timeout_seconds)
+        self._check_cap()
+        self._transitions.add(sandbox_id)
+        self._reserved += 1
+        try:
+            prepared = await self._prepare(sandbox_id, warm=False)
+            try:
+                await restore_workspace(prepared.jail, self._store.archive(sandbox_id))
+                if record.env_vars:
+                    await prepared.interpreter.set_envs(record.env_vars)
+                    prepared.envd.set_envs(record.env_vars)
+            except BaseException as error:
+                await self._destroy_prepared(prepared)
+                if isinstance(error, Exception):
+                    raise ControlError(500, f"the sandbox could not be resumed: {error}") from error
+                raise
+        finally:
+            self._reserved -= 1
+            self._transitions.discard(sandbox_id)
+        now = datetime.now(UTC)
+        sandbox = Sandbox(
+            sandbox_id=sandbox_id,
+            template_id=record.template_id,
+            jail=prepared.jail,
+            interpreter=prepared.interpreter,
+            envd=prepared.envd,
+            envd_access_token=record.envd_access_token,
+            traffic_access_token=record.traffic_access_token,
+            metadata=record.metadata,
+            env_vars=record.env_vars,
+            started_at=record.started_at,
+            end_at=now,
+            metrics=self._recorder(prepared.jail),
+            auto_pause=record.auto_pause,
+        )
+        del self._paused[sandbox_id]
+        self._sandboxes[sandbox_id] = sandbox
+        sandbox.metrics.start()
+        self._schedule_end(sandbox, lifetime)
+        await asyncio.to_thread(self._store.delete, sandbox_id)
+        log.info("sandbox %s resumed", sandbox_id)
         return sandbox
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> Sandbox:
@@ -219,6 +355,11 @@ class ControlPlane:
 
     async def kill(self, sandbox_id: str) -> bool:
         """Destroy a sandbox now; False when there is no such live sandbox."""
+        if sandbox_id in self._paused and sandbox_id not in self._transitions:
+            del self._paused[sandbox_id]
+            await asyncio.to_thread(self._store.delete, sandbox_id)
+            log.info("paused sandbox %s killed", sandbox_id)
+            return True
         sandbox = self._sandboxes.pop(sandbox_id, None)
         if sandbox is None:
             return False
@@ -234,19 +375,19 @@ class ControlPlane:
         template_id: str | None = None,
         started_after: datetime | None = None,
         descending: bool = False,
-    ) -> list[Sandbox]:
-        """Live sandboxes matching every given filter, ordered by start time.
-
-        Every sandbox here is ``running`` (there is no pause), so a state filter without
-        ``running`` matches nothing.
-        """
-        if states is not None and "running" not in set(states):
-            return []
+    ) -> list[Sandbox | PausedRecord]:
+        """Running and paused sandboxes matching every given filter, ordered by start time
+        (``state`` on each says which)."""
+        wanted = set(states) if states is not None else {"running", "paused"}
+        candidates: list[Sandbox | PausedRecord] = []
+        if "running" in wanted:
+            candidates += [s for s in self._sandboxes.values() if s.jail.alive]
+        if "paused" in wanted:
+            candidates += list(self._paused.values())
         found = [
             sandbox
-            for sandbox in self._sandboxes.values()
-            if sandbox.jail.alive
-            and (template_id is None or sandbox.template_id == template_id)
+            for sandbox in candidates
+            if (template_id is None or sandbox.template_id == template_id)
             and (started_after is None or sandbox.started_at >= started_after)
             and all(sandbox.metadata.get(key) == value for key, value in (metadata or {}).items())
         ]
@@ -309,6 +450,11 @@ class ControlPlane:
         # sandbox whose end time has really come (a later set_timeout moved it otherwise).
         if sandbox is None or sandbox.end_at > datetime.now(UTC) + timedelta(seconds=1):
             return
+        if sandbox.auto_pause:
+            log.info("sandbox %s reached its timeout: pausing it", sandbox_id)
+            with contextlib.suppress(ControlError):
+                await self.pause(sandbox_id)
+            return
         log.info("sandbox %s reached its timeout", sandbox_id)
         await self.kill(sandbox_id)
 
@@ -320,6 +466,7 @@ class ControlPlane:
     async def _destroy(self, sandbox: Sandbox) -> None:
         if sandbox.timer is not None:
             sandbox.timer.cancel()
+        await sandbox.metrics.stop()
         await self._destroy_prepared(
             Prepared(jail=sandbox.jail, interpreter=sandbox.interpreter, envd=sandbox.envd)
         )

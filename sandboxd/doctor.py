@@ -72,7 +72,7 @@ def _fail(report: DoctorReport, text: str) -> None:
 def _probe_bwrap(bwrap: str) -> str | None:
     """Start bwrap as an unprivileged uid with all namespaces and the seccomp filter; return
     None on success or bwrap's error."""
-    fd = seccomp.filter_fd()
+    fds = seccomp.filter_fds()
     # As root, drop to the probe uid in the child (subprocess does it in C: no preexec_fn,
     # which is unsafe in a process with threads).
     drop: dict[str, Any] = (
@@ -87,11 +87,14 @@ def _probe_bwrap(bwrap: str) -> str | None:
             argv += ["--symlink", os.readlink(host), f"/{top}"]
         elif host.is_dir():
             argv += ["--ro-bind", str(host), f"/{top}"]
-    argv += ["--proc", "/proc", "--seccomp", str(fd), "--", "/bin/sh", "-c", "exit 0"]
+    argv += ["--proc", "/proc"]
+    for fd in fds:
+        argv += ["--add-seccomp-fd", str(fd)]
+    argv += ["--", "/bin/sh", "-c", "exit 0"]
     try:
         result = subprocess.run(
             argv,
-            pass_fds=(fd,),
+            pass_fds=tuple(fds),
             **drop,
             capture_output=True,
             timeout=20,
@@ -100,7 +103,8 @@ def _probe_bwrap(bwrap: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
     if result.returncode != 0:
         return result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
     return None
@@ -138,7 +142,7 @@ def inspect_host(*, state_dir: Path | None = None, sandbox_env: Path | None = No
         _fail(report, str(exc))
     else:
         if report.seccomp:
-            _ok(report, f"seccomp: deny-list of {len(seccomp.DENIED_SYSCALLS)} system calls")
+            _ok(report, f"seccomp: {seccomp.profile()}")
         else:
             _fail(report, "the kernel does not support seccomp")
 

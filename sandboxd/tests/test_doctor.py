@@ -75,7 +75,7 @@ def test_without_root_it_says_a_sandbox_cannot_be_made_safe() -> None:
     )
     assert result.stdout.splitlines()[0] == "False", result.stderr
     assert "FAIL  not running as root" in result.stdout
-    assert "seccomp: deny-list" in result.stdout  # the rest is still reported
+    assert "seccomp: allow-list" in result.stdout  # the rest is still reported
 
 
 def test_without_the_tools_that_start_bubblewrap_it_is_unsafe(
