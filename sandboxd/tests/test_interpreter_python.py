@@ -286,3 +286,26 @@ def test_a_kernel_that_dies_starting_says_how_and_what_it_printed(
         assert sandbox.run_code("echo fine", language="bash").logs.stdout == ["fine\n"]
     finally:
         sandbox.kill()
+
+
+def test_lone_surrogates_and_nul_in_output_arrive_exactly(sbx: Sandbox) -> None:
+    # jupyter_client's packer cannot encode a lone surrogate as UTF-8: without the kernel's
+    # lossless packer this output was lost (with everything else in the same flush) and a
+    # traceback went to stderr instead.
+    execution = sbx.run_code(
+        "import sys\nprint('a\\ud800b')\nsys.stdout.write('\\x00z\\udfff\\n')\n'r\\udc80'"
+    )
+
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == "a\ud800b\n\x00z\udfff\n"
+    assert execution.logs.stderr == []
+    assert execution.text == "r\\udc80"  # a string's repr, its quotes taken off as E2B does
+
+
+def test_lone_surrogates_printed_by_javascript_arrive_exactly(sbx: Sandbox) -> None:
+    execution = sbx.run_code(
+        "console.log('a\\ud800b'); process.stdout.write('x\\udfffy\\n')", language="javascript"
+    )
+
+    assert execution.error is None
+    assert "".join(execution.logs.stdout) == "a\ud800b\nx\udfffy\n"

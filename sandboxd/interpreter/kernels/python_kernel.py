@@ -19,13 +19,19 @@ Three changes to a stock kernel:
   JSON, and PIL images displayed by ``Image.show()`` and ``Image.save(path)``. Nothing heavy is
   imported until the user's code imports it; a template without one of these packages simply
   goes without that result.
+* Messages that carry lone surrogates (``print("\\ud800")``, a decoded file name) are packed as
+  ASCII JSON (``\\ud800``): jupyter_client's packer encodes strictly to UTF-8 and fails, so
+  the kernel lost that output (and all else in the same flush) with a traceback instead.
 """
 
+import json
 import sys
 
 import zmq
 from ipykernel.iostream import OutStream
 from ipykernel.kernelapp import IPKernelApp
+from jupyter_client.jsonutil import json_default
+from jupyter_client.session import json_packer
 from traitlets import DottedObjectName, Integer
 
 STREAM_MESSAGE_CHARS = 1 << 20
@@ -144,6 +150,15 @@ def _display_pil_images():
     ImageShow._viewers.clear()  # nothing else may try to open a window
 
 
+def lossless_packer(obj):
+    """jupyter_client's JSON packer, falling back to ASCII JSON, which escapes a lone surrogate
+    instead of failing on it; the host's json.loads reads either back to the same text."""
+    try:
+        return json_packer(obj)
+    except UnicodeEncodeError:
+        return json.dumps(obj, default=json_default, allow_nan=False).encode("ascii")
+
+
 class SandboxKernelApp(IPKernelApp):
     iopub_queue_messages = Integer(1000, help="ZeroMQ send queue of the iopub socket").tag(
         config=True
@@ -155,6 +170,11 @@ class SandboxKernelApp(IPKernelApp):
             # Before bind: ZeroMQ's pipes take the high-water mark when they are made.
             s.setsockopt(zmq.SNDHWM, self.iopub_queue_messages)
         return super()._bind_socket(s, port)
+
+    def init_sockets(self):
+        # Before any socket, and so before anything is sent: every sender shares this session.
+        self.session.pack = lossless_packer
+        super().init_sockets()
 
     def init_code(self):
         super().init_code()
