@@ -34,6 +34,7 @@ from sandboxd.pause import (
     restore_workspace,
     save_workspace,
 )
+from sandboxd.templates import Template, Templates, UnknownTemplate
 
 if TYPE_CHECKING:
     from sandboxd.config import Config
@@ -115,6 +116,7 @@ class ControlPlane:
         self._pool_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._templates = Templates(config)
         self._store = PauseStore(config.state_dir)
         self._paused: dict[str, PausedRecord] = {}
         self._transitions: set[str] = set()  # ids being paused or resumed right now
@@ -171,6 +173,11 @@ class ControlPlane:
         ``ControlError(500)`` when the sandbox cannot be started.
         """
         lifetime = self._lifetime(timeout_seconds)
+        try:
+            template = self._templates.get(template_id)
+        except UnknownTemplate as error:
+            log.info("refused a sandbox of unknown template %r", template_id)
+            raise ControlError(404, error.message) from None
         if self._closing:
             raise ControlError(503, "sandboxd is shutting down")
         for sandbox_id in list(self._sandboxes):
@@ -179,9 +186,9 @@ class ControlPlane:
         self._reserved += 1
         prepared: Prepared | None = None
         try:
-            prepared = self._take_from_pool()
+            prepared = self._take_from_pool() if template == self._templates.default else None
             if prepared is None:
-                prepared = await self._prepare(new_sandbox_id(), warm=False)
+                prepared = await self._prepare(new_sandbox_id(), warm=False, template=template)
             if env_vars:
                 await prepared.interpreter.set_envs(env_vars)
                 prepared.envd.set_envs(env_vars)
@@ -305,7 +312,11 @@ class ControlPlane:
         self._transitions.add(sandbox_id)
         self._reserved += 1
         try:
-            prepared = await self._prepare(sandbox_id, warm=False)
+            try:
+                template = self._templates.get(record.template_id)
+            except UnknownTemplate:  # no longer offered: its workspace still comes back
+                template = self._templates.default
+            prepared = await self._prepare(sandbox_id, warm=False, template=template)
             try:
                 await restore_workspace(prepared.jail, self._store.archive(sandbox_id))
                 if record.env_vars:
@@ -481,9 +492,15 @@ class ControlPlane:
 
     # --- the pool ---------------------------------------------------------------------------
 
-    async def _prepare(self, sandbox_id: str, *, warm: bool) -> Prepared:
-        """Start a jail with its interpreter and envd; warm the default Python context."""
-        jail = await self._manager.create(sandbox_id, limits=self._limits)
+    async def _prepare(
+        self, sandbox_id: str, *, warm: bool, template: Template | None = None
+    ) -> Prepared:
+        """Start a jail of `template` (default: the default one) with its interpreter and
+        envd; warm the default Python context when asked."""
+        template = template or self._templates.default
+        jail = await self._manager.create(
+            sandbox_id, limits=self._limits, sandbox_env=template.sandbox_env
+        )
         try:
             interpreter = Interpreter(jail)
             if warm:

@@ -267,6 +267,7 @@ class Jail:
         self._pending: dict[int, tuple[asyncio.Future[tuple[dict, bytes]], list[bytes], OnOk]] = {}
         self._procs: dict[int, JailProcess] = {}
         self._watches: dict[int, JailWatch] = {}
+        self.sandbox_env: Path = manager.sandbox_env  # its template's (see JailManager.create)
         self._proxy: egress_mod.EgressProxy | None = None
         self._dead_reason: str | None = None
         self._destroyed = False
@@ -769,8 +770,10 @@ class JailManager:
         *,
         limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, safe as a default
         envs: Mapping[str, str] = {},
+        sandbox_env: Path | None = None,
     ) -> Jail:
-        """Start a sandbox and return it once its agent is ready.
+        """Start a sandbox and return it once its agent is ready; `sandbox_env` is the Python
+        environment it sees at /opt/python (a template's; default: the manager's).
 
         Raises JailError if the sandbox cannot start (the partial sandbox is cleaned up).
         """
@@ -798,6 +801,7 @@ class JailManager:
                 cgroup.destroy()
             raise
         jail = Jail(self, sandbox_id, lease, limits, host_dir, cgroup, self.base_env(envs))
+        jail.sandbox_env = sandbox_env or self.sandbox_env  # callers pass absolute paths
         self._jails[sandbox_id] = jail
         try:
             await self._launch(jail)
@@ -946,9 +950,9 @@ class JailManager:
         # E2B's sandboxes have root's home too, and code (and E2B's own tests) use it as a
         # working directory: here it is the one user's home, not a second writable place.
         argv += ["--symlink", home, "/root"]
-        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
+        argv += ["--ro-bind-fd", path_fd(jail.sandbox_env), "/opt/python"]
         # The env's console scripts (pip, jupyter, ...) have its host path in their #! line.
-        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env)]
+        argv += ["--ro-bind-fd", path_fd(jail.sandbox_env), str(jail.sandbox_env)]
         argv += ["--ro-bind-fd", path_fd(AGENT_DIR), "/opt/sandboxd/agent"]
         for src, dst in self.ro_binds:
             argv += ["--ro-bind-fd", path_fd(src), dst]
