@@ -355,9 +355,10 @@ class ControlPlane:
         return sandbox
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> Sandbox:
-        """The sandbox now dies ``timeout`` seconds from now (shorter or longer)."""
+        """The sandbox now dies ``timeout`` seconds from now (shorter or longer); 0 ends it
+        now (or pauses it, when it asked for auto-pause), as E2B does."""
         sandbox = self._require(sandbox_id)
-        self._schedule_end(sandbox, self._lifetime(timeout))
+        self._schedule_end(sandbox, 0 if timeout == 0 else self._lifetime(timeout))
         return sandbox
 
     async def kill(self, sandbox_id: str) -> bool:
