@@ -176,6 +176,12 @@ class JailProcess:
         await self.jail.signal(self.pid, sig)
 
 
+def _metadata(raw: object) -> dict[str, str] | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return {str(k): str(v) for k, v in raw.items()}
+
+
 class JailWatch:
     """A directory watch inside a sandbox (see Jail.watch): batches of
     ``(kind, name, is_dir)`` events, names relative to ``root``.
@@ -528,6 +534,7 @@ class Jail:
                 modified_time=datetime.fromtimestamp(float(raw["mtime"]), tz=UTC),
                 symlink_target=str(target) if target is not None else None,
                 is_symlink=raw.get("link") is True,
+                metadata=_metadata(raw.get("metadata")),
             )
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
             raise FsError("internal", "malformed entry from the sandbox") from None
@@ -587,28 +594,43 @@ class Jail:
 
         return await self.write_stream(path, whole())
 
-    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> Entry:
+    async def write_stream(
+        self,
+        path: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Entry:
         """Create or replace the file from `chunks` as they arrive; return its entry.
 
         At most about one wire chunk is held at a time, so an upload of any size costs the
         server a bounded amount of memory. An exception from `chunks` propagates and leaves
-        the part written so far (the caller decides whether to remove it).
+        the part written so far (the caller decides whether to remove it). `metadata`
+        replaces the file's metadata (``user.e2b.*`` extended attributes; none clears it).
         """
         pending = bytearray()
         first = True
+        meta = dict(metadata or {})
         async for chunk in chunks:
             pending += chunk
             # Strictly more than a chunk: the last frame (`last`) must carry something or
             # be the only one, so one chunk's worth always waits for the next read.
             while len(pending) > wire.CHUNK:
                 await self._call(
-                    {"op": "write", "path": path, "append": not first, "last": False},
+                    {
+                        "op": "write",
+                        "path": path,
+                        "append": not first,
+                        "last": False,
+                        "metadata": meta,
+                    },
                     bytes(pending[: wire.CHUNK]),
                 )
                 del pending[: wire.CHUNK]
                 first = False
         result, _ = await self._call(
-            {"op": "write", "path": path, "append": not first, "last": True}, bytes(pending)
+            {"op": "write", "path": path, "append": not first, "last": True, "metadata": meta},
+            bytes(pending),
         )
         return self._entry(result.get("entry"))
 
