@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Seconds allowed for stopping one sandbox's kernels before its jail is destroyed anyway.
 INTERPRETER_CLOSE_SECONDS = 5.0
+# How long a connect or info call waits for a pause in progress to finish.
+PAUSE_WAIT_SECONDS = 60.0
 # Back-off after the pool failed to start a sandbox, so a broken host does not spin.
 POOL_RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
 
@@ -120,6 +122,7 @@ class ControlPlane:
         self._store = PauseStore(config.state_dir)
         self._paused: dict[str, PausedRecord] = {}
         self._transitions: set[str] = set()  # ids being paused or resumed right now
+        self._pausing: dict[str, asyncio.Event] = {}  # set when that pause has finished
 
     @property
     def limits(self) -> Limits:
@@ -265,6 +268,7 @@ class ControlPlane:
         if sandbox_id in self._transitions:
             raise ControlError(409, f"sandbox {sandbox_id} is being paused or resumed")
         self._transitions.add(sandbox_id)
+        self._pausing[sandbox_id] = asyncio.Event()
         try:
             del self._sandboxes[sandbox_id]
             if sandbox.timer is not None:
@@ -297,6 +301,15 @@ class ControlPlane:
             log.info("sandbox %s paused (workspace %d bytes)", sandbox_id, size)
         finally:
             self._transitions.discard(sandbox_id)
+            self._pausing.pop(sandbox_id).set()
+
+    async def settled(self, sandbox_id: str) -> None:
+        """Wait (bounded) for a pause in progress to finish: a client that saw the sandbox
+        stop running and connects at once must find it paused, not missing."""
+        pausing = self._pausing.get(sandbox_id)
+        if pausing is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pausing.wait(), PAUSE_WAIT_SECONDS)
 
     async def resume(self, sandbox_id: str, timeout_seconds: int | None) -> Sandbox:
         """Start a paused sandbox again with its workspace; kernels start fresh.
@@ -363,6 +376,7 @@ class ControlPlane:
 
     async def kill(self, sandbox_id: str) -> bool:
         """Destroy a sandbox now; False when there is no such live sandbox."""
+        await self.settled(sandbox_id)
         if sandbox_id in self._paused and sandbox_id not in self._transitions:
             del self._paused[sandbox_id]
             await asyncio.to_thread(self._store.delete, sandbox_id)
