@@ -11,7 +11,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # The envd version sandboxd reports to the SDK, which gates features client-side on it.
-# 0.6.1 enables everything sandboxd implements (default user >= 0.4.0, close_stdin >= 0.5.2,
-# octet-stream uploads >= 0.5.7) and keeps the SDK from sending what it does not: file
-# metadata stored as xattrs (>= 0.6.2) would otherwise be accepted and silently dropped.
-ENVD_VERSION = "0.6.1"
+# 0.6.4 enables everything sandboxd implements: default user >= 0.4.0, close_stdin >= 0.5.2,
+# octet-stream uploads >= 0.5.7, file metadata as user.e2b.* xattrs >= 0.6.2, a watch
+# event's entry >= 0.6.3, watches allowed on network mounts >= 0.6.4 (inotify inside the
+# sandbox watches any file system the same way).
+ENVD_VERSION = "0.6.4"

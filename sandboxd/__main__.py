@@ -55,7 +55,13 @@ def run_serve(cli_values: dict[str, str | None]) -> int:
         config = config_from(cli_values)
     except ConfigError as error:
         return _fail(str(error), EXIT_CONFIG)
-    problem = _check_paths([("state dir", config.state_dir), ("sandbox env", config.sandbox_env)])
+    problem = _check_paths(
+        [
+            ("state dir", config.state_dir),
+            ("sandbox env", config.sandbox_env),
+            ("full sandbox env", config.sandbox_env_full),
+        ]
+    )
     if problem:
         return _fail(problem, EXIT_CONFIG)
     if not (config.sandbox_env / "bin" / "python").exists():

@@ -110,6 +110,13 @@ OPTIONS: tuple[Option, ...] = (
         PROJECT_ROOT / "var" / "sandbox-env",
         "the sandbox Python environment (built by make setup), seen inside at /opt/python",
     ),
+    Option(
+        "sandbox_env_full",
+        Path,
+        PROJECT_ROOT / "var" / "sandbox-env-full",
+        "the code-interpreter-v1 template's environment (E2B's data-science stack); "
+        "without it that template is the base one",
+    ),
     Option("max_sandboxes", _parse_positive_int, 16, "live sandboxes allowed; more get 429"),
     Option("pool_size", _parse_non_negative_int, 2, "pre-started sandboxes kept ready"),
     Option("default_timeout", _parse_positive_int, 300, "sandbox lifetime (s) when not given"),
@@ -145,6 +152,7 @@ class Config:
     port: int = 49982
     state_dir: Path = PROJECT_ROOT / "var" / "sandboxd"
     sandbox_env: Path = PROJECT_ROOT / "var" / "sandbox-env"
+    sandbox_env_full: Path = PROJECT_ROOT / "var" / "sandbox-env-full"
     max_sandboxes: int = 16
     pool_size: int = 2
     default_timeout: int = 300
@@ -255,6 +263,7 @@ def config_from(
         raise ConfigError("--default-timeout must not exceed --max-timeout")
     values["state_dir"] = Path(values["state_dir"]).absolute()
     values["sandbox_env"] = Path(values["sandbox_env"]).absolute()
+    values["sandbox_env_full"] = Path(values["sandbox_env_full"]).absolute()
     if values["log_file"] is not None:
         values["log_file"] = Path(values["log_file"]).absolute()
     return Config(api_key=api_key, **values)

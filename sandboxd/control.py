@@ -35,6 +35,7 @@ from sandboxd.pause import (
     restore_workspace,
     save_workspace,
 )
+from sandboxd.templates import Template, Templates, UnknownTemplate
 
 if TYPE_CHECKING:
     from sandboxd.config import Config
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Seconds allowed for stopping one sandbox's kernels before its jail is destroyed anyway.
 INTERPRETER_CLOSE_SECONDS = 5.0
+# How long a connect or info call waits for a pause in progress to finish.
+PAUSE_WAIT_SECONDS = 60.0
 # Back-off after the pool failed to start a sandbox, so a broken host does not spin.
 POOL_RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
 
@@ -116,9 +119,11 @@ class ControlPlane:
         self._pool_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._templates = Templates(config)
         self._store = PauseStore(config.state_dir)
         self._paused: dict[str, PausedRecord] = {}
         self._transitions: set[str] = set()  # ids being paused or resumed right now
+        self._pausing: dict[str, asyncio.Event] = {}  # set when that pause has finished
 
     @property
     def limits(self) -> Limits:
@@ -172,6 +177,11 @@ class ControlPlane:
         ``ControlError(500)`` when the sandbox cannot be started.
         """
         lifetime = self._lifetime(timeout_seconds)
+        try:
+            template = self._templates.get(template_id)
+        except UnknownTemplate as error:
+            log.info("refused a sandbox of unknown template %r", template_id)
+            raise ControlError(404, error.message) from None
         if self._closing:
             raise ControlError(503, "sandboxd is shutting down")
         for sandbox_id in list(self._sandboxes):
@@ -180,9 +190,9 @@ class ControlPlane:
         self._reserved += 1
         prepared: Prepared | None = None
         try:
-            prepared = self._take_from_pool()
+            prepared = self._take_from_pool() if template == self._templates.default else None
             if prepared is None:
-                prepared = await self._prepare(new_sandbox_id(), warm=False)
+                prepared = await self._prepare(new_sandbox_id(), warm=False, template=template)
             if env_vars:
                 await prepared.interpreter.set_envs(env_vars)
                 prepared.envd.set_envs(env_vars)
@@ -262,6 +272,7 @@ class ControlPlane:
         if sandbox_id in self._transitions:
             raise ControlError(409, f"sandbox {sandbox_id} is being paused or resumed")
         self._transitions.add(sandbox_id)
+        self._pausing[sandbox_id] = asyncio.Event()
         try:
             del self._sandboxes[sandbox_id]
             if sandbox.timer is not None:
@@ -294,6 +305,15 @@ class ControlPlane:
             log.info("sandbox %s paused (workspace %d bytes)", sandbox_id, size)
         finally:
             self._transitions.discard(sandbox_id)
+            self._pausing.pop(sandbox_id).set()
+
+    async def settled(self, sandbox_id: str) -> None:
+        """Wait (bounded) for a pause in progress to finish: a client that saw the sandbox
+        stop running and connects at once must find it paused, not missing."""
+        pausing = self._pausing.get(sandbox_id)
+        if pausing is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pausing.wait(), PAUSE_WAIT_SECONDS)
 
     async def resume(self, sandbox_id: str, timeout_seconds: int | None) -> Sandbox:
         """Start a paused sandbox again with its workspace; kernels start fresh.
@@ -309,7 +329,11 @@ class ControlPlane:
         self._transitions.add(sandbox_id)
         self._reserved += 1
         try:
-            prepared = await self._prepare(sandbox_id, warm=False)
+            try:
+                template = self._templates.get(record.template_id)
+            except UnknownTemplate:  # no longer offered: its workspace still comes back
+                template = self._templates.default
+            prepared = await self._prepare(sandbox_id, warm=False, template=template)
             try:
                 await restore_workspace(prepared.jail, self._store.archive(sandbox_id))
                 if record.env_vars:
@@ -348,13 +372,15 @@ class ControlPlane:
         return sandbox
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> Sandbox:
-        """The sandbox now dies ``timeout`` seconds from now (shorter or longer)."""
+        """The sandbox now dies ``timeout`` seconds from now (shorter or longer); 0 ends it
+        now (or pauses it, when it asked for auto-pause), as E2B does."""
         sandbox = self._require(sandbox_id)
-        self._schedule_end(sandbox, self._lifetime(timeout))
+        self._schedule_end(sandbox, 0 if timeout == 0 else self._lifetime(timeout))
         return sandbox
 
     async def kill(self, sandbox_id: str) -> bool:
         """Destroy a sandbox now; False when there is no such live sandbox."""
+        await self.settled(sandbox_id)
         if sandbox_id in self._paused and sandbox_id not in self._transitions:
             del self._paused[sandbox_id]
             await asyncio.to_thread(self._store.delete, sandbox_id)
@@ -485,9 +511,15 @@ class ControlPlane:
 
     # --- the pool ---------------------------------------------------------------------------
 
-    async def _prepare(self, sandbox_id: str, *, warm: bool) -> Prepared:
-        """Start a jail with its interpreter and envd; warm the default Python context."""
-        jail = await self._manager.create(sandbox_id, limits=self._limits)
+    async def _prepare(
+        self, sandbox_id: str, *, warm: bool, template: Template | None = None
+    ) -> Prepared:
+        """Start a jail of `template` (default: the default one) with its interpreter and
+        envd; warm the default Python context when asked."""
+        template = template or self._templates.default
+        jail = await self._manager.create(
+            sandbox_id, limits=self._limits, sandbox_env=template.sandbox_env
+        )
         try:
             interpreter = Interpreter(jail)
             if warm:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 5.0
 KEPT_SAMPLES = 720  # an hour of samples per sandbox
+STOP_SECONDS = 2.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -139,15 +140,19 @@ class MetricsRecorder:
         self._samples: deque[Sample] = deque(maxlen=KEPT_SAMPLES)
         self._last: tuple[float, float] | None = None  # (monotonic time, cpu seconds)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"metrics-{self._jail.sandbox_id}")
 
     async def stop(self) -> None:
+        """Stop sampling. Bounded: Python 3.11's wait_for can swallow a cancellation that
+        meets a reply arriving at the same moment, so the loop also checks a flag, and this
+        never waits on the task for more than STOP_SECONDS."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=STOP_SECONDS)
 
     def samples(self, start: datetime | None = None, end: datetime | None = None) -> list[Sample]:
         """Samples taken between `start` and `end` (inclusive; either may be open), oldest
@@ -162,7 +167,7 @@ class MetricsRecorder:
         return self._samples[-1] if self._samples else None
 
     async def _run(self) -> None:
-        while self._jail.alive:
+        while self._jail.alive and not self._stopping:
             try:
                 await self.sample()
             except Exception:  # a sandbox dying mid-sample: stop quietly at the next check

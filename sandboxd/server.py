@@ -169,6 +169,7 @@ async def connect_sandbox(request: web.Request) -> web.Response:
     """``POST /v2/sandboxes/{id}/connect``: 200 with the sandbox's tokens; 404 if unknown."""
     body = await _json_body(request)
     plane, sandbox_id = request.app[CONTROL_PLANE], request.match_info["sandbox_id"]
+    await plane.settled(sandbox_id)
     if plane.is_paused(sandbox_id):
         sandbox = await plane.resume(sandbox_id, _timeout(body))
         return web.json_response(created_body(sandbox), status=201)
@@ -221,6 +222,7 @@ async def kill_sandbox(request: web.Request) -> web.Response:
 async def get_sandbox(request: web.Request) -> web.Response:
     """``GET /sandboxes/{id}``: the ``SandboxDetail`` model; 404 if unknown."""
     plane = request.app[CONTROL_PLANE]
+    await plane.settled(request.match_info["sandbox_id"])
     sandbox: Sandbox | PausedRecord | None = plane.get(request.match_info["sandbox_id"])
     if sandbox is None:
         sandbox = plane.paused(request.match_info["sandbox_id"])

@@ -35,7 +35,13 @@ build_font_list() {
 }
 
 if [ -e "$STAMP" ] && [ -x "$DEST/esbuild" ]; then
-    compgen -G "$DEST/mpl/fontlist-*.json" >/dev/null || build_font_list
+    # The list is named after matplotlib's version: built again when the sandbox env's
+    # requirements change (a list of another version is ignored, and the first plot is slow).
+    if ! compgen -G "$DEST/mpl/fontlist-*.json" >/dev/null \
+        || [ sandboxd/sandbox-requirements.txt -nt "$DEST/mpl" ]; then
+        build_font_list
+        touch "$DEST/mpl"
+    fi
     exit 0
 fi
 

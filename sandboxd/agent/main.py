@@ -43,6 +43,7 @@ MAX_PENDING_EVENTS = 4096  # events of one watch read but not yet sent
 # previous operation is watched before this one writes into it.
 FILE_CHANGING_OPS = frozenset({"write", "mkdir", "move", "remove"})
 KILL_REAP_SECONDS = 2.0  # how long a SIGKILL's answer waits for the process to be gone
+METADATA_XATTR = "user.e2b."  # file metadata lives in these extended attributes (envd's)
 PR_SET_DUMPABLE = 4
 CHILD_OOM_SCORE_ADJ = b"500"  # every spawned process outranks the agent as an OOM victim
 
@@ -126,6 +127,7 @@ def entry(path: str) -> dict:
             shown = os.stat(path)
     kind = "dir" if stat.S_ISDIR(shown.st_mode) and not stat.S_ISLNK(shown.st_mode) else "file"
     return {
+        "metadata": metadata_of(path),
         "name": os.path.basename(path) or "/",
         "type": kind,
         "path": path,
@@ -138,6 +140,34 @@ def entry(path: str) -> dict:
         "symlink_target": target,
         "link": link,
     }
+
+
+def metadata_of(path: str) -> dict | None:
+    """envd's file metadata: the ``user.e2b.*`` extended attributes, prefix stripped."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return None
+    found = {}
+    for name in names:
+        if name.startswith(METADATA_XATTR):
+            with contextlib.suppress(OSError):
+                value = os.getxattr(path, name, follow_symlinks=False)
+                found[name[len(METADATA_XATTR) :]] = value.decode("utf-8", "replace")
+    return found or None
+
+
+def set_metadata(fd: int, metadata: object) -> None:
+    """Replace the file's metadata (a write without metadata clears it, as envd does)."""
+    for name in os.listxattr(fd):
+        if name.startswith(METADATA_XATTR):
+            os.removexattr(fd, name)
+    if not isinstance(metadata, dict):
+        return
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise OpError("invalid_argument", "metadata must map strings to strings")
+        os.setxattr(fd, METADATA_XATTR + key.lower(), value.encode())
 
 
 class Proc:
@@ -602,6 +632,7 @@ class Agent:
                 # reports as an attribute change (CREATE, CHMOD, WRITE): watchers see that
                 # same sequence here, where the owner is already right, by re-applying the mode.
                 os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode))
+                set_metadata(fd, msg.get("metadata"))
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]

@@ -268,6 +268,8 @@ async def _run_until(
     """Run `call`; when `seconds` pass first, call `on_expiry`, cancel it and return False.
     The client's own cancellation reaches it too."""
     task = asyncio.ensure_future(call)
+    # A task cancelled with its client may end in connectrpc's own error: collect it here.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:

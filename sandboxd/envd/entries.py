@@ -46,6 +46,7 @@ def entry_info(entry: Entry) -> filesystem_pb.EntryInfo:
         owner=entry.owner,
         group=entry.group,
         modified_time=Timestamp.from_datetime(entry.modified_time),
+        metadata=entry.metadata or {},
         symlink_target=_valid_text(entry.symlink_target)
         if entry.symlink_target is not None
         else None,

@@ -17,7 +17,7 @@ import posixpath
 import re
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import parse_content_disposition
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from sandboxd.jail import Entry, Jail
 
 _READ_CHUNK = 1 << 16
+# File metadata arrives as one header per key (envd's), stored as user.e2b.* xattrs.
+METADATA_HEADER = "X-Metadata-"
 _QUOTED_FILENAME = re.compile(r'filename="([^"]*)"')
 # The HTML5 multipart escapes httpx (the SDK's multipart encoder) applies to a filename.
 _HTML5_ESCAPE = re.compile(r"%(22|[01][0-9A-F])")
@@ -78,8 +80,20 @@ def _user_error(request: web.Request) -> web.Response | None:
     return files_error(403, refusal) if refusal else None
 
 
-def _written(entry: Entry) -> dict[str, str]:
-    return {"name": entry.name, "type": "file", "path": entry.path}
+def _written(entry: Entry) -> dict[str, Any]:
+    written: dict[str, Any] = {"name": entry.name, "type": "file", "path": entry.path}
+    if entry.metadata:
+        written["metadata"] = entry.metadata
+    return written
+
+
+def upload_metadata(request: web.Request) -> dict[str, str]:
+    """File metadata from the ``X-Metadata-<key>`` headers (envd's), keys lowercased."""
+    return {
+        name[len(METADATA_HEADER) :].lower(): value
+        for name, value in request.headers.items()
+        if name.lower().startswith(METADATA_HEADER.lower()) and len(name) > len(METADATA_HEADER)
+    }
 
 
 async def download(request: web.Request, jail: Jail, *, max_bytes: int) -> web.StreamResponse:
@@ -125,12 +139,18 @@ async def _limited_chunks(
 
 
 async def _write_streamed(
-    jail: Jail, target: str, source: BodyPartReader | web.Request, max_bytes: int
-) -> dict[str, str]:
+    jail: Jail,
+    target: str,
+    source: BodyPartReader | web.Request,
+    max_bytes: int,
+    metadata: dict[str, str],
+) -> dict[str, Any]:
     """Stream one uploaded file into the sandbox (never held whole: bounded memory per
     upload); a file over the cap is removed again, so no truncated file is left behind."""
     try:
-        entry = await jail.write_stream(target, _limited_chunks(source, max_bytes))
+        entry = await jail.write_stream(
+            target, _limited_chunks(source, max_bytes), metadata=metadata
+        )
     except _TooLarge:
         with contextlib.suppress(*JAIL_ERRORS):
             await jail.remove(target)
@@ -144,7 +164,8 @@ async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Res
     if refused is not None:
         return refused
     query_path = request.query.get("path")
-    written: list[dict[str, str]] = []
+    metadata = upload_metadata(request)
+    written: list[dict[str, Any]] = []
     try:
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
@@ -165,13 +186,13 @@ async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Res
                     target = part_path(part)
                 if not target:
                     return files_error(400, "every file part needs a filename (its path)")
-                written.append(await _write_streamed(jail, target, part, max_bytes))
+                written.append(await _write_streamed(jail, target, part, max_bytes, metadata))
             if not count:
                 return files_error(400, "the multipart body holds no file part")
         elif request.content_type == "application/octet-stream":
             if not query_path:
                 return files_error(400, "the path query parameter is required")
-            written.append(await _write_streamed(jail, query_path, request, max_bytes))
+            written.append(await _write_streamed(jail, query_path, request, max_bytes, metadata))
         else:
             return files_error(
                 400,

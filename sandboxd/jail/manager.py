@@ -188,6 +188,12 @@ class JailProcess:
         await self.jail.signal(self.pid, sig)
 
 
+def _metadata(raw: object) -> dict[str, str] | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return {str(k): str(v) for k, v in raw.items()}
+
+
 class JailWatch:
     """A directory watch inside a sandbox (see Jail.watch): batches of
     ``(kind, name, is_dir)`` events, names relative to ``root``.
@@ -279,6 +285,7 @@ class Jail:
         self._pending: dict[int, tuple[asyncio.Future[tuple[dict, bytes]], list[bytes], OnOk]] = {}
         self._procs: dict[int, JailProcess] = {}
         self._watches: dict[int, JailWatch] = {}
+        self.sandbox_env: Path = manager.sandbox_env  # its template's (see JailManager.create)
         self._proxy: egress_mod.EgressProxy | None = None
         self._dead_reason: str | None = None
         self._destroyed = False
@@ -539,6 +546,7 @@ class Jail:
                 modified_time=datetime.fromtimestamp(float(raw["mtime"]), tz=UTC),
                 symlink_target=str(target) if target is not None else None,
                 is_symlink=raw.get("link") is True,
+                metadata=_metadata(raw.get("metadata")),
             )
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
             raise FsError("internal", "malformed entry from the sandbox") from None
@@ -598,28 +606,43 @@ class Jail:
 
         return await self.write_stream(path, whole())
 
-    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> Entry:
+    async def write_stream(
+        self,
+        path: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Entry:
         """Create or replace the file from `chunks` as they arrive; return its entry.
 
         At most about one wire chunk is held at a time, so an upload of any size costs the
         server a bounded amount of memory. An exception from `chunks` propagates and leaves
-        the part written so far (the caller decides whether to remove it).
+        the part written so far (the caller decides whether to remove it). `metadata`
+        replaces the file's metadata (``user.e2b.*`` extended attributes; none clears it).
         """
         pending = bytearray()
         first = True
+        meta = dict(metadata or {})
         async for chunk in chunks:
             pending += chunk
             # Strictly more than a chunk: the last frame (`last`) must carry something or
             # be the only one, so one chunk's worth always waits for the next read.
             while len(pending) > wire.CHUNK:
                 await self._call(
-                    {"op": "write", "path": path, "append": not first, "last": False},
+                    {
+                        "op": "write",
+                        "path": path,
+                        "append": not first,
+                        "last": False,
+                        "metadata": meta,
+                    },
                     bytes(pending[: wire.CHUNK]),
                 )
                 del pending[: wire.CHUNK]
                 first = False
         result, _ = await self._call(
-            {"op": "write", "path": path, "append": not first, "last": True}, bytes(pending)
+            {"op": "write", "path": path, "append": not first, "last": True, "metadata": meta},
+            bytes(pending),
         )
         return self._entry(result.get("entry"))
 
@@ -781,8 +804,10 @@ class JailManager:
         *,
         limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, safe as a default
         envs: Mapping[str, str] = {},
+        sandbox_env: Path | None = None,
     ) -> Jail:
-        """Start a sandbox and return it once its agent is ready.
+        """Start a sandbox and return it once its agent is ready; `sandbox_env` is the Python
+        environment it sees at /opt/python (a template's; default: the manager's).
 
         Raises JailError if the sandbox cannot start (the partial sandbox is cleaned up).
         """
@@ -810,6 +835,7 @@ class JailManager:
                 cgroup.destroy()
             raise
         jail = Jail(self, sandbox_id, lease, limits, host_dir, cgroup, self.base_env(envs))
+        jail.sandbox_env = sandbox_env or self.sandbox_env  # callers pass absolute paths
         self._jails[sandbox_id] = jail
         try:
             await self._launch(jail)
@@ -961,11 +987,11 @@ class JailManager:
         # E2B's sandboxes have root's home too, and code (and E2B's own tests) use it as a
         # working directory: here it is the one user's home, not a second writable place.
         argv += ["--symlink", home, "/root"]
-        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
+        argv += ["--ro-bind-fd", path_fd(jail.sandbox_env), "/opt/python"]
         # The env's console scripts (pip, jupyter, ...) have its host path in their #! line:
         # the real path, links resolved, as the env was built there. (So that one host path
         # is visible inside, by design.)
-        argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env.resolve())]
+        argv += ["--ro-bind-fd", path_fd(jail.sandbox_env), str(jail.sandbox_env.resolve())]
         argv += ["--ro-bind-fd", path_fd(AGENT_DIR), "/opt/sandboxd/agent"]
         for src, dst in self.ro_binds:
             argv += ["--ro-bind-fd", path_fd(src), dst]

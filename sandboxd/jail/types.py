@@ -70,6 +70,7 @@ class Entry:
     modified_time: datetime
     symlink_target: str | None
     is_symlink: bool = False
+    metadata: dict[str, str] | None = None  # the user.e2b.* extended attributes
 
 
 @dataclass(frozen=True)

@@ -247,7 +247,8 @@ def pool_ready(server: RunningSandboxd) -> int:
 
 def test_the_pool_hands_out_a_sandbox_and_refills(sandboxd: RunningSandboxd) -> None:
     assert wait_until(lambda: pool_ready(sandboxd) == 2, 60)
-    sandbox = Sandbox.create(**sandboxd.sdk_options())
+    # the pool holds sandboxes of the default template (sandboxd.templates)
+    sandbox = Sandbox.create("code-interpreter-v1", **sandboxd.sdk_options())
     try:
         assert pool_ready(sandboxd) < 2
         assert wait_until(lambda: pool_ready(sandboxd) == 2, 60)

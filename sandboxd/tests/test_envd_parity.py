@@ -173,3 +173,15 @@ async def test_watch_streams_are_bounded_and_a_neighbour_stays_healthy(
     finally:
         await hostile.kill()
         await neighbour.kill()
+
+
+def test_file_metadata_is_kept_as_xattrs_listed_and_cleared_on_overwrite(sbx: Sandbox) -> None:
+    info = sbx.files.write("meta/a.txt", "x", metadata={"Author": "alice", "stage": "draft"})
+    assert info.metadata == {"author": "alice", "stage": "draft"}
+    read = "import os; print(os.getxattr('meta/a.txt', 'user.e2b.author').decode())"
+    assert sbx.commands.run(f'python3 -c "{read}"').stdout == "alice\n"
+    [listed] = sbx.files.list("meta")
+    assert listed.metadata == {"author": "alice", "stage": "draft"}
+    assert sbx.files.rename("meta/a.txt", "meta/b.txt").metadata == listed.metadata
+    assert sbx.files.write("meta/b.txt", "y").metadata is None
+    assert sbx.files.get_info("meta/b.txt").metadata is None

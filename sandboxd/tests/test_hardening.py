@@ -163,11 +163,7 @@ def test_a_template_id_cannot_forge_a_log_line(server: RunningSandboxd) -> None:
         timeout=60,
     )
 
-    assert response.status_code == 201
-    sandbox_id = response.json()["sandboxID"]
-    httpx.delete(
-        f"{server.url}/sandboxes/{sandbox_id}", headers={"X-API-KEY": server.api_key}, timeout=60
-    )
+    assert response.status_code == 404  # no such template (sandboxd.templates)
     lines = [line for line in server.log().splitlines() if marker in line]
     assert lines, "the template id was logged"
     assert not any(line.startswith("2026-01-01") for line in lines)

@@ -122,3 +122,23 @@ def test_the_paused_directory_is_the_hosts_only(sandboxd: RunningSandboxd) -> No
         )
     finally:
         Sandbox.kill(sandbox.sandbox_id, **sandboxd.sdk_options())
+
+
+def test_set_timeout_zero_ends_the_sandbox_now_or_pauses_it(sandboxd: RunningSandboxd) -> None:
+    pausing = Sandbox.create(lifecycle={"on_timeout": "pause"}, **sandboxd.sdk_options())
+    ending = Sandbox.create(**sandboxd.sdk_options())
+    try:
+        pausing.set_timeout(0)
+        ending.set_timeout(0)
+
+        def paused() -> bool:
+            try:
+                info = Sandbox.get_info(pausing.sandbox_id, **sandboxd.sdk_options())
+            except Exception:  # between running and paused it is briefly neither
+                return False
+            return info.state == SandboxState.PAUSED
+
+        assert wait_until(lambda: paused() and not ending.is_running(), 30)
+        assert Sandbox.kill(ending.sandbox_id, **sandboxd.sdk_options()) is False
+    finally:
+        Sandbox.kill(pausing.sandbox_id, **sandboxd.sdk_options())
