@@ -228,9 +228,8 @@ class StreamCursor:
         """Return the frames for what `execution`'s row holds beyond this cursor, and move
         the cursor to the row's `last_seq`.
 
-        The frames carry `seq = last_seq` and `"replay": true`. Output comes as one
-        `stdout` and one `stderr` frame (the row keeps the streams apart, so their
-        interleaving is not rebuilt); results, the error and `done` follow as stored.
+        The frames carry `seq = last_seq` and `"replay": true`. Output comes in the order
+        the run produced it (the row's `output_order`), then `done`.
         Nothing when the cursor is already at or past the row.
         """
         seq = execution.last_seq
@@ -262,20 +261,23 @@ class StreamCursor:
         if not self.sent_running and execution.started_at is not None:
             frames.append(frame("status", status=Execution.Status.RUNNING))
             self.sent_running = True
-        stdout = execution.stdout[self.stdout_chars :]
-        if stdout:
-            frames.append(frame("stdout", text=stdout))
-            self.stdout_chars += len(stdout)
-        stderr = execution.stderr[self.stderr_chars :]
-        if stderr:
-            frames.append(frame("stderr", text=stderr))
-            self.stderr_chars += len(stderr)
-        for result in (execution.results or [])[self.results :]:
-            frames.append(frame("result", result=result))
-            self.results += 1
-        if execution.error and not self.sent_error:
-            frames.append(frame("error", error=execution.error))
-            self.sent_error = True
+        # In the order the run produced it (Execution.ordered_output), from where we are.
+        sent = {"stdout": self.stdout_chars, "stderr": self.stderr_chars}
+        for piece in execution.ordered_output():
+            if piece.kind in sent:
+                end = piece.position + len(piece.text)
+                if end <= sent[piece.kind]:
+                    continue
+                text = piece.text[max(0, sent[piece.kind] - piece.position) :]
+                frames.append(frame(piece.kind, text=text))
+                sent[piece.kind] = end
+            elif piece.kind == "result" and piece.position >= self.results:
+                frames.append(frame("result", result=piece.result))
+                self.results = piece.position + 1
+            elif piece.kind == "error" and not self.sent_error:
+                frames.append(frame("error", error=piece.error))
+                self.sent_error = True
+        self.stdout_chars, self.stderr_chars = sent["stdout"], sent["stderr"]
         if execution.is_final and not self.done:
             frames.append(done_frame(execution, replay=True))
             self.done = True
@@ -608,7 +610,10 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             user=self.user,
             thread=self.thread,
             agent=None,
-            source=Source.WEBSOCKET,
+            # A session socket is the workspace page; a JWT socket is a program.
+            source=Source.BROWSER
+            if self.scope.get("auth_method") == "session"
+            else Source.WEBSOCKET,
             client_ip=client_ip(self.scope),
         )
         try:

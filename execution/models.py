@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -158,6 +160,11 @@ class Execution(models.Model):
     # Set by a cancel request; the process running the execution watches it, so a cancel
     # reaches the run even when it was asked through another server process.
     cancel_requested = models.BooleanField(default=False)
+    # The order in which the run produced its output, which stdout, stderr, results and error
+    # alone cannot tell: space-separated tokens appended as output is stored, `o<n>` (the next
+    # n characters of stdout), `e<n>` (of stderr), `r` (the next result), `x` (the error).
+    # See `ordered_output`; empty for runs stored before it existed.
+    output_order = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -183,6 +190,71 @@ class Execution(models.Model):
         if not self.can_transition_to(status):
             raise ValueError(f"execution {self.id}: {self.status} -> {status} is not allowed")
         self.status = status
+
+    def ordered_output(self) -> list[OutputPiece]:
+        """The run's output as it was produced: stdout and stderr pieces, results and the
+        error, each once, in order. Text a token names but the row lacks (a token written
+        with a batch a reader saw only half of cannot happen, as both go in one UPDATE) is
+        cut to what the row holds. A row without `output_order` (older runs) gives stdout,
+        stderr, the results and the error, in that order."""
+        pieces: list[OutputPiece] = []
+        offsets = {"stdout": 0, "stderr": 0}
+        results = list(self.results or [])
+        next_result = 0
+        error_shown = False
+        for token in self.output_order.split():
+            kind, count = token[0], token[1:]
+            if kind in ("o", "e") and count.isdigit():
+                stream = "stdout" if kind == "o" else "stderr"
+                start = offsets[stream]
+                text = getattr(self, stream)[start : start + int(count)]
+                offsets[stream] = start + len(text)
+                if text:
+                    pieces.append(OutputPiece(stream, start, text=text))
+            elif kind == "r" and next_result < len(results):
+                pieces.append(OutputPiece("result", next_result, result=results[next_result]))
+                next_result += 1
+            elif kind == "x" and self.error and not error_shown:
+                pieces.append(OutputPiece("error", 0, error=self.error))
+                error_shown = True
+        # Whatever no token covers (older rows; an error stored without output): at the end.
+        for stream in ("stdout", "stderr"):
+            rest = getattr(self, stream)[offsets[stream] :]
+            if rest:
+                pieces.append(OutputPiece(stream, offsets[stream], text=rest))
+        for index in range(next_result, len(results)):
+            pieces.append(OutputPiece("result", index, result=results[index]))
+        if self.error and not error_shown:
+            pieces.append(OutputPiece("error", 0, error=self.error))
+        return pieces
+
+
+@dataclass(frozen=True)
+class OutputPiece:
+    """One piece of a run's ordered output: `kind` is stdout, stderr, result or error;
+    `position` is where it starts (the character offset in its stream, the result's index)."""
+
+    kind: str
+    position: int
+    text: str = ""
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+def output_order_tokens(items: list[tuple[str, Any]]) -> str:
+    """The `output_order` tokens of stored output items, ("stdout"|"stderr", text),
+    ("result", …) and ("error", …), adjacent text of one stream merged; ends with a space."""
+    tokens: list[list[Any]] = []
+    for kind, payload in items:
+        letter = {"stdout": "o", "stderr": "e", "result": "r", "error": "x"}[kind]
+        if letter in "oe":
+            if tokens and tokens[-1][0] == letter:
+                tokens[-1][1] += len(payload)
+            else:
+                tokens.append([letter, len(payload)])
+        else:
+            tokens.append([letter, None])
+    return "".join(f"{letter}{'' if n is None else n} " for letter, n in tokens)
 
 
 def workspace_file_upload_to(instance: WorkspaceFile, filename: str) -> str:

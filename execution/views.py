@@ -627,7 +627,11 @@ def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UU
         {
             "thread": thread,
             "run": execution,
-            "results": [present_result(result) for result in execution.results or []],
+            "pieces": [
+                {"kind": piece.kind, "text": piece.text, "result": piece.result}
+                for piece in execution.ordered_output()
+                if piece.kind != "error"
+            ],
             "run_error": present_error(execution.error),
             "skipped_files": (execution.details or {}).get("file_sync", {}).get("skipped", []),
             # The partial goes into a workspace's output pane, where the editor is at hand.

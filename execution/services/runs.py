@@ -35,7 +35,7 @@ from e2b import (
 from e2b_code_interpreter import AsyncSandbox, Context
 from e2b_code_interpreter.models import ExecutionError, OutputMessage, Result
 
-from execution.models import Execution, Thread, WorkspaceFile
+from execution.models import Execution, Thread, WorkspaceFile, output_order_tokens
 from execution.services.errors import ToolError
 from execution.services.events import EventPublisher
 from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
@@ -140,6 +140,7 @@ class EventSink:
         ("error", dict) items, honouring the output cap."""
         events: list[dict[str, Any]] = []
         appended = {"stdout": "", "stderr": ""}
+        stored: list[tuple[str, Any]] = []  # what is kept, in order, for `output_order`
         results_changed = error_changed = False
         was_truncated = self.truncated
         for kind, payload in items:
@@ -150,6 +151,7 @@ class EventSink:
                     continue
                 text = payload if granted == size else _utf8_prefix(payload, granted)
                 appended[kind] += text
+                stored.append((kind, text))
                 events.append(self._event(kind, text=text))
             elif kind == "result":
                 size = sum(len(str(v)) for v in payload.values())
@@ -157,15 +159,21 @@ class EventSink:
                     # A rich result is never cut in half: it is dropped whole and flagged.
                     continue
                 self.results.append(payload)
+                stored.append((kind, payload))
                 results_changed = True
                 events.append(self._event("result", result=payload))
             elif kind == "error":
                 self.error = payload
+                stored.append((kind, payload))
                 error_changed = True
                 events.append(self._event("error", error=payload))
         if not events and self.truncated == was_truncated:
             return
         update: dict[str, Any] = {"last_seq": self.seq, "truncated": self.truncated}
+        if stored:
+            update["output_order"] = Concat(
+                F("output_order"), Value(output_order_tokens(stored)), output_field=TextField()
+            )
         for stream, text in appended.items():
             if text:
                 update[stream] = Concat(F(stream), Value(text), output_field=TextField())
@@ -193,9 +201,14 @@ class EventSink:
         if not self.execution.can_transition_to(status):
             return
         events: list[dict[str, Any]] = []
+        order: dict[str, Any] = {}
         if error is not None:
             self.error = error
             events.append(self._event("error", error=error))
+            order["output_order"] = Concat(
+                F("output_order"), Value(output_order_tokens([("error", error)])),
+                output_field=TextField(),
+            )  # fmt: skip
         now = timezone.now()
         started = self.execution.started_at
         duration_ms = int((now - started).total_seconds() * 1000) if started else None
@@ -210,6 +223,7 @@ class EventSink:
         ).update(
             status=status, finished_at=now, duration_ms=duration_ms, exit_code=exit_code,
             truncated=self.truncated, error=self.error, details=merged, last_seq=self.seq,
+            **order,
         )  # fmt: skip
         if updated:
             self._publish(events)

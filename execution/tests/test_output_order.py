@@ -1,0 +1,88 @@
+"""A run's output in the order it was produced: stored by the event sink, replayed in that
+order from the row, whatever point a client replays from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.base_user import AbstractBaseUser
+
+from execution.consumers import StreamCursor
+from execution.models import Execution, Language, Thread
+from execution.services.events import EventPublisher
+from execution.services.runs import EventSink
+
+pytestmark = pytest.mark.django_db
+
+CHART = {"png": "iVBORw0KGgo=", "is_main_result": False}
+ERROR = {"name": "ValueError", "value": "boom", "traceback": "Traceback…"}
+
+
+@pytest.fixture
+def execution(alice: AbstractBaseUser) -> Execution:
+    thread = Thread.objects.create(owner=alice)
+    return Execution.objects.create(
+        thread=thread, user=alice, language=Language.PYTHON, code="…", status="running"
+    )
+
+
+def store(execution: Execution, batches: list[list[tuple[str, Any]]]) -> Execution:
+    sink = EventSink(execution, EventPublisher())
+    for batch in batches:
+        sink.output(batch)
+    execution.refresh_from_db()
+    return execution
+
+
+def test_the_row_keeps_prints_a_chart_more_prints_and_the_error_in_their_order(
+    execution: Execution,
+) -> None:
+    row = store(
+        execution,
+        [
+            [("stdout", "before\n"), ("stderr", "warn\n"), ("stdout", "still\n")],
+            [("result", CHART), ("stdout", "after\n")],
+            [("error", ERROR)],
+        ],
+    )
+    pieces = [(p.kind, p.text or p.result or p.error) for p in row.ordered_output()]
+    assert pieces == [
+        ("stdout", "before\n"),
+        ("stderr", "warn\n"),
+        ("stdout", "still\n"),
+        ("result", CHART),
+        ("stdout", "after\n"),
+        ("error", ERROR),
+    ]
+    assert row.stdout == "before\nstill\nafter\n"
+
+
+def test_a_replay_from_the_row_sends_the_output_in_order(execution: Execution) -> None:
+    row = store(execution, [[("stdout", "one\n"), ("result", CHART), ("stderr", "two\n")]])
+    frames = StreamCursor(str(row.id)).catch_up(row)
+    kinds = [(f["type"], f.get("text")) for f in frames if f["type"] != "execution"]
+    assert kinds == [("stdout", "one\n"), ("result", None), ("stderr", "two\n")]
+
+
+def test_a_replay_midway_sends_only_what_the_cursor_has_not_sent(execution: Execution) -> None:
+    row = store(execution, [[("stdout", "abc"), ("result", CHART), ("stdout", "def")]])
+    cursor = StreamCursor(str(row.id), seq=1, sent_execution=True, sent_running=True)
+    cursor.stdout_chars = 2  # it had seen "ab" live
+    frames = cursor.catch_up(row)
+    assert [(f["type"], f.get("text")) for f in frames] == [
+        ("stdout", "c"),
+        ("result", None),
+        ("stdout", "def"),
+    ]
+    assert cursor.stdout_chars == 6 and cursor.results == 1
+
+
+def test_a_run_stored_before_the_order_existed_replays_streams_then_results(
+    execution: Execution,
+) -> None:
+    Execution.objects.filter(pk=execution.pk).update(
+        stdout="out\n", stderr="err\n", results=[CHART], error=ERROR
+    )
+    execution.refresh_from_db()
+    assert [p.kind for p in execution.ordered_output()] == ["stdout", "stderr", "result", "error"]
