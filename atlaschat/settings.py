@@ -203,7 +203,18 @@ STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # Front-end packages come from npm (scripts/setup-frontend.sh, package.json) into
 # node_modules/; only the built directory of each is published, as static/vendor/<package>/,
 # so collectstatic never copies a package's sources, tests or its own node_modules.
-FRONTEND_VENDOR_DIRS = {"htmx.org": "dist", "monaco-editor": "min"}
+FRONTEND_VENDOR_DIRS = {
+    "htmx.org": "dist",
+    "monaco-editor": "min",
+    # The workspace's output and terminal (static/js/output.js, static/js/terminal.js).
+    "@xterm/xterm": "",
+    "@xterm/addon-fit": "lib",
+    "ansi_up": "",
+    "katex": "dist",
+    "marked": "lib",
+    "dompurify": "dist",
+    "chart.js": "dist",
+}
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     *(

@@ -238,6 +238,22 @@ def thread_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponseBas
 # --- the workspace ----------------------------------------------------------------------------
 
 
+# The time limits the page offers, in seconds; those above EXECUTION_MAX_TIMEOUT are left out
+# and the default and the maximum are always offered.
+TIMEOUT_CHOICES = (10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def timeout_choices() -> list[dict[str, Any]]:
+    """The page's time-limit choices: each `seconds` and a label such as "30 s" or "5 min"."""
+    ceiling = settings.EXECUTION_MAX_TIMEOUT
+    seconds = {s for s in TIMEOUT_CHOICES if s <= ceiling}
+    seconds |= {settings.EXECUTION_DEFAULT_TIMEOUT, ceiling}
+    return [
+        {"seconds": s, "label": f"{s / 60:g} min" if s >= 60 else f"{s:g} s"}
+        for s in sorted(seconds)
+    ]
+
+
 def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
     """Everything the workspace page renders: editor, files, packages and history."""
     last_run = Execution.objects.filter(thread=thread, user=request.user).first()
@@ -248,7 +264,15 @@ def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
         "initial_code": last_run.code if last_run else "",
         # A run still going when the page loads (a reload mid-run): the page catches it up.
         "active_run": last_run if last_run and not last_run.is_final else None,
+        # Else the last run's output is where it was left.
+        "last_output": run_output_context(request, thread, last_run, in_workspace=True)
+        if last_run and last_run.is_final
+        else None,
         "max_timeout": settings.EXECUTION_MAX_TIMEOUT,
+        "timeout_choices": timeout_choices(),
+        "default_timeout": settings.EXECUTION_DEFAULT_TIMEOUT,
+        # sandboxd's Python kernel takes input(); E2B's cloud kernels take none.
+        "input_available": not settings.E2B_API_KEY,
         **files_context(thread),
         **packages_context(thread),
         **history_context(request, thread),
@@ -435,13 +459,14 @@ def render_packages(
     # the background): keep polling, as `?after=<known>`, until it shows up and finishes.
     context["installing"] = context["installing"] or expect_after is not None
     context["expect_after"] = expect_after
-    return page_or_partial(
-        request,
-        "execution/packages.html",
-        "execution/partials/packages.html",
-        context,
-        status=status,
+    # The list's own poll (`?part=list`) gets the list alone: the form is never re-rendered
+    # under a person typing in it.
+    partial = (
+        "execution/partials/install_list.html"
+        if request.GET.get("part") == "list"
+        else "execution/partials/packages.html"
     )
+    return page_or_partial(request, "execution/packages.html", partial, context, status=status)
 
 
 @login_required
@@ -614,6 +639,36 @@ def history(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     )
 
 
+def run_output_context(
+    request: HttpRequest, thread: Thread, execution: Execution, *, in_workspace: bool
+) -> dict[str, Any]:
+    """What templates/execution/partials/run_output.html renders for one stored run."""
+    pieces = execution.ordered_output()
+    return {
+        "thread": thread,
+        "run": execution,
+        # In the order produced: server-rendered for pages without script, and as JSON
+        # (`output_pieces`) for output.js, which draws them as it draws live output.
+        "pieces": [
+            {"kind": piece.kind, "text": piece.text, "shown": present_result(piece.result)}
+            if piece.result is not None
+            else {"kind": piece.kind, "text": piece.text}
+            for piece in pieces
+            if piece.kind != "error"
+        ],
+        "output_pieces": [
+            {"type": piece.kind, "text": piece.text, "result": piece.result}
+            for piece in pieces
+            if piece.kind != "error"
+        ],
+        "output_json_id": f"output-{execution.id}",
+        "run_error": present_error(execution.error),
+        "skipped_files": (execution.details or {}).get("file_sync", {}).get("skipped", []),
+        # Inside a workspace's output pane the editor is at hand.
+        "in_workspace": in_workspace,
+    }
+
+
 @login_required
 @require_safe
 def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UUID) -> HttpResponse:
@@ -624,17 +679,5 @@ def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UU
         request,
         "execution/run_detail.html",
         "execution/partials/run_output.html",
-        {
-            "thread": thread,
-            "run": execution,
-            "pieces": [
-                {"kind": piece.kind, "text": piece.text, "result": piece.result}
-                for piece in execution.ordered_output()
-                if piece.kind != "error"
-            ],
-            "run_error": present_error(execution.error),
-            "skipped_files": (execution.details or {}).get("file_sync", {}).get("skipped", []),
-            # The partial goes into a workspace's output pane, where the editor is at hand.
-            "in_workspace": bool(request.htmx),
-        },
+        run_output_context(request, thread, execution, in_workspace=bool(request.htmx)),
     )

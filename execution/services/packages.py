@@ -10,6 +10,8 @@ reason: a spec can never become a flag.
 from __future__ import annotations
 
 import shlex
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from e2b import CommandExitException
@@ -54,14 +56,58 @@ def _clip(log: str) -> str:
     return f"{log[:half]}\n[… {len(log) - MAX_INSTALL_LOG_CHARS} characters cut …]\n{log[-half:]}"
 
 
+class InstallLog:
+    """An install's output as it comes, for another thread to store while the install runs.
+
+    `add` is called on the service loop (the SDK's output callbacks); `take` from the thread
+    that waits for the install. Keeps at most MAX_INSTALL_LOG_CHARS (the head, then a mark):
+    the final log, clipped by `_clip`, replaces it when the install ends.
+    """
+
+    def __init__(self, header: str) -> None:
+        self._lock = threading.Lock()
+        self._text = header
+        self._changed = True
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            if len(self._text) < MAX_INSTALL_LOG_CHARS:
+                self._text += text[: MAX_INSTALL_LOG_CHARS - len(self._text)]
+                if len(self._text) >= MAX_INSTALL_LOG_CHARS:
+                    self._text += "\n[… more output; the whole log is kept when it ends …]\n"
+                self._changed = True
+
+    def take(self) -> str | None:
+        """The log so far if it grew since the last call, else None."""
+        with self._lock:
+            if not self._changed:
+                return None
+            self._changed = False
+            return self._text
+
+
+def install_command(manager: str, specs: list[str]) -> str:
+    """The one command line that installs validated `specs` (each quoted as one argument)."""
+    return shlex.join(install_argv(manager, specs))
+
+
 async def run_install(
-    sandbox: AsyncSandbox, manager: str, specs: list[str], *, time_limit: float
+    sandbox: AsyncSandbox,
+    manager: str,
+    specs: list[str],
+    *,
+    time_limit: float,
+    on_output: Callable[[str], None] | None = None,
 ) -> InstallOutcome:
     """Install `specs` in the sandbox and return the outcome; a failed install (non-zero exit)
-    is an outcome, not an exception. Sandbox and transport errors propagate."""
-    command = shlex.join(install_argv(manager, specs))
+    is an outcome, not an exception. Sandbox and transport errors propagate. `on_output`
+    gets the installer's stdout and stderr as they come (on the service loop)."""
+    command = install_command(manager, specs)
     try:
-        result = await sandbox.commands.run(command, cwd=WORKSPACE_ROOT, timeout=time_limit)
+        result = await sandbox.commands.run(
+            command, cwd=WORKSPACE_ROOT, timeout=time_limit,
+            on_stdout=on_output, on_stderr=on_output,
+        )  # fmt: skip
     except CommandExitException as exc:
         log = f"$ {command}\n{exc.stdout or ''}{exc.stderr or ''}"
         return InstallOutcome(False, exc.exit_code, _clip(log))

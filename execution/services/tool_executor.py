@@ -16,6 +16,7 @@ carried by runs.py.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
@@ -43,12 +44,27 @@ from execution.models import (
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, caller_event_loop
-from execution.services.packages import run_install
+from execution.services.packages import (
+    InstallLog,
+    InstallOutcome,
+    install_command,
+    run_install,
+)
 from execution.services.quotas import check_run_concurrency
 from execution.services.runs import ExecutionRunner, active_run
-from execution.services.sandbox_sessions import SANDBOX_GONE_ERRORS, sessions
+from execution.services.runtime import service_loop
+from execution.services.sandbox_sessions import (
+    SANDBOX_GONE_ERRORS,
+    SandboxLease,
+    as_tool_error,
+    is_unavailability,
+    sessions,
+)
 
 logger = logging.getLogger(__name__)
+
+# How often a running install's log is stored, so the page can show it as it grows.
+INSTALL_LOG_FLUSH_SECONDS = 0.5
 
 Status = Execution.Status
 
@@ -453,11 +469,7 @@ class ToolExecutor:
         try:
             with sessions.thread_lock(thread.id):
                 lease = sessions.get_or_create(thread)
-                outcome = sessions.call(
-                    run_install(
-                        lease.sandbox, manager, specs, time_limit=settings.PACKAGE_INSTALL_TIMEOUT
-                    )
-                )
+                outcome = self._install_streaming_log(install, lease, manager, specs)
         except ToolError as error:
             self._finish_install(
                 install, PackageInstall.Status.FAILED, f"{error.code}: {error.message}"
@@ -474,6 +486,34 @@ class ToolExecutor:
         )
         self._finish_install(install, status, outcome.log)
         return install
+
+    @staticmethod
+    def _install_streaming_log(
+        install: PackageInstall, lease: SandboxLease, manager: str, specs: list[str]
+    ) -> InstallOutcome:
+        """Run the install, storing its log in the row every INSTALL_LOG_FLUSH_SECONDS while it
+        runs, so the page shows it line by line; errors as `sessions.call` raises them."""
+        log = InstallLog(f"$ {install_command(manager, specs)}\n")
+        future = service_loop().submit(
+            run_install(
+                lease.sandbox, manager, specs,
+                time_limit=settings.PACKAGE_INSTALL_TIMEOUT, on_output=log.add,
+            )
+        )  # fmt: skip
+        while True:
+            try:
+                return future.result(timeout=INSTALL_LOG_FLUSH_SECONDS)
+            except concurrent.futures.TimeoutError:
+                text = log.take()
+                if text is not None:
+                    PackageInstall.objects.filter(pk=install.pk).update(log=text)
+            except SANDBOX_GONE_ERRORS:
+                raise
+            except Exception as exc:
+                # As sessions.call maps them: unavailability is a 503 ToolError.
+                if is_unavailability(exc):
+                    raise as_tool_error(exc) from exc
+                raise
 
     @staticmethod
     def _finish_install(install: PackageInstall, status: str, log: str) -> None:
