@@ -254,6 +254,9 @@ SANDBOX_IDLE_SECONDS = envint("SANDBOX_IDLE_SECONDS", 1800, min_value=60)
 EXECUTION_DEFAULT_TIMEOUT = envfloat("EXECUTION_DEFAULT_TIMEOUT", 60.0, min_value=1.0)
 EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
 EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
+# Terminals (shells in a thread's sandbox, execution/terminal.py) one user may have open at
+# once in one server process.
+TERMINAL_MAX_PER_USER = envint("TERMINAL_MAX_PER_USER", 4, min_value=1)
 EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
 EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
 EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)

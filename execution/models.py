@@ -380,3 +380,30 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.code}"
+
+
+class TerminalSession(models.Model):
+    """One terminal opened in a thread's sandbox from the workspace (execution/terminal.py):
+    who, where, from which address, when it started and ended and why. The audit of
+    terminals; what was typed is not recorded."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="terminal_sessions"
+    )
+    thread = models.ForeignKey(
+        Thread, on_delete=models.SET_NULL, null=True, blank=True, related_name="terminals"
+    )
+    sandbox_id = models.CharField(max_length=128, blank=True, default="")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Why it ended: "closed" (the browser left), "exited" (the shell ended), "failed: …".
+    end_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["user", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"terminal {self.id} of {self.user_id} in {self.thread_id}"

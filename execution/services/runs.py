@@ -71,6 +71,10 @@ def result_as_dict(result: Result) -> dict[str, Any]:
         value = getattr(result, name, None)
         if value:
             data[name] = value
+    # E2B chart data (the e2b/chart MIME type), kept as its JSON for the page to draw.
+    chart = getattr(result, "chart", None)
+    if chart is not None:
+        data["chart"] = chart.to_dict()
     data["is_main_result"] = bool(result.is_main_result)
     return data
 

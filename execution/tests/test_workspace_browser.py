@@ -121,6 +121,18 @@ class Watch:
     def csp_violations(self) -> list[str]:
         return [m for m in self.messages if "Content Security Policy" in m]
 
+    def accept_blocked_event_handlers(self) -> int:
+        """Forget the CSP's reports of inline event handlers it blocked, and count them.
+
+        Hostile output (an `<img onerror>` in a run's HTML or Markdown) is sanitised before
+        it reaches the page, but Chromium reports the handler as blocked as soon as the
+        sanitiser parses it in its inert document: that report is the policy working. A test
+        that plants such a handler calls this; every other CSP report still fails a test.
+        """
+        blocked = [m for m in self.csp_violations() if "inline event handler" in m]
+        self.messages = [m for m in self.messages if m not in blocked]
+        return len(blocked)
+
 
 @pytest.fixture
 def watch() -> Watch:
@@ -412,7 +424,9 @@ def test_a_reload_during_a_run_catches_up_its_output(page: Page, site: Site) -> 
     assert text == "".join(f"line {i}\n" for i in range(6))
 
 
-def test_no_script_in_a_runs_html_output_runs_in_the_page(page: Page, site: Site) -> None:
+def test_no_script_in_a_runs_html_output_runs_in_the_page(
+    page: Page, site: Site, watch: Watch
+) -> None:
     create_thread(page, site, "Hostile HTML")
     title = page.title()
     run_and_wait(
@@ -435,6 +449,7 @@ def test_no_script_in_a_runs_html_output_runs_in_the_page(page: Page, site: Site
     page.locator("#history .run-row").first.get_by_role("link").click()
     expect(page.locator("#output .result-html-inline #cell")).to_have_text("rendered")
     assert page.evaluate("typeof window.pwned") == "undefined"
+    assert watch.accept_blocked_event_handlers() >= 1
     screenshot(page, "07-html-output")
 
 

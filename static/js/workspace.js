@@ -612,15 +612,21 @@
         filePath.focus();
         return;
       }
-      const buffer = buffers.active;
-      // Saving under another file's name replaces that file: ask first.
-      if (path !== buffer.path && existingFiles().includes(path)) {
-        if (!window.confirm(path + " exists already. Replace it with this text?")) return;
-      }
-      const other = buffers.find(path);
-      if (other && other !== buffer && buffers.isDirty(other) && !window.confirm(path + " is open with unsaved changes in another tab. Save over it anyway?")) return;
       clearAlert("file");
       saveForm.requestSubmit();
+    }
+
+    /** Saving under another file's name replaces that file: ask first. False to cancel. */
+    function confirmSave(path) {
+      const buffer = buffers.active;
+      if (path !== buffer.path && existingFiles().includes(path)) {
+        if (!window.confirm(path + " exists already. Replace it with this text?")) return false;
+      }
+      const other = buffers.find(path);
+      if (other && other !== buffer && buffers.isDirty(other)) {
+        return window.confirm(path + " is open with unsaved changes in another tab. Save over it anyway?");
+      }
+      return true;
     }
 
     async function openFile(path, url) {
@@ -654,6 +660,15 @@
       const text = buffers.getValue();
       event.detail.parameters.content = text;
       pendingSave = { buffer: buffers.active, path: event.detail.parameters.path, text: text };
+    });
+    // Whether by the button, Enter or Ctrl/Cmd+S: the request can still be called off here.
+    saveForm.addEventListener("htmx:beforeRequest", (event) => {
+      if (!confirmSave(String(pendingSave ? pendingSave.path : filePath.value).trim())) {
+        event.preventDefault();
+        pendingSave = null;
+        return;
+      }
+      clearAlert("file");
     });
     document.addEventListener("keydown", (event) => {
       if (!(event.ctrlKey || event.metaKey)) return;
