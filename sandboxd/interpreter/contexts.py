@@ -282,6 +282,14 @@ class KernelContext(ABC):
     async def run(self, code: str, env_vars: Mapping[str, str], emit: Emit) -> None:
         """Run one cell (the caller holds `lock`), emitting its events; see the module doc."""
 
+    # Whether the next cell may ask for input (set by the service per run, under `lock`).
+    stdin_allowed = False
+
+    async def send_input(self, value: str) -> None:
+        """Answer the running cell's pending input request; ContextError when none is
+        pending (kernels without stdin never have one)."""
+        raise ContextError("no_input_requested", "no cell of this context is waiting for input")
+
     @abstractmethod
     async def interrupt(self) -> None:
         """Ask the running cell to stop, keeping the kernel's state."""
