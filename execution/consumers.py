@@ -3,10 +3,11 @@
 Two routes (see `execution.routing` and the README's "Websocket protocol"):
 
 * `ws/threads/<uuid>/` (`ThreadConsumer`): the client sends
-  `{"type": "execute", "code", "language", "timeout"?}` or
-  `{"type": "cancel", "execution_id"}`; the server forwards every live event of the
+  `{"type": "execute", "code", "language", "timeout"?}`,
+  `{"type": "cancel", "execution_id"}` or `{"type": "input", "execution_id", "value"}` (the
+  answer to a run's `input_request` event); the server forwards every live event of the
   thread's executions (`execution`, `status`, `stdout`, `stderr`, `result`, `error`,
-  `done`), whichever client started them.
+  `input_request`, `done`), whichever client started them.
 * `ws/executions/<uuid>/` (`ExecutionConsumer`): replays what the row stores, then
   follows the live events until `done`, then closes.
 
@@ -103,12 +104,22 @@ class CancelRequest:
     execution_id: uuid.UUID
 
 
+@dataclass(frozen=True)
+class InputRequest:
+    """`{"type": "input", "execution_id", "value"}`: the answer to a run's input()."""
+
+    execution_id: uuid.UUID
+    value: str
+
+
 def error_frame(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the frame that refuses a client request (the API's error shape, typed)."""
     return {"type": "error", "error": {"code": code, "message": message, "details": details or {}}}
 
 
-def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteRequest | CancelRequest:
+def parse_thread_message(
+    text: str | None, binary: bytes | None
+) -> ExecuteRequest | CancelRequest | InputRequest:
     """Parse one client frame of `ws/threads/<id>/`.
 
     Checks only the shape of the request (types and presence of fields); what the values
@@ -147,7 +158,7 @@ def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteReque
         return ExecuteRequest(
             code=code, language=language, timeout=None if timeout is None else float(timeout)
         )
-    if kind == "cancel":
+    if kind in ("cancel", "input"):
         raw_id = _required_str(message, "execution_id")
         try:
             execution_id = uuid.UUID(raw_id)
@@ -157,11 +168,13 @@ def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteReque
                 "`execution_id` must be a UUID.",
                 {"field": "execution_id"},
             ) from exc
+        if kind == "input":
+            return InputRequest(execution_id=execution_id, value=_required_str(message, "value"))
         return CancelRequest(execution_id=execution_id)
     raise ProtocolError(
         "unknown_type",
-        f"Unknown message type {kind!r}; expected 'execute' or 'cancel'.",
-        {"allowed": ["execute", "cancel"]},
+        f"Unknown message type {kind!r}; expected 'execute', 'cancel' or 'input'.",
+        {"allowed": ["execute", "cancel", "input"]},
     )
 
 
@@ -558,6 +571,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             request = parse_thread_message(text_data, bytes_data)
             if isinstance(request, ExecuteRequest):
                 await self._execute(request)
+            elif isinstance(request, InputRequest):
+                await self._send_input(request)
             else:
                 await self._cancel(request)
         except ProtocolError as exc:
@@ -626,6 +641,19 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             language=request.language,
             context=context,
             timeout=request.timeout,
+        )
+
+    async def _send_input(self, request: InputRequest) -> None:
+        await database_sync_to_async(self._send_run_input)(request)
+
+    def _send_run_input(self, request: InputRequest) -> None:
+        # Only runs of this thread, as for cancel.
+        if not Execution.objects.filter(
+            id=request.execution_id, thread=self.thread, user=self.user
+        ).exists():
+            raise not_found("execution")
+        ToolExecutor().send_run_input(
+            execution_id=request.execution_id, value=request.value, user=self.user
         )
 
     async def _cancel(self, request: CancelRequest) -> None:

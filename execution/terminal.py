@@ -125,12 +125,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def _start(self) -> None:
         try:
-            lease = await database_sync_to_async(sessions.get_or_create)(self.thread)
+            sandbox = await database_sync_to_async(self._sandbox)()
         except ToolError as error:
             await self._send_error(error.code, error.message)
             await self.close(code=1011)
             return
-        sandbox = lease.sandbox
         self.sandbox = sandbox
         self.record = await database_sync_to_async(TerminalSession.objects.create)(
             user=self.user,
@@ -219,6 +218,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             self.counted = False
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _sandbox(self) -> Any:
+        """The thread's sandbox: the one it has (even while a run holds the thread), else a
+        new one with its files and packages restored. Raises ToolError (503)."""
+        return sessions.current_sandbox(self.thread) or sessions.get_or_create(self.thread).sandbox
 
     @staticmethod
     async def _on_service_loop(coro: Any) -> Any:

@@ -166,6 +166,15 @@ class EventSink:
                 stored.append((kind, payload))
                 results_changed = True
                 events.append(self._event("result", result=payload))
+            elif kind == "input_request":
+                # Not stored: the prompt and the answer reach stdout once answered.
+                events.append(
+                    self._event(
+                        "input_request",
+                        prompt=str(payload.get("prompt", ""))[:1000],
+                        password=bool(payload.get("password")),
+                    )
+                )
             elif kind == "error":
                 self.error = payload
                 stored.append((kind, payload))
@@ -284,9 +293,12 @@ async def _stream_run(
     context: Context,
     time_limit: float,
     push: queue.SimpleQueue[tuple[str, Any]],
+    *,
+    allow_stdin: bool = False,
 ) -> None:
     """Run the code through the SDK, pushing ("stdout"|…, payload) items and finally
-    ("end", RunOutcome). Never raises: cancellation is an outcome too."""
+    ("end", RunOutcome). Never raises: cancellation is an outcome too. With `allow_stdin`
+    (sandboxd only) the code may call input(): its requests come as ("input_request", …)."""
     received = False
 
     def on_text(kind: str):
@@ -300,7 +312,11 @@ async def _stream_run(
     def on_result(result: Result) -> None:
         nonlocal received
         received = True
-        push.put(("result", result_as_dict(result)))
+        request = (result.extra or {}).get(INPUT_REQUEST_MIME)
+        if allow_stdin and isinstance(request, dict):
+            push.put(("input_request", request))
+        else:
+            push.put(("result", result_as_dict(result)))
 
     def on_error(error: ExecutionError) -> None:
         nonlocal received
@@ -317,6 +333,7 @@ async def _stream_run(
                 code, context=context, timeout=time_limit,
                 on_stdout=on_text("stdout"), on_stderr=on_text("stderr"),
                 on_result=on_result, on_error=on_error,
+                envs={STDIN_ENV: "1"} if allow_stdin else None,
             )  # fmt: skip
         # List the workspace for file sync here, while the worker thread is still storing
         # the last output: the round trip overlaps the database writes.
@@ -344,6 +361,22 @@ async def _stream_run(
             outcome = RunOutcome("unavailable", f"{type(exc).__name__}: {exc}")
     outcome.received_events = received
     push.put(("end", outcome))
+
+
+# How sandboxd marks an input() request and how a run asks to be allowed one (sandboxd's
+# interpreter/events.py and interpreter/service.py; E2B's cloud kernels take no input).
+INPUT_REQUEST_MIME = "application/vnd.sandboxd.input-request+json"
+STDIN_ENV = "SANDBOXD_ALLOW_STDIN"
+
+
+def stdin_allowed(execution: Execution) -> bool:
+    """Whether the run may call input(): Python, from the workspace page (someone is there
+    to answer), on sandboxd."""
+    return (
+        execution.language == "python"
+        and execution.source == "browser"
+        and not settings.E2B_API_KEY
+    )
 
 
 def _exit_code(error: dict[str, Any] | None) -> int:
@@ -471,8 +504,11 @@ class ExecutionRunner:
     ) -> RunOutcome:
         items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         handle.future = service_loop().submit(
-            _stream_run(sandbox, execution.code, context, timeout, items)
-        )
+            _stream_run(
+                sandbox, execution.code, context, timeout, items,
+                allow_stdin=stdin_allowed(execution),
+            )
+        )  # fmt: skip
         if handle.cancel.is_set():
             handle.future.cancel()
         next_poll = time.monotonic() + CANCEL_POLL_SECONDS

@@ -37,6 +37,7 @@ from e2b import (
     ServiceBusyException,
 )
 from e2b_code_interpreter import E2B, AsyncSandbox, Context
+from e2b_code_interpreter.constants import JUPYTER_PORT
 
 from execution.models import PackageInstall, Thread, WorkspaceFile
 from execution.services.errors import ToolError, sandbox_unavailable
@@ -295,6 +296,44 @@ class SandboxSessions:
             Thread.objects.filter(id=thread.id).update(context_ids=ids)
             thread.context_ids = ids
         return context
+
+    def current_sandbox(self, thread: Thread) -> AsyncSandbox | None:
+        """The thread's sandbox as it is now (cached, or reconnected to by id), without the
+        thread's lock, which a run holds for as long as it runs: for what must reach the
+        sandbox during a run (an answer to input(), a terminal). None when it has none."""
+        thread.refresh_from_db(fields=["sandbox_id", "context_ids"])
+        live = self._live.get(thread.id)
+        if live is not None and live.sandbox.sandbox_id == thread.sandbox_id:
+            return live.sandbox
+        return self._reconnect(thread.sandbox_id) if thread.sandbox_id else None
+
+    def send_input(self, thread: Thread, language: str, value: str) -> None:
+        """Answer the input() the thread's running `language` cell waits for (sandboxd's
+        `POST /contexts/{id}/input`; the SDK has no call for it, so it is sent with the SDK's
+        own client, URL and headers). Raises ToolError: 409 `no_input_requested` when no
+        cell waits, 503 when the sandbox cannot be reached."""
+        sandbox = self.current_sandbox(thread)
+        context_id = (thread.context_ids or {}).get(language)
+        if sandbox is None or not context_id:
+            raise ToolError("no_input_requested", "No run of this thread waits for input.", 409)
+        headers = {
+            "E2b-Sandbox-Id": sandbox.sandbox_id,
+            "E2b-Sandbox-Port": str(JUPYTER_PORT),
+        }
+        if sandbox._envd_access_token:
+            headers["X-Access-Token"] = sandbox._envd_access_token
+        response = self.call(
+            sandbox._client.post(
+                f"{sandbox._jupyter_url}/contexts/{context_id}/input",
+                json={"value": value},
+                headers=headers,
+                timeout=10,
+            )
+        )
+        if response.status_code == 409:
+            raise ToolError("no_input_requested", "No run of this thread waits for input.", 409)
+        if response.status_code >= 400:
+            raise sandbox_unavailable(f"the sandbox refused the input ({response.status_code})")
 
     def forget_context(self, thread: Thread, language: str) -> None:
         """Drop a context id that the sandbox no longer knows."""

@@ -63,6 +63,8 @@ from execution.services.sandbox_sessions import (
 
 logger = logging.getLogger(__name__)
 
+# One answer to input(), at most (characters).
+MAX_INPUT_CHARS = 64 * 1024
 # How often a running install's log is stored, so the page can show it as it grows.
 INSTALL_LOG_FLUSH_SECONDS = 0.5
 
@@ -277,6 +279,28 @@ class ToolExecutor:
         when it is not running here)."""
         handle = active_run(execution_id)
         return True if handle is None else handle.done.wait(timeout)
+
+    def send_run_input(
+        self, *, execution_id: uuid.UUID | str, value: str, user: AbstractBaseUser
+    ) -> None:
+        """Answer the input() a running execution of `user` waits for (sandboxd only).
+
+        Raises ToolError: 404 (not the user's), 400 `input_too_large`, 409
+        `no_input_requested` (not running, or nothing waits), 503 (sandbox unreachable).
+        """
+        try:
+            execution = Execution.objects.select_related("thread").get(pk=execution_id, user=user)
+        except (Execution.DoesNotExist, ValueError, TypeError):
+            raise not_found("execution") from None
+        if len(value) > MAX_INPUT_CHARS:
+            raise ToolError(
+                "input_too_large",
+                f"A line of input may have at most {MAX_INPUT_CHARS} characters.",
+                400,
+            )
+        if execution.status != Status.RUNNING or execution.thread is None:
+            raise ToolError("no_input_requested", "This run does not wait for input.", 409)
+        sessions.send_input(execution.thread, execution.language, value)
 
     def cancel_execution(
         self, *, execution_id: uuid.UUID | str, user: AbstractBaseUser

@@ -354,3 +354,20 @@ def test_the_terminal_runs_a_command_and_another_user_cannot_open_it(
     assert (
         SecurityEvent.objects.using(site.alias).filter(user=bob, code="thread_not_owned").exists()
     )
+
+
+def test_input_prompts_in_the_output_the_answer_reaches_the_code_and_the_run_ends(
+    page: Page, site: Site
+) -> None:
+    create_thread(page, site, "Questions")
+    set_code(page, "name = input('Your name: ')\nprint(f'hello {name}!')\n")
+    page.keyboard.press("ControlOrMeta+Enter")
+    prompt = page.locator("#output form.input-prompt")
+    expect(prompt.locator("label")).to_have_text("Your name: ", timeout=RUN_TIMEOUT_MS)
+    expect(run_status(page)).to_have_text("Running")
+    screenshot(page, "29-input-prompt")
+    prompt.get_by_role("textbox").fill("Ada")
+    prompt.get_by_role("textbox").press("Enter")
+    expect(run_status(page)).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#output .stream.stdout")).to_have_text("Your name: Ada\nhello Ada!\n")
+    expect(prompt).to_have_count(0)

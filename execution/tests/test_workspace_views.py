@@ -118,3 +118,31 @@ async def test_the_terminal_closes_4404_for_another_users_thread_and_audits_it(
     )
     assert code == CLOSE_NOT_FOUND
     assert await SecurityEvent.objects.filter(user=bob, code="thread_not_owned").aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_answer_to_input_for_a_run_that_is_not_waiting_is_refused_with_a_code(
+    thread: Thread, alice: AbstractBaseUser, close_worker_connections: None
+) -> None:
+    finished = await Execution.objects.acreate(
+        thread=thread, user=alice, language=Language.PYTHON, code="input()", status="succeeded"
+    )
+    token = (await sync_to_async(bearer_headers_for)(alice))["Authorization"]
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/threads/{thread.id}/",
+        headers=[ORIGIN, (b"authorization", token.encode())],
+    )
+    try:
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        frame = {"type": "input", "execution_id": str(finished.id), "value": "Ada"}
+        await communicator.send_json_to(frame)
+        answer = await communicator.receive_json_from(timeout=5)
+        assert answer["type"] == "error"
+        assert answer["error"]["code"] == "no_input_requested"
+        await communicator.send_json_to({"type": "input", "execution_id": str(finished.id)})
+        answer = await communicator.receive_json_from(timeout=5)
+        assert answer["error"]["code"] == "invalid_message"
+    finally:
+        await communicator.disconnect()

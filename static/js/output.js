@@ -191,6 +191,9 @@
     }
     if (error.code) line.append(" ", el("code", {}, "(" + error.code + ")"));
     box.append(line);
+    if (error.name === "StdinNotImplementedError") {
+      box.append(el("p", { class: "hint" }, "This sandbox takes no input: input() works with the bundled sandbox server, not with E2B's cloud sandboxes. Pass values in the code or in a file instead."));
+    }
     if (error.traceback) {
       const trace = el("pre", { class: "traceback" });
       const ansi = window.AnsiUp ? new window.AnsiUp() : null;
@@ -206,7 +209,36 @@
     });
   };
 
+  /** The code waits in input(): ask here, in the output, and hand the answer to `answer`. */
+  RunView.prototype.askInput = function (frame, answer) {
+    this.dropInput();
+    const form = el("form", { class: "input-prompt", autocomplete: "off" });
+    const id = "input-" + this.id;
+    const label = el("label", { for: id }, frame.prompt || "The code asks for input:");
+    const field = el("input", { id: id, type: frame.password ? "password" : "text", name: "value", autocomplete: "off", spellcheck: "false" });
+    const send = el("button", { type: "submit" }, "Send");
+    form.append(label, field, send);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!answer(field.value)) return;
+      // The prompt and the answer come back as output, where they belong.
+      form.remove();
+    });
+    this.add(() => {
+      this.block = null;
+      this.body.append(form);
+    });
+    this.inputForm = form;
+    field.focus({ preventScroll: true });
+  };
+
+  RunView.prototype.dropInput = function () {
+    if (this.inputForm) this.inputForm.remove();
+    this.inputForm = null;
+  };
+
   RunView.prototype.finish = function (frame) {
+    this.dropInput();
     this.done = true;
     this.setStatus(frame.status);
     if (frame.duration_ms !== null && frame.duration_ms !== undefined) this.durationEl.textContent = formatDuration(frame.duration_ms);

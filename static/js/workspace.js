@@ -562,6 +562,9 @@
         case "error":
           current.error(frame.error);
           break;
+        case "input_request":
+          current.askInput(frame, (value) => sendInput(frame.execution_id, value));
+          break;
         case "done":
           current.finish(frame);
           stopTimer(frame.duration_ms);
@@ -592,6 +595,15 @@
       const limit = parseFloat(timeLimit.value);
       if (limit > 0) message.timeout = limit;
       socket.send(JSON.stringify(message));
+    }
+
+    function sendInput(executionId, value) {
+      if (!connected) {
+        showAlert("Not connected: the answer could not be sent. It can be sent once the page reconnects.", "run");
+        return false;
+      }
+      socket.send(JSON.stringify({ type: "input", execution_id: executionId, value: value }));
+      return true;
     }
 
     function stop() {
