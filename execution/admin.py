@@ -29,7 +29,15 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
+from execution.models import (
+    Agent,
+    Execution,
+    PackageInstall,
+    SecurityEvent,
+    TerminalSession,
+    Thread,
+    WorkspaceFile,
+)
 
 # How many rows of each kind a thread's page shows inline; the rest are one link away.
 INLINE_ROWS = 50
@@ -390,6 +398,21 @@ class SecurityEventAdmin(StaffReadOnlyAdmin):
     @admin.display(description="details")
     def details_block(self, event: SecurityEvent) -> SafeString:
         return _json_pre(event.details)
+
+
+@admin.register(TerminalSession)
+class TerminalSessionAdmin(StaffReadOnlyAdmin):
+    """Terminals opened in sandboxes from the workspace: who, where, when, how it ended."""
+
+    list_display = ["started_at", "user", "thread", "ended_at", "end_reason", "client_ip"]
+    list_display_links = ["started_at"]
+    list_filter = [("user", admin.RelatedOnlyFieldListFilter), "started_at"]
+    date_hierarchy = "started_at"
+    list_select_related = ["user", "thread"]
+    fields = [
+        "started_at", "ended_at", "end_reason", "user", "thread", "sandbox_id", "client_ip",
+    ]  # fmt: skip
+    readonly_fields = fields
 
 
 @admin.register(PackageInstall)
