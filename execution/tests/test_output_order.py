@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.base_user import AbstractBaseUser
+from e2b_code_interpreter.models import Result
 
 from execution.consumers import StreamCursor
 from execution.models import Execution, Language, Thread
 from execution.services.events import EventPublisher
-from execution.services.runs import EventSink
+from execution.services.runs import EventSink, result_as_dict
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +87,25 @@ def test_a_run_stored_before_the_order_existed_replays_streams_then_results(
     )
     execution.refresh_from_db()
     assert [p.kind for p in execution.ordered_output()] == ["stdout", "stderr", "result", "error"]
+
+
+def test_e2b_chart_data_is_kept_with_a_result_for_the_page_to_draw() -> None:
+    chart = {
+        "type": "line",
+        "title": "Growth",
+        "x_label": "x",
+        "y_label": "y",
+        "x_unit": None,
+        "y_unit": None,
+        "x_ticks": [0, 1],
+        "x_tick_labels": ["0", "1"],
+        "x_scale": "linear",
+        "y_ticks": [0, 1],
+        "y_tick_labels": ["0", "1"],
+        "y_scale": "linear",
+        "elements": [{"label": "a", "points": [[0, 0], [1, 1]]}],
+    }
+    stored = result_as_dict(Result(png="iVBORw0KGgo=", chart=chart, is_main_result=False))
+    assert stored["chart"]["type"] == "line"
+    assert stored["chart"]["elements"] == [{"label": "a", "points": [[0, 0], [1, 1]]}]
+    assert stored["png"] == "iVBORw0KGgo="
