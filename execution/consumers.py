@@ -207,6 +207,7 @@ class StreamCursor:
     stderr_chars: int = 0
     results: int = 0
     sent_error: bool = False
+    input_seq: int = -1  # the seq of the last input_request sent
     done: bool = False
 
     def classify(self, event: dict[str, Any]) -> str:
@@ -234,6 +235,8 @@ class StreamCursor:
             self.results += 1
         elif kind == "error":
             self.sent_error = True
+        elif kind == "input_request":
+            self.input_seq = event.get("seq", self.input_seq)
         elif kind == "done":
             self.done = True
 
@@ -291,6 +294,13 @@ class StreamCursor:
                 frames.append(frame("error", error=piece.error))
                 self.sent_error = True
         self.stdout_chars, self.stderr_chars = sent["stdout"], sent["stderr"]
+        # An input() still waiting for its answer (a page that reloaded must be able to).
+        waiting = (execution.details or {}).get("input_request")
+        if waiting and not execution.is_final and waiting.get("seq", 0) > self.input_seq:
+            frames.append(
+                frame("input_request", prompt=waiting["prompt"], password=waiting["password"])
+            )
+            self.input_seq = waiting.get("seq", 0)
         if execution.is_final and not self.done:
             frames.append(done_frame(execution, replay=True))
             self.done = True

@@ -146,8 +146,12 @@ class EventSink:
         appended = {"stdout": "", "stderr": ""}
         stored: list[tuple[str, Any]] = []  # what is kept, in order, for `output_order`
         results_changed = error_changed = False
+        details = dict(self.execution.details or {})
+        waiting = details.get("input_request")
         was_truncated = self.truncated
         for kind, payload in items:
+            if kind != "input_request":
+                details.pop("input_request", None)  # answered (its echo), or the cell moved on
             if kind in appended:
                 size = len(payload.encode("utf-8"))
                 granted = self._spend(size)
@@ -167,14 +171,18 @@ class EventSink:
                 results_changed = True
                 events.append(self._event("result", result=payload))
             elif kind == "input_request":
-                # Not stored: the prompt and the answer reach stdout once answered.
-                events.append(
-                    self._event(
-                        "input_request",
-                        prompt=str(payload.get("prompt", ""))[:1000],
-                        password=bool(payload.get("password")),
-                    )
+                # Not output: the prompt and the answer reach stdout once answered. Kept in
+                # `details` while it waits, so a page that reloads can still answer it.
+                event = self._event(
+                    "input_request",
+                    prompt=str(payload.get("prompt", ""))[:1000],
+                    password=bool(payload.get("password")),
                 )
+                details["input_request"] = {
+                    "prompt": event["prompt"], "password": event["password"], "seq": event["seq"],
+                }  # fmt: skip
+                events.append(event)
+                continue
             elif kind == "error":
                 self.error = payload
                 stored.append((kind, payload))
@@ -183,6 +191,8 @@ class EventSink:
         if not events and self.truncated == was_truncated:
             return
         update: dict[str, Any] = {"last_seq": self.seq, "truncated": self.truncated}
+        if details.get("input_request") != waiting:
+            self.execution.details = update["details"] = details
         if stored:
             update["output_order"] = Concat(
                 F("output_order"), Value(output_order_tokens(stored)), output_field=TextField()
@@ -226,6 +236,7 @@ class EventSink:
         started = self.execution.started_at
         duration_ms = int((now - started).total_seconds() * 1000) if started else None
         merged = {**(self.execution.details or {}), **(details or {})}
+        merged.pop("input_request", None)  # nothing waits once the run is over
         done = self._event(
             "done", status=status, duration_ms=duration_ms, exit_code=exit_code,
             truncated=self.truncated,

@@ -109,3 +109,26 @@ def test_e2b_chart_data_is_kept_with_a_result_for_the_page_to_draw() -> None:
     assert stored["chart"]["type"] == "line"
     assert stored["chart"]["elements"] == [{"label": "a", "points": [[0, 0], [1, 1]]}]
     assert stored["png"] == "iVBORw0KGgo="
+
+
+def test_a_waiting_input_is_replayed_to_a_page_that_reloads_until_it_is_answered(
+    execution: Execution,
+) -> None:
+    row = store(execution, [[("stdout", "start\n"), ("input_request", {"prompt": "Name: "})]])
+    frames = StreamCursor(str(row.id)).catch_up(row)
+    asked = [f for f in frames if f["type"] == "input_request"]
+    assert asked == [
+        {
+            "type": "input_request",
+            "execution_id": str(row.id),
+            "prompt": "Name: ",
+            "password": False,
+            "seq": row.last_seq,
+            "replay": True,
+        }
+    ]
+    assert row.ordered_output()[0].text == "start\n"  # the request itself is not output
+    # Answered: its echo is output, and nothing waits any more.
+    row = store(row, [[("stdout", "Name: Ada\n")]])
+    assert "input_request" not in row.details
+    assert not [f for f in StreamCursor(str(row.id)).catch_up(row) if f["type"] == "input_request"]

@@ -367,6 +367,10 @@ def test_input_prompts_in_the_output_the_answer_reaches_the_code_and_the_run_end
     expect(prompt.locator("label")).to_have_text("Your name: ", timeout=RUN_TIMEOUT_MS)
     expect(run_status(page)).to_have_text("Running")
     screenshot(page, "29-input-prompt")
+    # A page reloaded while the code waits still gets to answer.
+    page.reload()
+    wait_for_workspace(page)
+    expect(prompt.locator("label")).to_have_text("Your name: ", timeout=RUN_TIMEOUT_MS)
     prompt.get_by_role("textbox").fill("Ada")
     prompt.get_by_role("textbox").press("Enter")
     expect(run_status(page)).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
