@@ -15,7 +15,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from atlaschat.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from atlaschat.env import (
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envlist,
+    envrate,
+    envregexlist,
+    envstr,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("ATLASCHAT_VAR_DIR", str(BASE_DIR / "var")))
@@ -163,6 +172,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON nested without bound would exhaust the parser's recursion (a 500): see parsers.py.
+    "DEFAULT_PARSER_CLASSES": [
+        "execution.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -245,10 +260,15 @@ EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
 EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
 EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
 EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
+# The largest request body read into memory: a file of EXECUTION_MAX_FILE_BYTES sent as
+# base64 in JSON (4/3 of it) plus room for the JSON around it. Django's own 2.5 MiB default
+# would refuse a write-file of 2 MiB with a 413 long before the file-size limit applies.
+EXECUTION_MAX_BODY_BYTES = EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = EXECUTION_MAX_BODY_BYTES
 EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
 EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 32, min_value=1)
-EXECUTION_DANGEROUS_PATTERNS = envlist("EXECUTION_DANGEROUS_PATTERNS", [])
+EXECUTION_DANGEROUS_PATTERNS = envregexlist("EXECUTION_DANGEROUS_PATTERNS", [])
 # Windows executables and scripts have no use in a Linux workspace; their arrival is audited.
 EXECUTION_SUSPICIOUS_EXTENSIONS = envlist(
     "EXECUTION_SUSPICIOUS_EXTENSIONS",
@@ -259,10 +279,13 @@ PACKAGE_DENY_LIST = envlist("PACKAGE_DENY_LIST", [])
 # EXECUTION_MAX_FILE_BYTES each and EXECUTION_SYNC_MAX_BYTES together; the rest is reported.
 EXECUTION_SYNC_MAX_BYTES = envint("EXECUTION_SYNC_MAX_BYTES", 50 * 1024 * 1024, min_value=0)
 # DRF throttle rates ("N/second|minute|hour|day") per user, for runs and for installs.
-EXECUTION_THROTTLE_RATE = envstr("EXECUTION_THROTTLE_RATE", "120/minute")
-INSTALL_THROTTLE_RATE = envstr("INSTALL_THROTTLE_RATE", "20/minute")
+EXECUTION_THROTTLE_RATE = envrate("EXECUTION_THROTTLE_RATE", "120/minute")
+INSTALL_THROTTLE_RATE = envrate("INSTALL_THROTTLE_RATE", "20/minute")
 # Seconds a client is told to wait (Retry-After) when a concurrency cap is reached.
 EXECUTION_CONCURRENCY_RETRY_AFTER = envint("EXECUTION_CONCURRENCY_RETRY_AFTER", 2, min_value=1)
+# Repeats of one refusal (same kind, code, user, source, IP) within this many seconds count up
+# on one SecurityEvent row instead of adding rows: the audit trail cannot be flooded.
+SECURITY_EVENT_WINDOW_SECONDS = envint("SECURITY_EVENT_WINDOW_SECONDS", 60, min_value=1)
 # Time allowed for one pip/npm install inside the sandbox.
 PACKAGE_INSTALL_TIMEOUT = envint("PACKAGE_INSTALL_TIMEOUT", 300, min_value=10)
 

@@ -301,6 +301,10 @@ class SecurityEvent(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Repeats of the same refusal within SECURITY_EVENT_WINDOW_SECONDS count up on one row
+    # (execution/audit.py): how many there were, and when the last one came.
+    count = models.PositiveIntegerField(default=1)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -31,6 +31,8 @@ from django.db.models import F
 from django.utils import timezone
 from e2b import FileNotFoundException, NotFoundException
 
+from execution.audit import audit_refusal
+from execution.caller import Caller
 from execution.models import (
     Agent,
     Execution,
@@ -68,18 +70,19 @@ class ExecutionContext:
 def record_security_event(
     error: ToolError, context: ExecutionContext, *, execution: Execution | None = None
 ) -> SecurityEvent:
-    """Store a refusal for the audit (kind from the error, default validation)."""
-    return SecurityEvent.objects.create(
+    """Store a refusal for the audit (kind from the error, default validation), through the
+    one audit writer (execution/audit.py: one shape, repeats aggregated)."""
+    caller = Caller(
+        user=context.user, source=context.source, client_ip=context.client_ip, agent=context.agent
+    )
+    return audit_refusal(
+        caller=caller,
         kind=error.kind or SecurityEvent.Kind.VALIDATION,
-        code=error.code[:64],
+        code=error.code,
         message=error.message,
-        user=context.user if context.user and context.user.is_authenticated else None,
-        agent=context.agent,
+        details=error.details,
         thread=context.thread,
         execution=execution,
-        source=context.source,
-        client_ip=context.client_ip,
-        details=error.details,
     )
 
 
