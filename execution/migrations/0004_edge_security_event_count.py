@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('execution', '0003_execution_cancel_requested'),
+        ("execution", "0003_execution_cancel_requested"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='securityevent',
-            name='count',
+            model_name="securityevent",
+            name="count",
             field=models.PositiveIntegerField(default=1),
         ),
         migrations.AddField(
-            model_name='securityevent',
-            name='last_seen_at',
+            model_name="securityevent",
+            name="last_seen_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -117,9 +117,9 @@ def test_it_returns_404_for_another_users_thread(
     assert not WorkspaceFile.objects.filter(thread=thread).exists()
     # Each attempt is in the audit, as for the API (repeats counted on one row per window).
     attempts = SecurityEvent.objects.filter(user=charlie, code="thread_not_owned")
-    assert sum(attempts.values_list("count", flat=True)) == 2 * len(
-        page_urls(thread, run)
-    ) + len(post_urls(thread))
+    assert sum(attempts.values_list("count", flat=True)) == 2 * len(page_urls(thread, run)) + len(
+        post_urls(thread)
+    )
     assert {event.source for event in attempts} == {"browser"}
 
 
