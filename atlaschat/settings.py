@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_htmx",
+    "axes",
     "accounts",
     "execution",
 ]
@@ -80,6 +81,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Content-Security-Policy on every response (the policy and why: atlaschat/csp.py).
     "atlaschat.csp.ContentSecurityPolicyMiddleware",
+    # Turns a login locked out by django-axes into its 429 (accounts/lockout.py).
+    "axes.middleware.AxesMiddleware",
     # Last: the stack above runs in one thread under daphne (why: atlaschat/middleware.py).
     "atlaschat.middleware.SynchronousStack",
 ]
@@ -162,6 +165,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Password guessing (accounts/lockout.py): django-axes checks every authenticate() first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# LOGIN_FAILURE_LIMIT failed logins for one username, or from one client IP, lock that
+# username or IP out for LOGIN_LOCKOUT_MINUTES; a success resets the username's count.
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 10, min_value=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, min_value=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "execution.caller.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"

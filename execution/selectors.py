@@ -12,12 +12,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import Model
+from django.db.models import Model, Q
 
 from execution.audit import audit_refusal
 from execution.caller import Caller
-from execution.models import Agent, Execution, SecurityEvent, Thread
+from execution.models import Agent, Execution, SecurityEvent, Thread, WorkspaceFile
 from execution.services.errors import ToolError, not_found
+from execution.services.validation import path_ancestors
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:
@@ -88,3 +89,12 @@ def agent_get_owned(*, caller: Caller, agent_id: Any) -> Agent:
     if agent is None:
         raise _refuse_foreign(caller, "agent", Agent, pk)
     return agent
+
+
+def workspace_path_conflicts(*, thread: Thread, path: str) -> list[str]:
+    """The thread's stored files that `path` cannot sit beside: a file at one of its parent
+    directories, or files under `path` as a directory (see validation.validate_path_fits)."""
+    rows = WorkspaceFile.objects.filter(thread=thread).filter(
+        Q(path__in=path_ancestors(path)) | Q(path__startswith=f"{path}/")
+    )
+    return list(rows.values_list("path", flat=True)[:10])

@@ -42,6 +42,7 @@ from execution.models import (
     Thread,
     WorkspaceFile,
 )
+from execution.selectors import workspace_path_conflicts
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, caller_event_loop
@@ -341,6 +342,10 @@ class ToolExecutor:
         self._validated(
             context, validation.validate_file_size, len(data),
             max_bytes=settings.EXECUTION_MAX_FILE_BYTES,
+        )  # fmt: skip
+        self._validated(
+            context, validation.validate_path_fits, path,
+            conflicts=workspace_path_conflicts(thread=thread, path=path),
         )  # fmt: skip
         with sessions.thread_lock(thread.id):
             thread.refresh_from_db(fields=["sandbox_id"])
