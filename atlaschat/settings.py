@@ -198,6 +198,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # JSON as ASCII with \u escapes: output may hold lone surrogates, which a UTF-8 body
+    # cannot carry but a JSON escape can (clients decode them back exactly).
+    "UNICODE_JSON": False,
     # One error shape for every API answer: {"error": {"code", "message", "details"}}.
     "EXCEPTION_HANDLER": "execution.api.exceptions.api_exception_handler",
 }

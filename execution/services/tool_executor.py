@@ -225,12 +225,13 @@ class ToolExecutor:
         self, error: ToolError, context: ExecutionContext, *, code: object, language: object
     ) -> None:
         thread = context.thread
+        stored_code, stored_language = validation.refused_run_record(code, language)
         execution = Execution.objects.create(
             thread=thread,
             user=context.user,
             agent=context.agent,
-            language=str(language or "")[:16],
-            code=code if isinstance(code, str) else "",
+            language=stored_language,
+            code=stored_code,
             status=Status.REJECTED,
             source=context.source,
             client_ip=context.client_ip,

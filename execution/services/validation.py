@@ -146,6 +146,19 @@ def validate_code(code: object, *, max_bytes: int, dangerous_patterns: Sequence[
     return code
 
 
+# How much of a refused run's code is kept with its record: enough to recognise it, never
+# the whole body of a request refused for its size.
+REFUSED_CODE_EXCERPT_CHARS = 1024
+
+
+def refused_run_record(code: object, language: object) -> tuple[str, str]:
+    """What a refused run stores as (code, language): at most REFUSED_CODE_EXCERPT_CHARS of
+    the code, and the language only when it is one of ours (else "")."""
+    text = code if isinstance(code, str) else ""
+    known = language if isinstance(language, str) and language in LANGUAGES else ""
+    return text[:REFUSED_CODE_EXCERPT_CHARS], known
+
+
 def validate_timeout(timeout: object, *, default: float, maximum: float) -> float:
     """Return the run's timeout in seconds: `default` when None, else a number in (0, maximum].
 
