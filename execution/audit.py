@@ -58,18 +58,19 @@ def audit_refusal(
         "thread_id": thread.pk if thread is not None else None,
     }
     window = dt.timedelta(seconds=settings.SECURITY_EVENT_WINDOW_SECONDS)
-    if execution is None:
-        # One statement, so the write path stays short under SQLite's single writer.
-        recent = SecurityEvent.objects.filter(
-            **key, execution=None, created_at__gte=now - window
-        ).order_by("-created_at")[:1]
-        counted = SecurityEvent.objects.filter(pk__in=recent.values("pk")).update(
-            count=F("count") + 1, last_seen_at=now
-        )
-        if counted:
-            return SecurityEvent.objects.filter(pk__in=recent.values("pk")).first() or (
-                SecurityEvent(**key, message=message, details=details)
-            )
+    # One statement, so the write path stays short under SQLite's single writer. A repeat
+    # counts up the window's row even when it names another (refused) run: the row keeps
+    # the first one's link, and the runs themselves are in the history.
+    recent = SecurityEvent.objects.filter(**key, created_at__gte=now - window).order_by(
+        "-created_at"
+    )[:1]
+    counted = SecurityEvent.objects.filter(pk__in=recent.values("pk")).update(
+        count=F("count") + 1, last_seen_at=now
+    )
+    if counted:
+        found = SecurityEvent.objects.filter(**key).order_by("-created_at").first()
+        if found is not None:  # else it was deleted meanwhile: record this one afresh
+            return found
     row = SecurityEvent(
         **key, execution=execution, message=message, details=details, last_seen_at=now
     )
