@@ -244,6 +244,9 @@ EXECUTION_DEFAULT_TIMEOUT = envfloat("EXECUTION_DEFAULT_TIMEOUT", 60.0, min_valu
 EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
 EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
 EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
+# Rich results (images, HTML, …) of one run, together: a result that does not fit is stored
+# as a placeholder naming its MIME types and size, and the run is flagged truncated.
+EXECUTION_MAX_RESULT_BYTES = envint("EXECUTION_MAX_RESULT_BYTES", 32 * 1024 * 1024, min_value=1024)
 EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
 EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)

@@ -8,6 +8,8 @@ decide.
 
 from __future__ import annotations
 
+import base64
+import json
 import mimetypes
 import uuid
 from typing import Any
@@ -59,6 +61,7 @@ from execution.services.tool_executor import (
     record_security_event,
 )
 from execution.services.validation import validate_file_size
+from execution.stream import BINARY_FORMATS, RESULT_MIME_TYPES
 
 # --- access -----------------------------------------------------------------------------------
 
@@ -412,6 +415,41 @@ class ExecutionDetailView(generics.RetrieveAPIView):
 
     def get_object(self) -> Execution:
         return owned_execution(self.request, self.kwargs["execution_id"])
+
+
+class ExecutionResultView(APIView):
+    """One rich result of one of your executions: its JSON, or with `?format=` one format's
+    content (base64 formats such as png served decoded). Websocket frames refer here for a
+    result too large to travel inline (execution/stream.py)."""
+
+    @extend_schema(
+        operation_id="execution_result",
+        parameters=[OpenApiParameter("format", str, description="e.g. png, svg, html, text")],
+        responses={200: OpenApiTypes.OBJECT, **errors(401, 404)},
+    )
+    def get(self, request: Request, execution_id: uuid.UUID, index: int) -> HttpResponse:
+        execution = owned_execution(request, execution_id)
+        results = execution.results or []
+        if index >= len(results):
+            raise not_found("result")
+        result = results[index]
+        wanted = request.query_params.get("format")
+        if not wanted:
+            return Response(result)
+        value = result.get(wanted)
+        if value is None or wanted not in RESULT_MIME_TYPES:
+            raise not_found("result")
+        if wanted in BINARY_FORMATS:
+            content: bytes = base64.b64decode(value)
+        elif isinstance(value, str):
+            content = value.encode("utf-8")
+        else:
+            content = json.dumps(value).encode("utf-8")
+        response = HttpResponse(content, content_type=RESULT_MIME_TYPES[wanted])
+        # Never rendered as a page of this origin: HTML or SVG from user code stays inert.
+        response["Content-Security-Policy"] = "default-src 'none'; img-src data:; sandbox"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 class ExecutionCancelView(APIView):
