@@ -279,6 +279,9 @@ EXECUTION_DEFAULT_TIMEOUT = envfloat("EXECUTION_DEFAULT_TIMEOUT", 60.0, min_valu
 EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
 EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
 EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
+# Rich results (images, HTML, …) of one run, together: a result that does not fit is stored
+# as a placeholder naming its MIME types and size, and the run is flagged truncated.
+EXECUTION_MAX_RESULT_BYTES = envint("EXECUTION_MAX_RESULT_BYTES", 32 * 1024 * 1024, min_value=1024)
 EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
 # The largest request body read into memory: a file of EXECUTION_MAX_FILE_BYTES sent as
 # base64 in JSON (4/3 of it) plus room for the JSON around it. Django's own 2.5 MiB default

@@ -7,13 +7,15 @@ Views parse and shape; the services decide.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import uuid
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -63,13 +65,14 @@ from execution.selectors import (
     thread_get_owned,
     thread_get_owned_or_new,
 )
-from execution.services.errors import ToolError, execution_failure
+from execution.services.errors import ToolError, execution_failure, not_found
 from execution.services.tool_executor import (
     ExecutionContext,
     ToolExecutor,
     record_security_event,
 )
 from execution.services.validation import validate_file_size
+from execution.stream import BINARY_FORMATS, RESULT_MIME_TYPES
 
 # --- access -----------------------------------------------------------------------------------
 
@@ -335,6 +338,41 @@ class ExecutionDetailView(generics.RetrieveAPIView):
         return execution_get_owned(
             caller=api_caller(self.request), execution_id=self.kwargs["execution_id"]
         )
+
+
+class ExecutionResultView(APIView):
+    """One rich result of one of your executions: its JSON, or with `?format=` one format's
+    content (base64 formats such as png served decoded). Websocket frames refer here for a
+    result too large to travel inline (execution/stream.py)."""
+
+    @extend_schema(
+        operation_id="execution_result",
+        parameters=[OpenApiParameter("format", str, description="e.g. png, svg, html, text")],
+        responses={200: OpenApiTypes.OBJECT, **errors(401, 404)},
+    )
+    def get(self, request: Request, execution_id: uuid.UUID, index: int) -> HttpResponse:
+        execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
+        results = execution.results or []
+        if index >= len(results):
+            raise not_found("result")
+        result = results[index]
+        wanted = request.query_params.get("format")
+        if not wanted:
+            return Response(result)
+        value = result.get(wanted)
+        if value is None or wanted not in RESULT_MIME_TYPES:
+            raise not_found("result")
+        if wanted in BINARY_FORMATS:
+            content: bytes = base64.b64decode(value)
+        elif isinstance(value, str):
+            content = value.encode("utf-8")
+        else:
+            content = json.dumps(value).encode("utf-8")
+        response = HttpResponse(content, content_type=RESULT_MIME_TYPES[wanted])
+        # Never rendered as a page of this origin: HTML or SVG from user code stays inert.
+        response["Content-Security-Policy"] = "default-src 'none'; img-src data:; sandbox"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 class ExecutionCancelView(APIView):

@@ -47,6 +47,7 @@ from execution.services.sandbox_sessions import (
     sessions,
 )
 from execution.services.validation import WORKSPACE_ROOT
+from execution.stream import result_mime_types, result_reference, result_size, split_text
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class EventSink:
         self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - _utf8_size(
             execution.stdout + execution.stderr
         )
+        self.result_budget = settings.EXECUTION_MAX_RESULT_BYTES - sum(
+            result_size(r) for r in self.results
+        )
         self.truncated = execution.truncated
         self.error: dict[str, Any] | None = execution.error
 
@@ -132,6 +136,27 @@ class EventSink:
         if granted < size:
             self.truncated = True
         return granted
+
+    def _store_result(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep `result` within the run's result budget: whole when it fits, else a stated
+        placeholder (its MIME types and size; the run is flagged truncated), else — once
+        even placeholders no longer fit — nothing. Returns what was stored."""
+        size = result_size(result)
+        if size > self.result_budget:
+            self.truncated = True
+            mime_types = result_mime_types(result)
+            result = {
+                "text": f"[{', '.join(mime_types) or 'result'} of {size} bytes omitted: over "
+                f"the limit of {settings.EXECUTION_MAX_RESULT_BYTES} bytes per run]",
+                "omitted": {"mime_types": mime_types, "size": size},
+                "is_main_result": bool(result.get("is_main_result")),
+            }
+            size = result_size(result)
+            if size > self.result_budget:
+                return None
+        self.result_budget -= size
+        self.results.append(result)
+        return result
 
     def running(self) -> bool:
         """queued → running (conditional, so a cancel that won the race is respected)."""
@@ -161,15 +186,15 @@ class EventSink:
                     continue
                 text = payload if granted == size else _utf8_prefix(payload, granted)
                 appended[kind] += text
-                events.append(self._event(kind, text=text))
+                # One line may be megabytes: frames stay under the transport's limit.
+                events.extend(self._event(kind, text=piece) for piece in split_text(text))
             elif kind == "result":
-                size = sum(len(str(v)) for v in payload.values())
-                if self._spend(size) < size:
-                    # A rich result is never cut in half: it is dropped whole and flagged.
+                stored = self._store_result(payload)
+                if stored is None:
                     continue
-                self.results.append(payload)
                 results_changed = True
-                events.append(self._event("result", result=payload))
+                reference = result_reference(self.execution.id, len(self.results) - 1, stored)
+                events.append(self._event("result", result=reference))
             elif kind == "error":
                 self.error = payload
                 error_changed = True
