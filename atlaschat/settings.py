@@ -289,8 +289,16 @@ EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, 
 EXECUTION_MAX_BODY_BYTES = EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = EXECUTION_MAX_BODY_BYTES
 EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
+# Fair use (execution/services/quotas.py): runs in flight per user and in all, live
+# sandboxes per user, open websockets per user and server process. The global default
+# matches sandboxd's capacity (SANDBOXD max_sandboxes, 16): every run needs a sandbox.
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
-EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 32, min_value=1)
+EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 16, min_value=1)
+SANDBOX_USER_LIMIT = envint("SANDBOX_USER_LIMIT", 4, min_value=1)
+WEBSOCKET_USER_LIMIT = envint("WEBSOCKET_USER_LIMIT", 20, min_value=1)
+# Threads that carry the websockets' database work, shared by every socket of a process:
+# the most database connections sockets hold at once, however many are open.
+WEBSOCKET_DB_THREADS = envint("WEBSOCKET_DB_THREADS", 4, min_value=1)
 EXECUTION_DANGEROUS_PATTERNS = envregexlist("EXECUTION_DANGEROUS_PATTERNS", [])
 # Windows executables and scripts have no use in a Linux workspace; their arrival is audited.
 EXECUTION_SUSPICIOUS_EXTENSIONS = envlist(

@@ -41,14 +41,15 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from asgiref.sync import ThreadSensitiveContext
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connections
 from django.utils import timezone
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -61,6 +62,7 @@ from execution.models import Execution, Source, Thread
 from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services.errors import ToolError
 from execution.services.events import execution_group, thread_group
+from execution.services.quotas import acquire_websocket_slot, release_websocket_slot
 from execution.services.tool_executor import ToolExecutor
 from execution.stream import (
     CancelRequest,
@@ -70,13 +72,16 @@ from execution.stream import (
     error_frame,
     parse_thread_message,
 )
-from execution.throttling import check_rate
+from execution.throttling import audit_throttled, check_rate
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Application close codes (4000-4999 are ours by RFC 6455), mirroring the HTTP statuses.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+# The user has WEBSOCKET_USER_LIMIT sockets open already (the 429 of websockets).
+CLOSE_OVER_LIMIT = 4429
 
 
 def authenticated_user(scope: dict[str, Any]) -> AbstractBaseUser | None:
@@ -129,8 +134,22 @@ class PatientChannelLayer:
                 logger.debug("channel layer read timed out on %s; reading again", channel)
 
 
+# The database work of every socket of this process runs on these few threads, so sockets
+# hold no database connection each: at most WEBSOCKET_DB_THREADS connections however many
+# sockets are open (an idle socket holds none), and a slow query holds up only its thread.
+_db_threads = ThreadPoolExecutor(
+    max_workers=settings.WEBSOCKET_DB_THREADS, thread_name_prefix="websocket-db"
+)
+
+
+def on_db_threads(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """`func` as a coroutine run on the sockets' database threads (channels' connection
+    housekeeping before and after, as database_sync_to_async does)."""
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_db_threads)
+
+
 class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
-    """Common ground: one sync thread per socket, JSON frames, refusals, and live events
+    """Common ground: the per-user socket cap, JSON frames, refusals, and live events
     forwarded through a `StreamCursor` per execution so that none is lost or repeated."""
 
     # Every so often a socket re-reads the rows of the runs it follows and are not over: an
@@ -144,14 +163,27 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         self.cursors: dict[str, StreamCursor] = {}
         self.groups_joined: list[str] = []
         self.watcher: asyncio.Task[None] | None = None
-        # Without a context of its own every consumer of the process shares one sync
-        # thread for its database calls, so one slow query would stall every socket.
-        # Django gives each HTTP request its own context the same way.
-        async with ThreadSensitiveContext():
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                await self._stop_watching()
+        self.slot_user_id: int | None = None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._stop_watching()
+            if self.slot_user_id is not None:
+                release_websocket_slot(self.slot_user_id)
+
+    async def admit(self, user: AbstractBaseUser) -> bool:
+        """Take one of the user's open-socket slots (quotas.py); when they are all taken,
+        audit the refusal, close with 4429 and return False."""
+        try:
+            acquire_websocket_slot(user.pk)
+        except ToolError as error:
+            await on_db_threads(audit_throttled)(
+                Caller.from_scope({**self.scope, "user": user}), error
+            )
+            await self.refuse(CLOSE_OVER_LIMIT)
+            return False
+        self.slot_user_id = user.pk
+        return True
 
     @property
     def caller(self) -> Caller:
@@ -192,9 +224,6 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         await self._stop_watching()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
-        # This socket's sync thread goes away with it: close its database connection
-        # rather than leaving it to garbage collection.
-        await database_sync_to_async(connections.close_all)()
 
     # --- live events --------------------------------------------------------------------
 
@@ -269,7 +298,7 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         for key in finished[: max(0, len(self.cursors) - self.max_cursors)]:
             del self.cursors[key]
 
-    @database_sync_to_async
+    @on_db_threads
     def _load_rows(self, execution_ids: list[str]) -> dict[str, Execution]:
         rows = Execution.objects.filter(id__in=execution_ids, user=self.user)
         return {str(row.id): row for row in rows}
@@ -283,6 +312,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
+        if not await self.admit(user):
+            return
         self.user = user
         thread = await self._get_thread(self.scope["url_route"]["kwargs"]["thread_id"])
         if thread is None:
@@ -290,7 +321,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             return
         self.user = user
         self.thread = thread
-        self.expires_at = await database_sync_to_async(token_expiry)(self.scope)
+        self.expires_at = await on_db_threads(token_expiry)(self.scope)
         self.expired = False
         # Join before accepting: once the client sees the handshake, no event is missed.
         await self.join(thread_group(thread.id))
@@ -351,7 +382,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         # start_execution validates, creates the row and publishes the "execution" event,
         # then returns while the run proceeds in the service's own worker; its events
         # reach this socket through the thread group joined at connect.
-        await database_sync_to_async(self._start_execution)(request)
+        await on_db_threads(self._start_execution)(request)
 
     def _start_execution(self, request: ExecuteRequest) -> Execution:
         # The REST execute throttle, same counter: no more runs by switching doors.
@@ -364,7 +395,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         )
 
     async def _cancel(self, request: CancelRequest) -> None:
-        await database_sync_to_async(self._cancel_execution)(request)
+        await on_db_threads(self._cancel_execution)(request)
 
     def _cancel_execution(self, request: CancelRequest) -> None:
         # Only runs of this thread: a socket is a view of one thread, and its client
@@ -374,7 +405,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         )
         ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.user)
 
-    @database_sync_to_async
+    @on_db_threads
     def _get_thread(self, thread_id: uuid.UUID) -> Thread | None:
         try:
             return thread_get_owned(caller=self.caller, thread_id=thread_id)
@@ -389,6 +420,8 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
         user = authenticated_user(self.scope)
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        if not await self.admit(user):
             return
         self.user = user
         execution_id = str(self.scope["url_route"]["kwargs"]["execution_id"])
@@ -410,7 +443,7 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
         else:
             self.start_watching()
 
-    @database_sync_to_async
+    @on_db_threads
     def _load_owned_row(self, execution_id: str) -> dict[str, Execution]:
         # Through the selector, so another user's run is audited like everywhere else.
         try:

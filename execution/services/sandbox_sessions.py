@@ -41,6 +41,7 @@ from e2b_code_interpreter import E2B, AsyncSandbox, Context
 from execution.models import PackageInstall, Thread, WorkspaceFile
 from execution.services.errors import ToolError, sandbox_unavailable
 from execution.services.packages import run_install
+from execution.services.quotas import sandbox_admission, sandbox_limit_reached
 from execution.services.runtime import run_sandbox_call
 from execution.services.validation import WORKSPACE_ROOT
 
@@ -216,6 +217,28 @@ class SandboxSessions:
             return None
 
     def _create(self, thread: Thread) -> SandboxLease:
+        # The owner's cap on live sandboxes (quotas.py decides): their oldest idle sandboxes
+        # are released first; 429 when all of them are running code.
+        with sandbox_admission(thread) as to_release:
+            for other in to_release:
+                if not self._release_if_free(other):
+                    raise sandbox_limit_reached()
+            return self._create_admitted(thread)
+
+    def _release_if_free(self, thread: Thread) -> bool:
+        """Kill another thread's sandbox for its owner's cap, unless that thread is in use
+        right now (its lock is held: waiting for it could deadlock with its own admission)."""
+        lock = self.thread_lock(thread.id)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            self.kill(thread)
+            logger.info("thread %s: sandbox released for its owner's sandbox cap", thread.id)
+            return True
+        finally:
+            lock.release()
+
+    def _create_admitted(self, thread: Thread) -> SandboxLease:
         previous_id = thread.sandbox_id
         sandbox: AsyncSandbox = self.call(
             sandbox_class().create(
