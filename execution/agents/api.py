@@ -30,7 +30,6 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from execution.agents.calls import (
-    TOOL_THROTTLES,
     call_tool,
     find_agent,
     require_active,
@@ -226,7 +225,8 @@ class AgentToolCallView(APIView):
         # The same request-rate limits as the REST endpoints the tools mirror. Reading the
         # body here is safe: DRF parses it once and keeps it for the view.
         name = self.request.data.get("name") if isinstance(self.request.data, dict) else None
-        throttle_class = TOOL_THROTTLES.get(name) if isinstance(name, str) else None
+        spec = TOOLS.get(name) if isinstance(name, str) else None
+        throttle_class = spec.throttle if spec is not None else None
         return [throttle_class()] if throttle_class is not None else []
 
     def check_throttles(self, request: Request) -> None:

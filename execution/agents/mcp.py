@@ -49,12 +49,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from accounts.middleware import authorization_header, user_from_authorization_header
 from execution.agents.calls import (
     RequestOrigin,
-    ToolCallOutcome,
     call_tool,
     check_tool_rate,
     find_agent,
     require_active,
 )
+from execution.agents.runners import ToolCallOutcome
 from execution.agents.tools import allowed_tool_specs, serializer_json_schema
 from execution.api.limits import max_body_bytes
 from execution.caller import Caller
