@@ -273,16 +273,37 @@ class SandboxSessions:
             )
         return SandboxLease(sandbox, restored=report)
 
+    def _restore_files(
+        self, sandbox: AsyncSandbox, files: list[WorkspaceFile], report: RestoreReport
+    ) -> int:
+        """Write the files in one call; if that fails, one by one, so that one file the
+        sandbox cannot hold (stored before validation refused such files) is reported in
+        `report.failures` and skipped instead of failing every later run. Returns how many
+        were written; re-raises when none can be (the server, not a file, is the problem)."""
+        entries = [{"path": f"{WORKSPACE_ROOT}/{f.path}", "data": f.read_content()} for f in files]
+        try:
+            self.call(sandbox.files.write_files(entries))
+            return len(files)
+        except Exception as batch_error:
+            written = 0
+            for entry, row in zip(entries, files, strict=True):
+                try:
+                    self.call(sandbox.files.write(entry["path"], entry["data"]))
+                    written += 1
+                except Exception as exc:
+                    reason = as_tool_error(exc).details.get("reason") or type(exc).__name__
+                    report.failures.append({"path": row.path, "reason": str(reason)[:300]})
+            if written == 0:
+                raise batch_error
+            logger.warning("restore skipped %d file(s) the sandbox refused", len(files) - written)
+            return written
+
     def _restore(self, thread: Thread, sandbox: AsyncSandbox) -> RestoreReport:
         """Write the thread's files and re-install its succeeded packages, in their order."""
         report = RestoreReport()
         files = list(WorkspaceFile.objects.filter(thread=thread).order_by("path"))
         if files:
-            entries = [
-                {"path": f"{WORKSPACE_ROOT}/{f.path}", "data": f.read_content()} for f in files
-            ]
-            self.call(sandbox.files.write_files(entries))
-            report.files = len(files)
+            report.files = self._restore_files(sandbox, files, report)
         installs = PackageInstall.objects.filter(
             thread=thread, status=PackageInstall.Status.SUCCEEDED
         ).order_by("created_at")
