@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.urls import path
 
 from execution.consumers import ExecutionConsumer, ThreadConsumer
-from execution.terminal import TerminalConsumer
+from execution.sandbox_terminal import TerminalConsumer
 
 websocket_urlpatterns = [
     path("ws/threads/<uuid:thread_id>/", ThreadConsumer.as_asgi(), name="ws-thread"),

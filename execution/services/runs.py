@@ -47,6 +47,7 @@ from execution.services.sandbox_sessions import (
     sessions,
 )
 from execution.services.validation import WORKSPACE_ROOT
+from execution.stream import result_mime_types, result_reference, result_size, split_text
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,20 @@ def result_as_dict(result: Result) -> dict[str, Any]:
     return data
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8, a lone surrogate counted as the 3 bytes it takes encoded
+    (program output may hold them: they are stored escaped, see models.LosslessTextField)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _utf8_prefix(text: str, max_bytes: int) -> str:
-    """The longest prefix of `text` that fits in `max_bytes` of UTF-8."""
-    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+    """The longest prefix of `text` that fits in `max_bytes` of UTF-8 (lone surrogates kept)."""
+    cut = text.encode("utf-8", "surrogatepass")[:max_bytes]
+    while True:  # at most 3 rounds: only a character cut at the end can fail to decode
+        try:
+            return cut.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            cut = cut[:-1]
 
 
 # --- the run's live state and its events ------------------------------------------------------
@@ -99,8 +111,11 @@ class EventSink:
         self.publisher = publisher
         self.seq = execution.last_seq
         self.results: list[dict[str, Any]] = list(execution.results or [])
-        self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - len(
-            (execution.stdout + execution.stderr).encode("utf-8")
+        self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - _utf8_size(
+            execution.stdout + execution.stderr
+        )
+        self.result_budget = settings.EXECUTION_MAX_RESULT_BYTES - sum(
+            result_size(r) for r in self.results
         )
         self.truncated = execution.truncated
         self.error: dict[str, Any] | None = execution.error
@@ -126,6 +141,27 @@ class EventSink:
             self.truncated = True
         return granted
 
+    def _store_result(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep `result` within the run's result budget: whole when it fits, else a stated
+        placeholder (its MIME types and size; the run is flagged truncated), else — once
+        even placeholders no longer fit — nothing. Returns what was stored."""
+        size = result_size(result)
+        if size > self.result_budget:
+            self.truncated = True
+            mime_types = result_mime_types(result)
+            result = {
+                "text": f"[{', '.join(mime_types) or 'result'} of {size} bytes omitted: over "
+                f"the limit of {settings.EXECUTION_MAX_RESULT_BYTES} bytes per run]",
+                "omitted": {"mime_types": mime_types, "size": size},
+                "is_main_result": bool(result.get("is_main_result")),
+            }
+            size = result_size(result)
+            if size > self.result_budget:
+                return None
+        self.result_budget -= size
+        self.results.append(result)
+        return result
+
     def running(self) -> bool:
         """queued → running (conditional, so a cancel that won the race is respected)."""
         now = timezone.now()
@@ -144,7 +180,7 @@ class EventSink:
         ("error", dict) items, honouring the output cap."""
         events: list[dict[str, Any]] = []
         appended = {"stdout": "", "stderr": ""}
-        stored: list[tuple[str, Any]] = []  # what is kept, in order, for `output_order`
+        ordered: list[tuple[str, Any]] = []  # what is kept, in order, for `output_order`
         results_changed = error_changed = False
         details = dict(self.execution.details or {})
         waiting = details.get("input_request")
@@ -153,23 +189,23 @@ class EventSink:
             if kind != "input_request":
                 details.pop("input_request", None)  # answered (its echo), or the cell moved on
             if kind in appended:
-                size = len(payload.encode("utf-8"))
+                size = _utf8_size(payload)
                 granted = self._spend(size)
                 if granted == 0:
                     continue
                 text = payload if granted == size else _utf8_prefix(payload, granted)
                 appended[kind] += text
-                stored.append((kind, text))
-                events.append(self._event(kind, text=text))
+                ordered.append((kind, text))
+                # One line may be megabytes: frames stay under the transport's limit.
+                events.extend(self._event(kind, text=piece) for piece in split_text(text))
             elif kind == "result":
-                size = sum(len(str(v)) for v in payload.values())
-                if self._spend(size) < size:
-                    # A rich result is never cut in half: it is dropped whole and flagged.
+                stored = self._store_result(payload)
+                if stored is None:
                     continue
-                self.results.append(payload)
-                stored.append((kind, payload))
                 results_changed = True
-                events.append(self._event("result", result=payload))
+                ordered.append((kind, stored))
+                reference = result_reference(self.execution.id, len(self.results) - 1, stored)
+                events.append(self._event("result", result=reference))
             elif kind == "input_request":
                 # Not output: the prompt and the answer reach stdout once answered. Kept in
                 # `details` while it waits, so a page that reloads can still answer it.
@@ -185,7 +221,7 @@ class EventSink:
                 continue
             elif kind == "error":
                 self.error = payload
-                stored.append((kind, payload))
+                ordered.append((kind, payload))
                 error_changed = True
                 events.append(self._event("error", error=payload))
         if not events and self.truncated == was_truncated:
@@ -193,13 +229,18 @@ class EventSink:
         update: dict[str, Any] = {"last_seq": self.seq, "truncated": self.truncated}
         if details.get("input_request") != waiting:
             self.execution.details = update["details"] = details
-        if stored:
+        if ordered:
             update["output_order"] = Concat(
-                F("output_order"), Value(output_order_tokens(stored)), output_field=TextField()
+                F("output_order"), Value(output_order_tokens(ordered)), output_field=TextField()
             )
         for stream, text in appended.items():
             if text:
-                update[stream] = Concat(F(stream), Value(text), output_field=TextField())
+                # The column's own field, so the text is stored as the column stores any
+                # text (NUL and lone surrogates escaped: models.LosslessTextField).
+                field = Execution._meta.get_field(stream)
+                update[stream] = Concat(
+                    F(stream), Value(text, output_field=field), output_field=field
+                )
         if results_changed:
             update["results"] = self.results
         if error_changed:

@@ -42,6 +42,7 @@ from e2b_code_interpreter.constants import JUPYTER_PORT
 from execution.models import PackageInstall, Thread, WorkspaceFile
 from execution.services.errors import ToolError, sandbox_unavailable
 from execution.services.packages import run_install
+from execution.services.quotas import sandbox_admission, sandbox_limit_reached
 from execution.services.runtime import run_sandbox_call
 from execution.services.validation import WORKSPACE_ROOT
 
@@ -217,6 +218,28 @@ class SandboxSessions:
             return None
 
     def _create(self, thread: Thread) -> SandboxLease:
+        # The owner's cap on live sandboxes (quotas.py decides): their oldest idle sandboxes
+        # are released first; 429 when all of them are running code.
+        with sandbox_admission(thread) as to_release:
+            for other in to_release:
+                if not self._release_if_free(other):
+                    raise sandbox_limit_reached()
+            return self._create_admitted(thread)
+
+    def _release_if_free(self, thread: Thread) -> bool:
+        """Kill another thread's sandbox for its owner's cap, unless that thread is in use
+        right now (its lock is held: waiting for it could deadlock with its own admission)."""
+        lock = self.thread_lock(thread.id)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            self.kill(thread)
+            logger.info("thread %s: sandbox released for its owner's sandbox cap", thread.id)
+            return True
+        finally:
+            lock.release()
+
+    def _create_admitted(self, thread: Thread) -> SandboxLease:
         previous_id = thread.sandbox_id
         sandbox: AsyncSandbox = self.call(
             sandbox_class().create(
@@ -251,16 +274,37 @@ class SandboxSessions:
             )
         return SandboxLease(sandbox, restored=report)
 
+    def _restore_files(
+        self, sandbox: AsyncSandbox, files: list[WorkspaceFile], report: RestoreReport
+    ) -> int:
+        """Write the files in one call; if that fails, one by one, so that one file the
+        sandbox cannot hold (stored before validation refused such files) is reported in
+        `report.failures` and skipped instead of failing every later run. Returns how many
+        were written; re-raises when none can be (the server, not a file, is the problem)."""
+        entries = [{"path": f"{WORKSPACE_ROOT}/{f.path}", "data": f.read_content()} for f in files]
+        try:
+            self.call(sandbox.files.write_files(entries))
+            return len(files)
+        except Exception as batch_error:
+            written = 0
+            for entry, row in zip(entries, files, strict=True):
+                try:
+                    self.call(sandbox.files.write(entry["path"], entry["data"]))
+                    written += 1
+                except Exception as exc:
+                    reason = as_tool_error(exc).details.get("reason") or type(exc).__name__
+                    report.failures.append({"path": row.path, "reason": str(reason)[:300]})
+            if written == 0:
+                raise batch_error
+            logger.warning("restore skipped %d file(s) the sandbox refused", len(files) - written)
+            return written
+
     def _restore(self, thread: Thread, sandbox: AsyncSandbox) -> RestoreReport:
         """Write the thread's files and re-install its succeeded packages, in their order."""
         report = RestoreReport()
         files = list(WorkspaceFile.objects.filter(thread=thread).order_by("path"))
         if files:
-            entries = [
-                {"path": f"{WORKSPACE_ROOT}/{f.path}", "data": f.read_content()} for f in files
-            ]
-            self.call(sandbox.files.write_files(entries))
-            report.files = len(files)
+            report.files = self._restore_files(sandbox, files, report)
         installs = PackageInstall.objects.filter(
             thread=thread, status=PackageInstall.Status.SUCCEEDED
         ).order_by("created_at")

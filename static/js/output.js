@@ -248,12 +248,37 @@
     }
   };
 
+  function humanSize(bytes) {
+    if (bytes < 1024) return bytes + " bytes";
+    const units = ["KB", "MB", "GB"];
+    let size = bytes / 1024;
+    let unit = 0;
+    while (size >= 1024 && unit < units.length - 1) {
+      size /= 1024;
+      unit += 1;
+    }
+    return size.toFixed(size < 10 ? 1 : 0) + " " + units[unit];
+  }
+
   function formatDuration(ms) {
     return ms < 1000 ? ms + " ms" : (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
   }
 
   function renderResult(result, n) {
     const box = el("div", { class: "result", "data-result": n });
+    if (result.ref) {
+      // Too large for a websocket frame: the server says where to GET it (same session).
+      const image = ["png", "jpeg", "svg"].find((format) => (result.formats || []).indexOf(format) >= 0);
+      if (image) {
+        box.append(el("img", { class: "result-image", src: result.ref + "?format=" + image, alt: "Image output " + n }));
+      } else {
+        const line = el("p", { class: "result-text" });
+        line.append(el("a", { href: result.ref }, "Result " + n + " (" + humanSize(result.size || 0) + ")"));
+        if (result.text) line.append(": " + result.text);
+        box.append(line);
+      }
+      return box;
+    }
     if (result.chart && window.Chart && drawChart(box, result.chart, n)) {
       box.classList.add("result-chart");
       if (result.png) {
@@ -362,5 +387,5 @@
     }
   }
 
-  window.AtlasOutput = { RunView: RunView, enhanceStoredRun: enhanceStoredRun, formatDuration: formatDuration, overwriteLine: overwriteLine };
+  window.AtlasOutput = { RunView: RunView, enhanceStoredRun: enhanceStoredRun, formatDuration: formatDuration, humanSize: humanSize, overwriteLine: overwriteLine };
 })();

@@ -1,6 +1,6 @@
 /*
  * The workspace's terminal: xterm.js (npm) attached to a shell in the thread's sandbox over
- * ws/threads/<id>/terminal/ (execution/terminal.py). Opened when its panel is opened; the
+ * ws/threads/<id>/terminal/ (execution/sandbox_terminal.py). Opened when its panel is opened; the
  * socket carries {"type": "input", "data"} and {"type": "resize", "cols", "rows"} up and
  * {"type": "output", "data"} / {"type": "exit"} / {"type": "error"} down.
  */

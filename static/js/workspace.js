@@ -39,18 +39,6 @@
     return node;
   }
 
-  function humanSize(bytes) {
-    if (bytes < 1024) return bytes + " bytes";
-    const units = ["KB", "MB", "GB"];
-    let size = bytes / 1024;
-    let unit = 0;
-    while (size >= 1024 && unit < units.length - 1) {
-      size /= 1024;
-      unit += 1;
-    }
-    return size.toFixed(size < 10 ? 1 : 0) + " " + units[unit];
-  }
-
   /** Show a message; `tone` is "error" (default) or "success". Replaces the previous one of
    * the same key. */
   function showAlert(message, key, tone) {
@@ -724,7 +712,7 @@
       pendingSave = null;
       buffers.renderTabs();
       buffers.saveDraft();
-      showAlert("Saved " + path + " (" + humanSize(event.detail.size) + ").", "file", "success");
+      showAlert("Saved " + path + " (" + window.AtlasOutput.humanSize(event.detail.size) + ").", "file", "success");
     });
     document.body.addEventListener("workspace:file-open", (event) => {
       const path = event.detail.path;
