@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sandboxd.envd import Envd
 from sandboxd.interpreter import RO_BINDS, Interpreter
 from sandboxd.jail import JailManager, Limits
+from sandboxd.metrics import MetricsRecorder
 
 if TYPE_CHECKING:
     from sandboxd.config import Config
@@ -73,6 +74,7 @@ class Sandbox:
     env_vars: dict[str, str]
     started_at: datetime
     end_at: datetime
+    metrics: MetricsRecorder
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -196,8 +198,12 @@ class ControlPlane:
             env_vars=dict(env_vars),
             started_at=now,
             end_at=now,
+            metrics=MetricsRecorder(
+                prepared.jail, cpus=self._limits.cpus, memory_bytes=self._limits.memory_bytes
+            ),
         )
         self._sandboxes[sandbox.sandbox_id] = sandbox
+        sandbox.metrics.start()
         self._schedule_end(sandbox, lifetime)
         log.info("sandbox %s created (template %s)", sandbox.sandbox_id, template_id)
         return sandbox
@@ -320,6 +326,7 @@ class ControlPlane:
     async def _destroy(self, sandbox: Sandbox) -> None:
         if sandbox.timer is not None:
             sandbox.timer.cancel()
+        await sandbox.metrics.stop()
         await self._destroy_prepared(
             Prepared(jail=sandbox.jail, interpreter=sandbox.interpreter, envd=sandbox.envd)
         )

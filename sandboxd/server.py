@@ -29,7 +29,7 @@ import signal
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 INTERPRETER_PORT = 49999
 CLIENT_ID = "sandboxd"
 LIST_LIMIT_MAX = 100
+MAX_METRICS_IDS = 100  # sandbox ids one /sandboxes/metrics call may ask about
 JSON_BODY_MAX_BYTES = 16 * MIB
 
 CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane", ControlPlane)
@@ -108,8 +109,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = await request.json()
-    except ValueError:
-        raise ControlError(400, "the request body must be JSON") from None
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack (a hostile body).
+        raise ControlError(400, "the request body must be JSON, not nested too deeply") from None
     if not isinstance(body, dict):
         raise ControlError(400, "the request body must be a JSON object")
     return body
@@ -232,7 +234,7 @@ async def list_sandboxes(request: web.Request) -> web.Response:
     plane = request.app[CONTROL_PLANE]
     states = request.query.get("state")
     started_after = request.query.get("startedAfter")
-    order = request.query.get("order", "asc")
+    order = request.query.get("order", "desc")  # E2B lists newest first
     if order not in {"asc", "desc"}:
         raise ControlError(400, "order must be asc or desc")
     try:
@@ -254,6 +256,42 @@ async def list_sandboxes(request: web.Request) -> web.Response:
     if offset + limit < len(found):
         headers["x-next-token"] = str(offset + limit)
     return web.json_response([listed_body(s, plane) for s in page], headers=headers)
+
+
+def _unix_time(request: web.Request, name: str) -> datetime | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value.isascii() or not value.lstrip("-").isdigit() or len(value) > 12:
+        raise ControlError(400, f"{name} must be a Unix time in seconds")
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+async def sandbox_metrics(request: web.Request) -> web.Response:
+    """``GET /sandboxes/{id}/metrics?start=&end=``: the samples in that window, oldest first
+    (see sandboxd.metrics)."""
+    sandbox = request.app[CONTROL_PLANE].get(request.match_info["sandbox_id"])
+    if sandbox is None:
+        raise ControlError(404, f"sandbox {request.match_info['sandbox_id']} not found")
+    start, end = _unix_time(request, "start"), _unix_time(request, "end")
+    if end is not None:
+        end += timedelta(seconds=1)  # second precision: the whole end second is included
+    return web.json_response([s.body() for s in sandbox.metrics.samples(start, end)])
+
+
+async def sandboxes_metrics(request: web.Request) -> web.Response:
+    """``GET /sandboxes/metrics?sandbox_ids=a,b``: each listed live sandbox's latest sample."""
+    wanted = [i for i in request.query.get("sandbox_ids", "").split(",") if i]
+    if len(wanted) > MAX_METRICS_IDS:
+        raise ControlError(400, f"at most {MAX_METRICS_IDS} sandbox_ids at once")
+    plane = request.app[CONTROL_PLANE]
+    found = {}
+    for sandbox_id in wanted:
+        sandbox = plane.get(sandbox_id)
+        latest = sandbox.metrics.latest() if sandbox is not None else None
+        if latest is not None:
+            found[sandbox_id] = latest.body()
+    return web.json_response({"sandboxes": found})
 
 
 async def not_supported(request: web.Request) -> web.Response:
@@ -278,26 +316,49 @@ async def server_health(request: web.Request) -> web.Response:
 # --- sandboxes -------------------------------------------------------------------------------
 
 
-def signed_url_valid(request: web.Request, sandbox: Sandbox) -> bool:
-    """A ``/files`` URL signed by the SDK's ``download_url``/``upload_url`` (v1 signature:
-    sha256 of ``path:operation:user:token[:expiration]``), not expired."""
+def _signature_check(request: web.Request, sandbox: Sandbox) -> str | None:
+    """For a ``/files`` URL signed by the SDK's ``download_url``/``upload_url`` (v1
+    signature: sha256 of ``path:operation:user:token[:expiration]``): ``"valid"``,
+    ``"expired"`` (signed with this sandbox's token, but past its expiration), or ``None``
+    (no signature, or not this sandbox's)."""
     signature = request.query.get("signature")
     path = request.query.get("path")
     if not signature or path is None or request.path != "/files":
-        return False
+        return None
     operation = "read" if request.method == "GET" else "write"
     user = request.query.get("username", "")
     expiration = request.query.get("signature_expiration")
     raw = f"{path}:{operation}:{user}:{sandbox.envd_access_token}"
     if expiration is not None:
-        try:
-            if int(expiration) < time.time():
-                return False
-        except ValueError:
-            return False
+        if not expiration.lstrip("-").isascii() or not expiration.lstrip("-").isdigit():
+            return None
         raw += f":{expiration}"
     digest = base64.b64encode(hashlib.sha256(raw.encode("utf-8")).digest()).rstrip(b"=")
-    return tokens_equal(signature, "v1_" + digest.decode("ascii"))
+    if not tokens_equal(signature, "v1_" + digest.decode("ascii")):
+        return None
+    if expiration is not None and int(expiration) < time.time():
+        return "expired"
+    return "valid"
+
+
+def signed_url_valid(request: web.Request, sandbox: Sandbox) -> bool:
+    """Whether the request is a valid, unexpired signed ``/files`` URL of this sandbox."""
+    return _signature_check(request, sandbox) == "valid"
+
+
+async def plain_signed_link(request: web.Request) -> web.StreamResponse | None:
+    """A signed ``/files`` link used as a plain URL (a browser, curl): the SDK builds it on
+    the one ``sandbox_url`` without the ``E2b-Sandbox-Id`` header, so the sandbox is the one
+    whose token made the signature. ``None`` when the request is not such a link."""
+    if request.path != "/files" or "signature" not in request.query:
+        return None
+    for sandbox in request.app[CONTROL_PLANE].live():
+        verdict = _signature_check(request, sandbox)
+        if verdict == "valid":
+            return await sandbox.envd.handle(request)
+        if verdict == "expired":
+            return error_response(401, "signature is already expired")
+    return error_response(401, "invalid signature")
 
 
 async def sandbox_request(request: web.Request, sandbox_id: str) -> web.StreamResponse:
@@ -312,6 +373,8 @@ async def sandbox_request(request: web.Request, sandbox_id: str) -> web.StreamRe
             tokens_equal(request.headers.get("X-Access-Token"), sandbox.envd_access_token)
             or signed_url_valid(request, sandbox)
         ):
+            if _signature_check(request, sandbox) == "expired":
+                return error_response(401, "signature is already expired")
             return error_response(401, "missing or invalid X-Access-Token for this sandbox")
         return await sandbox.envd.handle(request)
     if port == str(INTERPRETER_PORT):
@@ -341,6 +404,9 @@ async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse
     sandbox_id = request.headers.get("E2b-Sandbox-Id")
     if sandbox_id:
         return await sandbox_request(request, sandbox_id)
+    signed = await plain_signed_link(request)
+    if signed is not None:
+        return signed
     if request.path != "/health" and not tokens_equal(
         request.headers.get("X-API-KEY"), request.app[CONFIG].api_key
     ):
@@ -370,6 +436,8 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         app.router.add_post(prefix, create_sandbox)
         app.router.add_get(prefix, list_sandboxes)
         app.router.add_post(prefix + "/{sandbox_id}/connect", connect_sandbox)
+    app.router.add_get("/sandboxes/metrics", sandboxes_metrics)
+    app.router.add_get("/sandboxes/{sandbox_id}/metrics", sandbox_metrics)
     app.router.add_get("/sandboxes/{sandbox_id}", get_sandbox)
     app.router.add_delete("/sandboxes/{sandbox_id}", kill_sandbox)
     app.router.add_post("/sandboxes/{sandbox_id}/timeout", set_timeout)
@@ -380,10 +448,8 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         ("POST", "/sandboxes/{sandbox_id}/snapshots"),
         ("POST", "/sandboxes/{sandbox_id}/fork"),
         ("PUT", "/sandboxes/{sandbox_id}/network"),
-        ("GET", "/sandboxes/{sandbox_id}/metrics"),
         ("GET", "/sandboxes/{sandbox_id}/logs"),
         ("GET", "/v2/sandboxes/{sandbox_id}/logs"),
-        ("GET", "/sandboxes/metrics"),
     ):
         app.router.add_route(method, path, not_supported)
     return app

@@ -37,7 +37,8 @@ class Envd:
         self._jail = jail
         self._max_file_bytes = max_file_bytes
         self.processes = ProcessTable(jail, envs)
-        self._filesystem_app = FilesystemASGIApplication(FilesystemService(jail))
+        self._filesystem = FilesystemService(jail)
+        self._filesystem_app = FilesystemASGIApplication(self._filesystem)
         self._process_app = ProcessASGIApplication(ProcessService(self.processes))
 
     def set_envs(self, envs: Mapping[str, str]) -> None:
@@ -62,5 +63,6 @@ class Envd:
         return files_error(404, f"envd has no {path}")
 
     async def close(self) -> None:
-        """Stop the process pumps (call after the jail is destroyed)."""
+        """Stop the process pumps and watchers (call after the jail is destroyed)."""
         await self.processes.close()
+        await self._filesystem.close()

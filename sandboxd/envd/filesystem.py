@@ -8,7 +8,6 @@ comparing listings (``sandboxd.envd.watch``).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from protobuf import Oneof
 from sandboxd.envd.entries import entry_info
 from sandboxd.envd.errors import JAIL_ERRORS, connect_error, wrong_user
 from sandboxd.envd.process import request_user
-from sandboxd.envd.watch import MAX_WATCHERS, POLL_SECONDS, DirectoryPoller
+from sandboxd.envd.watch import DirectoryWatch
 
 if TYPE_CHECKING:
     from connectrpc.request import RequestContext
@@ -44,7 +43,7 @@ class FilesystemService:
 
     def __init__(self, jail: Jail) -> None:
         self._jail = jail
-        self._watchers: dict[str, DirectoryPoller] = {}
+        self._watchers: dict[str, DirectoryWatch] = {}
 
     async def stat(
         self, request: filesystem_pb.StatRequest, ctx: RequestContext[Any, Any]
@@ -103,63 +102,57 @@ class FilesystemService:
             raise connect_error(error) from None
         return filesystem_pb.RemoveResponse()
 
-    async def _poller(self, request: Any) -> DirectoryPoller:
-        poller = DirectoryPoller(
+    async def _watch(self, request: Any) -> DirectoryWatch:
+        watch = DirectoryWatch(
             self._jail,
             request.path,
             recursive=request.recursive,
             include_entry=request.include_entry,
         )
         try:
-            await poller.start()
+            await watch.start()
         except JAIL_ERRORS as error:
             raise connect_error(error) from None
-        return poller
+        return watch
 
     async def watch_dir(
         self, request: filesystem_pb.WatchDirRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[filesystem_pb.WatchDirResponse]:
         check_user(ctx)
-        poller = await self._poller(request)
-        yield filesystem_pb.WatchDirResponse(
-            event=Oneof("start", filesystem_pb.WatchDirResponse.StartEvent())
-        )
-        quiet = 0.0
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            try:
-                events = await poller.poll()
-            except JAIL_ERRORS as error:
-                raise connect_error(error) from None
-            for event in events:
-                yield filesystem_pb.WatchDirResponse(event=Oneof("filesystem", event))
-            quiet = 0.0 if events else quiet + POLL_SECONDS
-            if quiet >= WATCH_KEEPALIVE_SECONDS:
-                quiet = 0.0
-                yield filesystem_pb.WatchDirResponse(
-                    event=Oneof("keepalive", filesystem_pb.WatchDirResponse.KeepAlive())
-                )
+        watch = await self._watch(request)
+        try:
+            yield filesystem_pb.WatchDirResponse(
+                event=Oneof("start", filesystem_pb.WatchDirResponse.StartEvent())
+            )
+            while True:
+                try:
+                    events = await watch.next_events(WATCH_KEEPALIVE_SECONDS)
+                except JAIL_ERRORS as error:
+                    raise connect_error(error) from None
+                for event in events:
+                    yield filesystem_pb.WatchDirResponse(event=Oneof("filesystem", event))
+                if not events:
+                    yield filesystem_pb.WatchDirResponse(
+                        event=Oneof("keepalive", filesystem_pb.WatchDirResponse.KeepAlive())
+                    )
+        finally:
+            await watch.stop()
 
     async def create_watcher(
         self, request: filesystem_pb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
     ) -> filesystem_pb.CreateWatcherResponse:
         check_user(ctx)
-        if len(self._watchers) >= MAX_WATCHERS:
-            raise ConnectError(
-                Code.RESOURCE_EXHAUSTED,
-                f"a sandbox may hold {MAX_WATCHERS} watchers; stop one first",
-            )
-        poller = await self._poller(request)
+        watch = await self._watch(request)
         watcher_id = secrets.token_hex(8)
-        self._watchers[watcher_id] = poller
+        self._watchers[watcher_id] = watch
         return filesystem_pb.CreateWatcherResponse(watcher_id=watcher_id)
 
     async def get_watcher_events(
         self, request: filesystem_pb.GetWatcherEventsRequest, ctx: RequestContext[Any, Any]
     ) -> filesystem_pb.GetWatcherEventsResponse:
-        poller = self._watcher(request.watcher_id)
+        watch = self._watcher(request.watcher_id)
         try:
-            events = await poller.poll()
+            events = await watch.events_so_far()
         except JAIL_ERRORS as error:
             raise connect_error(error) from None
         return filesystem_pb.GetWatcherEventsResponse(events=events)
@@ -167,12 +160,19 @@ class FilesystemService:
     async def remove_watcher(
         self, request: filesystem_pb.RemoveWatcherRequest, ctx: RequestContext[Any, Any]
     ) -> filesystem_pb.RemoveWatcherResponse:
-        self._watcher(request.watcher_id)
+        watch = self._watcher(request.watcher_id)
         del self._watchers[request.watcher_id]
+        await watch.stop()
         return filesystem_pb.RemoveWatcherResponse()
 
-    def _watcher(self, watcher_id: str) -> DirectoryPoller:
-        poller = self._watchers.get(watcher_id)
-        if poller is None:
+    async def close(self) -> None:
+        """Stop every watcher (the sandbox is going away)."""
+        watches, self._watchers = list(self._watchers.values()), {}
+        for watch in watches:
+            await watch.stop()
+
+    def _watcher(self, watcher_id: str) -> DirectoryWatch:
+        watch = self._watchers.get(watcher_id)
+        if watch is None:
             raise ConnectError(Code.NOT_FOUND, f"watcher {watcher_id!r} not found")
-        return poller
+        return watch

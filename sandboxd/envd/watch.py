@@ -1,10 +1,15 @@
-"""Directory watching for envd, by polling: changes are found by comparing two listings.
+"""Directory watching for envd, on inotify inside the sandbox (``Jail.watch``).
 
-The jail has no inotify channel to the host, so a watcher lists the directory (recursively
-when asked) through the jail and diffs the listing with the previous one. The consequences,
-also stated in the README: a file created and removed between two looks is not reported, a
-rename shows as ``REMOVE`` + ``CREATE``, and a change is seen up to ``POLL_SECONDS`` late.
-Event names are relative to the watched directory, as envd sends them.
+The agent reads the kernel's events as they happen (recursively: new directories are watched
+as they appear) and sends them to the host; this module turns them into envd's
+``FilesystemEvent`` values, names relative to the watched directory, with envd's kinds (see
+``sandboxd/agent/inotify.py``). The unary watcher API (CreateWatcher / GetWatcherEvents) asks
+the agent to flush first, so a change made just before ``get_new_events()`` is in its answer.
+
+Bounds: a sandbox holds at most ``MAX_WATCHES`` watches (the agent's own bound, which also
+counts watch streams), the server at most ``MAX_SERVER_WATCHES``; a watch covers at most
+10 000 directories; events waiting for a slow client are bounded on both sides of the agent
+channel, and past a bound the watch ends with ``resource_exhausted`` saying why.
 """
 
 from __future__ import annotations
@@ -17,76 +22,94 @@ from connectrpc.errors import ConnectError
 from e2b.envd.filesystem import filesystem_pb
 
 from sandboxd.envd.entries import entry_info
+from sandboxd.envd.errors import JAIL_ERRORS
 
 if TYPE_CHECKING:
-    from sandboxd.jail import Entry, Jail
+    from sandboxd.jail import Jail, JailWatch
 
-POLL_SECONDS = 0.5
-# How deep a recursive watch looks (a listing per poll: keep it bounded).
-RECURSIVE_DEPTH = 16
-# Unary (polling-API) watchers one sandbox may hold at once.
-MAX_WATCHERS = 8
-# The most entries a watched tree may hold.
-MAX_WATCHED_ENTRIES = 10_000
+# Watches one server holds across all its sandboxes (the per-sandbox bound is the agent's).
+MAX_SERVER_WATCHES = 64
+_EVENT_TYPES = {
+    "create": filesystem_pb.EventType.CREATE,
+    "write": filesystem_pb.EventType.WRITE,
+    "remove": filesystem_pb.EventType.REMOVE,
+    "rename": filesystem_pb.EventType.RENAME,
+    "chmod": filesystem_pb.EventType.CHMOD,
+}
 
 
-class DirectoryPoller:
-    """Successive listings of one directory and the events between them.
+class ServerWatchBudget:
+    """The server-wide count of live watches (one per process: envd services share it)."""
 
-    ``start`` raises ``sandboxd.jail.FsError`` (not_found, …) for a bad path and
-    ``ConnectError(INVALID_ARGUMENT)`` when it is not a directory.
+    live = 0
+
+    @classmethod
+    def take(cls) -> None:
+        if cls.live >= MAX_SERVER_WATCHES:
+            raise ConnectError(
+                Code.RESOURCE_EXHAUSTED,
+                f"this server watches {MAX_SERVER_WATCHES} directories already; try later",
+            )
+        cls.live += 1
+
+    @classmethod
+    def give_back(cls) -> None:
+        cls.live = max(0, cls.live - 1)
+
+
+class DirectoryWatch:
+    """One watch as envd's API sees it.
+
+    ``start`` raises ``sandboxd.jail.FsError`` (not_found, invalid_argument for a file,
+    resource_exhausted) and ``ConnectError(RESOURCE_EXHAUSTED)`` at the server's bound.
     """
 
     def __init__(self, jail: Jail, path: str, *, recursive: bool, include_entry: bool) -> None:
         self._jail = jail
         self._path = path
-        self._depth = RECURSIVE_DEPTH if recursive else 1
+        self._recursive = recursive
         self._include_entry = include_entry
-        self._base = ""
-        self._last: dict[str, Entry] = {}
+        self._watch: JailWatch | None = None
 
     async def start(self) -> None:
-        directory = await self._jail.stat(self._path)
-        if directory.type != "dir":
-            raise ConnectError(Code.INVALID_ARGUMENT, f"{self._path} is not a directory")
-        self._base = directory.path
-        self._last = await self._listing()
+        ServerWatchBudget.take()
+        try:
+            self._watch = await self._jail.watch(self._path, recursive=self._recursive)
+        except BaseException:
+            ServerWatchBudget.give_back()
+            raise
 
-    async def _listing(self) -> dict[str, Entry]:
-        entries = await self._jail.list_dir(self._base, self._depth)
-        if len(entries) > MAX_WATCHED_ENTRIES:
-            # Listing a tree this big every POLL_SECONDS would cost the whole machine.
-            raise ConnectError(
-                Code.RESOURCE_EXHAUSTED,
-                f"{self._path} holds over {MAX_WATCHED_ENTRIES} entries, too many to watch "
-                "by polling; watch a smaller directory",
-            )
-        return {posixpath.relpath(entry.path, self._base): entry for entry in entries}
+    async def stop(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            ServerWatchBudget.give_back()
+            await watch.stop()
 
-    async def poll(self) -> list[filesystem_pb.FilesystemEvent]:
-        """The events since the previous listing (raises ``FsError`` if the directory went)."""
-        current = await self._listing()
+    async def next_events(self, seconds: float) -> list[filesystem_pb.FilesystemEvent]:
+        """Events as soon as there are some, or [] after `seconds` (streams)."""
+        assert self._watch is not None
+        return await self._events(await self._watch.wait(seconds))
+
+    async def events_so_far(self) -> list[filesystem_pb.FilesystemEvent]:
+        """Every event up to this moment (the unary watcher API)."""
+        assert self._watch is not None
+        return await self._events(await self._watch.flush())
+
+    async def _events(
+        self, raw: list[tuple[str, str, bool]]
+    ) -> list[filesystem_pb.FilesystemEvent]:
+        assert self._watch is not None
         events = []
-        for name in sorted(self._last.keys() | current.keys()):
-            before, after = self._last.get(name), current.get(name)
-            if before is None and after is not None:
-                events.append(self._event(name, filesystem_pb.EventType.CREATE, after))
-            elif after is None:
-                events.append(self._event(name, filesystem_pb.EventType.REMOVE, None))
-            elif before is not None and before.type != after.type:
-                events.append(self._event(name, filesystem_pb.EventType.REMOVE, None))
-                events.append(self._event(name, filesystem_pb.EventType.CREATE, after))
-            elif before is not None and (
-                before.size != after.size or before.modified_time != after.modified_time
-            ):
-                events.append(self._event(name, filesystem_pb.EventType.WRITE, after))
-            elif before is not None and before.mode != after.mode:
-                events.append(self._event(name, filesystem_pb.EventType.CHMOD, after))
-        self._last = current
+        for kind, name, _is_dir in raw:
+            entry = None
+            if self._include_entry and kind in ("create", "write", "chmod"):
+                try:  # best effort, as envd: the path may be gone already
+                    entry = entry_info(
+                        await self._jail.stat(posixpath.join(self._watch.root, name))
+                    )
+                except JAIL_ERRORS:
+                    entry = None
+            events.append(
+                filesystem_pb.FilesystemEvent(name=name, type=_EVENT_TYPES[kind], entry=entry)
+            )
         return events
-
-    def _event(
-        self, name: str, kind: filesystem_pb.EventType, entry: Entry | None
-    ) -> filesystem_pb.FilesystemEvent:
-        info = entry_info(entry) if entry is not None and self._include_entry else None
-        return filesystem_pb.FilesystemEvent(name=name, type=kind, entry=info)

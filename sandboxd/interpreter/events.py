@@ -99,4 +99,9 @@ def input_request(prompt: str, password: bool) -> Event:
 
 def encode(event: Event) -> bytes:
     """One event as a line of the streamed body (compact JSON, UTF-8, newline-terminated)."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate (a kernel may send "\\ud800"): escaped, the line stays valid JSON.
+        return json.dumps(event, separators=(",", ":")).encode() + b"\n"

@@ -5,7 +5,7 @@ The public API (the contract in notes/sandboxd-contract.md) is re-exported here.
 
 from __future__ import annotations
 
-from sandboxd.jail.manager import Jail, JailManager, JailProcess
+from sandboxd.jail.manager import Jail, JailManager, JailProcess, JailWatch
 from sandboxd.jail.types import (
     Entry,
     FsError,
@@ -23,6 +23,7 @@ __all__ = [
     "JailError",
     "JailManager",
     "JailProcess",
+    "JailWatch",
     "Limits",
     "ProcEvent",
     "ProcessInfo",

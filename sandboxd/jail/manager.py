@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ OnOk = Callable[[dict], None] | None  # see Jail._call
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
 MAX_READ_BYTES = 1 << 30  # no read_file answer is larger, whatever the agent says
+MAX_HELD_WATCH_EVENTS = 8192  # watch events held for one slow reader before the watch is cut
 RUNTIME_BYTES = 16 << 20  # /run/sandbox: kernel sockets and connection files only
 
 
@@ -175,6 +176,66 @@ class JailProcess:
         await self.jail.signal(self.pid, sig)
 
 
+class JailWatch:
+    """A directory watch inside a sandbox (see Jail.watch): batches of
+    ``(kind, name, is_dir)`` events, names relative to ``root``.
+
+    At most ``MAX_HELD_WATCH_EVENTS`` wait here for a reader; past that, or when the agent
+    reports its own bound passed, the watch ends with ``error`` set (a stated cut, never
+    unbounded memory).
+    """
+
+    def __init__(self, jail: Jail, watch_id: int, root: str) -> None:
+        self._jail = jail
+        self.watch_id = watch_id
+        self.root = root
+        self._events: list[tuple[str, str, bool]] = []
+        self._arrived = asyncio.Event()
+        self.error: str | None = None
+
+    def _deliver(self, message: dict) -> None:
+        if self.error is not None:
+            return
+        error = message.get("error")
+        if isinstance(error, str):
+            self.error = error[:200]
+        events = message.get("events")
+        if isinstance(events, list):
+            if len(self._events) + len(events) > MAX_HELD_WATCH_EVENTS:
+                self.error = f"over {MAX_HELD_WATCH_EVENTS} events waiting for the client"
+            else:
+                for item in events:
+                    if isinstance(item, list) and len(item) == 3:
+                        self._events.append((str(item[0]), str(item[1]), item[2] is True))
+        self._arrived.set()
+
+    def take(self) -> list[tuple[str, str, bool]]:
+        """The events received so far (raises FsError once the watch was cut)."""
+        events, self._events = self._events, []
+        self._arrived.clear()
+        if not events and self.error is not None:
+            raise FsError("resource_exhausted", f"the watch of {self.root} stopped: {self.error}")
+        return events
+
+    async def wait(self, seconds: float) -> list[tuple[str, str, bool]]:
+        """Events as soon as there are some, or [] after `seconds`."""
+        if not self._events and self.error is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), seconds)
+        return self.take()
+
+    async def flush(self) -> list[tuple[str, str, bool]]:
+        """Every event up to now (the agent sends all it has before it answers)."""
+        await self._jail._call({"op": "watch_flush"})
+        return self.take()
+
+    async def stop(self) -> None:
+        self._jail._watches.pop(self.watch_id, None)
+        if self._jail.alive:
+            with contextlib.suppress(JailError, FsError):
+                await self._jail._call({"op": "watch_stop", "watch": self.watch_id})
+
+
 class Jail:
     """One sandbox: a bubblewrap whose pid 1 is the agent. Made by JailManager.create."""
 
@@ -205,6 +266,7 @@ class Jail:
         # request id -> (future, received chunks, hook run synchronously on success)
         self._pending: dict[int, tuple[asyncio.Future[tuple[dict, bytes]], list[bytes], OnOk]] = {}
         self._procs: dict[int, JailProcess] = {}
+        self._watches: dict[int, JailWatch] = {}
         self._proxy: egress_mod.EgressProxy | None = None
         self._dead_reason: str | None = None
         self._destroyed = False
@@ -226,6 +288,11 @@ class Jail:
     def pids_limit_hits(self) -> int:
         """Forks refused at the pids limit so far."""
         return self._cgroup.pids_limit_hits()
+
+    @property
+    def cgroup(self) -> Cgroup:
+        """The sandbox's cgroup (read by sandboxd.metrics)."""
+        return self._cgroup
 
     def host_pids(self) -> list[int]:
         """Host pids of the sandbox's processes (from its cgroup), for diagnostics and tests."""
@@ -287,6 +354,11 @@ class Jail:
         if kind == "ready":
             if not self._ready.done():
                 self._ready.set_result(None)
+            return
+        if kind == "watch":
+            watch = self._watches.get(message.get("watch"))  # type: ignore[arg-type]
+            if watch is not None:
+                watch._deliver(message)
             return
         proc = self._procs.get(message.get("pid"))  # type: ignore[arg-type]
         if proc is None:
@@ -454,12 +526,13 @@ class Jail:
                 group=str(raw["group"]),
                 modified_time=datetime.fromtimestamp(float(raw["mtime"]), tz=UTC),
                 symlink_target=str(target) if target is not None else None,
+                is_symlink=raw.get("link") is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
             raise FsError("internal", "malformed entry from the sandbox") from None
 
     async def stat(self, path: str) -> Entry:
-        """Describe `path` (a final symlink is not followed)."""
+        """Describe `path` (a final symlink: its target's type, see ``Entry``)."""
         result, _ = await self._call({"op": "stat", "path": path})
         return self._entry(result.get("entry"))
 
@@ -470,6 +543,19 @@ class Jail:
         if not isinstance(raw, list):
             raise FsError("internal", "malformed listing from the sandbox")
         return [self._entry(item) for item in raw]
+
+    async def watch(self, path: str, *, recursive: bool) -> JailWatch:
+        """Start watching directory `path` (inotify, in the sandbox); FsError not_found /
+        invalid_argument for a bad path, resource_exhausted past the sandbox's bounds."""
+        result, _ = await self._call({"op": "watch_start", "path": path, "recursive": recursive})
+        watch = JailWatch(self, int(result["watch"]), str(result["root"]))
+        self._watches[watch.watch_id] = watch
+        return watch
+
+    async def disk_usage(self) -> tuple[int, int]:
+        """(used, total) bytes of the sandbox's workspace file system."""
+        result, _ = await self._call({"op": "disk"})
+        return int(result["used"]), int(result["total"])
 
     async def make_dir(self, path: str) -> bool:
         """Create `path` and its parents; False when it already exists."""
@@ -494,17 +580,36 @@ class Jail:
 
     async def write_file(self, path: str, data: bytes) -> Entry:
         """Create or replace the file (and its parent directories); return its entry."""
-        view = memoryview(bytes(data))
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.write_stream(path, whole())
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> Entry:
+        """Create or replace the file from `chunks` as they arrive; return its entry.
+
+        At most about one wire chunk is held at a time, so an upload of any size costs the
+        server a bounded amount of memory. An exception from `chunks` propagates and leaves
+        the part written so far (the caller decides whether to remove it).
+        """
+        pending = bytearray()
         first = True
-        while True:
-            chunk, view = view[: wire.CHUNK], view[wire.CHUNK :]
-            last = not view
-            result, _ = await self._call(
-                {"op": "write", "path": path, "append": not first, "last": last}, bytes(chunk)
-            )
-            first = False
-            if last:
-                return self._entry(result.get("entry"))
+        async for chunk in chunks:
+            pending += chunk
+            # Strictly more than a chunk: the last frame (`last`) must carry something or
+            # be the only one, so one chunk's worth always waits for the next read.
+            while len(pending) > wire.CHUNK:
+                await self._call(
+                    {"op": "write", "path": path, "append": not first, "last": False},
+                    bytes(pending[: wire.CHUNK]),
+                )
+                del pending[: wire.CHUNK]
+                first = False
+        result, _ = await self._call(
+            {"op": "write", "path": path, "append": not first, "last": True}, bytes(pending)
+        )
+        return self._entry(result.get("entry"))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -838,6 +943,9 @@ class JailManager:
         argv += ["--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", shm]
         argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", tmp]
         argv += ["--perms", "0755", "--size", str(limits.workspace_bytes), "--tmpfs", home]
+        # E2B's sandboxes have root's home too, and code (and E2B's own tests) use it as a
+        # working directory: here it is the one user's home, not a second writable place.
+        argv += ["--symlink", home, "/root"]
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
         # The env's console scripts (pip, jupyter, ...) have its host path in their #! line.
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env)]

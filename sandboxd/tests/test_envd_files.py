@@ -120,14 +120,25 @@ def test_exists_make_dir_list_rename_remove_and_get_info(sandbox: Sandbox) -> No
         sandbox.files.get_info("tree/inner/moved.txt")
 
 
-def test_a_symlink_is_reported_as_one(sandbox: Sandbox) -> None:
-    sandbox.commands.run("mkdir -p links && ln -sf /etc/hostname links/pointer")
-    info = sandbox.files.get_info("links/pointer")
-    assert info.type == FileType.SYMLINK
-    assert info.symlink_target == "/etc/hostname"
+def test_a_symlink_is_reported_as_envd_does_with_its_targets_type_and_resolved_path(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.commands.run("mkdir -p links/dir && ln -sf ../links/dir/../../links/data links/to-data")
+    sandbox.files.write("links/data", "x")
+    sandbox.commands.run("ln -sfn dir links/to-dir && ln -sf nowhere links/dangling")
+    info = sandbox.files.get_info("links/to-data")
+    assert (info.type, info.symlink_target) == (FileType.FILE, "/home/user/links/data")
+    listed = {e.name: (e.type, e.symlink_target) for e in sandbox.files.list("links", depth=3)}
+    assert listed["to-dir"] == (FileType.DIR, "/home/user/links/dir")
+    assert listed["dangling"] == (FileType.FILE, "/home/user/links/nowhere")
+    assert listed["data"] == (FileType.FILE, None)
+    # a linked directory is listed, never entered
+    assert not any(
+        e.path.startswith("/home/user/links/to-dir/") for e in sandbox.files.list("links", depth=3)
+    )
 
 
-def test_a_watcher_reports_creates_writes_and_removes(sandbox: Sandbox) -> None:
+def test_a_watcher_reports_inotifys_events_in_order_like_envd(sandbox: Sandbox) -> None:
     sandbox.files.make_dir("watched/sub")
     sandbox.files.write("watched/existing.txt", "v1")
     watcher = sandbox.files.watch_dir("watched", recursive=True)
@@ -135,19 +146,33 @@ def test_a_watcher_reports_creates_writes_and_removes(sandbox: Sandbox) -> None:
         assert watcher.get_new_events() == []
         sandbox.files.write("watched/new.txt", "fresh")
         sandbox.files.write("watched/existing.txt", "version two")
-        sandbox.files.write("watched/sub/deep.txt", "deep")
-        events = {(e.name, e.type) for e in watcher.get_new_events()}
-        assert events == {
-            ("new.txt", FilesystemEventType.CREATE),
-            ("existing.txt", FilesystemEventType.WRITE),
-            ("sub/deep.txt", FilesystemEventType.CREATE),
-            # the sub directory's mtime changed with its new entry
-            ("sub", FilesystemEventType.WRITE),
-        }
-        sandbox.files.remove("watched/new.txt")
+        sandbox.files.make_dir("watched/later")
+        sandbox.files.write("watched/later/deep.txt", "deep")
+        create, write, chmod, remove = (
+            FilesystemEventType.CREATE,
+            FilesystemEventType.WRITE,
+            FilesystemEventType.CHMOD,
+            FilesystemEventType.REMOVE,
+        )
+        # a new file: CREATE, then the owner/mode set (CHMOD), then WRITE, as envd writes;
+        # the directories' own mtime changes are no events; a directory made after the watch
+        # started is watched too
         assert [(e.name, e.type) for e in watcher.get_new_events()] == [
-            ("new.txt", FilesystemEventType.REMOVE)
+            ("new.txt", create),
+            ("new.txt", chmod),
+            ("new.txt", write),
+            ("existing.txt", write),  # the truncation
+            ("existing.txt", chmod),
+            ("existing.txt", write),
+            ("later", create),
+            ("later/deep.txt", create),
+            ("later/deep.txt", chmod),
+            ("later/deep.txt", write),
         ]
+        sandbox.commands.run("mv watched/new.txt watched/sub/moved.txt && rm -r watched/later")
+        events = [(e.name, e.type) for e in watcher.get_new_events()]
+        assert events[:2] == [("new.txt", FilesystemEventType.RENAME), ("sub/moved.txt", create)]
+        assert ("later/deep.txt", remove) in events and ("later", remove) in events
     finally:
         watcher.stop()
     with pytest.raises(SandboxException, match="already stopped"):
@@ -173,8 +198,15 @@ async def test_the_async_watch_stream_delivers_events(sandboxd: RunningSandboxd)
         handle = await sandbox.files.watch_dir("streamed", on_event=on_event)
         await sandbox.files.write("streamed/hello.txt", "hi")
         await asyncio.wait_for(arrived.wait(), 10)
+        while len(seen) < 3:  # the stream may deliver the three in more than one message
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 10)
         await handle.stop()
-        assert seen == [("hello.txt", FilesystemEventType.CREATE)]
+        assert seen == [
+            ("hello.txt", FilesystemEventType.CREATE),
+            ("hello.txt", FilesystemEventType.CHMOD),
+            ("hello.txt", FilesystemEventType.WRITE),
+        ]
     finally:
         await sandbox.kill()
 
