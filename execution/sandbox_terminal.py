@@ -203,13 +203,15 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self._send_error("unknown_type", "Send input or resize frames.")
 
     async def disconnect(self, code: int) -> None:
-        for task in (getattr(self, "starting", None), getattr(self, "pump", None)):
+        tasks = ("starting", "pump", "waiter")
+        for task in (getattr(self, name, None) for name in tasks):
             if task is not None:
                 task.cancel()
         if self.pid is not None and self.record is not None and self.record.ended_at is None:
+            # Recorded before the kill: the shell's exit is this close, not its own.
+            await self._end("closed")
             with contextlib.suppress(Exception):
                 await self._on_service_loop(self.sandbox.pty.kill(self.pid))
-            await self._end("closed")
         if self.counted:
             release_websocket_slot(self.user.pk)
             self.counted = False
