@@ -233,6 +233,9 @@ X_FRAME_OPTIONS = "DENY"
 # self-hosted E2B at E2B_DOMAIN.
 E2B_API_KEY = envstr("E2B_API_KEY", "")
 E2B_DOMAIN = envstr("E2B_DOMAIN", "")
+# How the execution services reach sandboxes (execution/sandbox/): the e2b SDK in production;
+# "execution.sandbox.memory.MemoryBackend" only in the fast test tier.
+SANDBOX_BACKEND = envstr("SANDBOX_BACKEND", "execution.sandbox.e2b.E2BBackend")
 SANDBOXD_URL = envstr("SANDBOXD_URL", "http://127.0.0.1:49982")
 SANDBOXD_API_KEY = envstr("SANDBOXD_API_KEY", "")
 SANDBOX_TEMPLATE = envstr("SANDBOX_TEMPLATE", "code-interpreter-v1")
