@@ -250,9 +250,19 @@ _active_lock = threading.Lock()
 
 
 def active_run(execution_id: uuid.UUID) -> RunHandle | None:
-    """The handle of an execution running in this process, or None."""
+    """The handle of an execution running (or about to run) in this process, or None."""
     with _active_lock:
         return _active.get(execution_id)
+
+
+def register_run(execution_id: uuid.UUID) -> RunHandle:
+    """The handle of an execution this process is going to run, registered now: a wait or a
+    cancel that comes before its background work starts still finds it."""
+    with _active_lock:
+        handle = _active.get(execution_id)
+        if handle is None:
+            handle = _active[execution_id] = RunHandle()
+        return handle
 
 
 async def _stream_run(
@@ -342,9 +352,7 @@ class ExecutionRunner:
         self.listing: list[FileEntry] | None = None
 
     def run(self) -> None:
-        handle = RunHandle()
-        with _active_lock:
-            _active[self.execution_id] = handle
+        handle = register_run(self.execution_id)
         try:
             self._run(handle)
         except Exception:

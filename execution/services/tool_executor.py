@@ -45,7 +45,7 @@ from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, server_event_loop
 from execution.services.packages import run_install
 from execution.services.quotas import check_run_concurrency
-from execution.services.runs import ExecutionRunner, active_run
+from execution.services.runs import ExecutionRunner, active_run, register_run
 from execution.services.runtime import service_portal
 from execution.services.sandbox_sessions import sessions
 
@@ -142,6 +142,7 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
+        register_run(execution.id)
         service_portal().start_background(
             functools.partial(self._run_in_background, execution.id, publisher),
             name=f"execution-{execution.id.hex[:8]}",
