@@ -114,7 +114,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
             # Streaming output writes while pages read: wait for the lock, don't fail.
             # WAL lets readers and the writer proceed together, and with synchronous=NORMAL
             # a commit no longer waits for an fsync: a run stores each batch of output as

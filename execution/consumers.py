@@ -403,7 +403,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         execution_get_owned(
             caller=self.caller, execution_id=request.execution_id, thread=self.thread
         )
-        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.user)
+        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.caller.account)
 
     @on_db_threads
     def _get_thread(self, thread_id: uuid.UUID) -> Thread | None:

@@ -148,10 +148,11 @@ class AgentListView(generics.ListCreateAPIView):
     serializer_class = AgentSerializer
 
     def get_queryset(self) -> QuerySet[Agent]:
-        return Agent.objects.filter(owner=self.request.user).order_by("name", "id")
+        caller = Caller.from_request(self.request, source=Source.API)
+        return Agent.objects.filter(owner=caller.account).order_by("name", "id")
 
-    def perform_create(self, serializer: AgentSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        serializer.save(owner=Caller.from_request(self.request, source=Source.API).account)
 
 
 @extend_schema_view(
@@ -182,7 +183,7 @@ class _ToolFormatIsNotARenderer:
 
 
 class ToolDialectNegotiation(DefaultContentNegotiation):
-    settings = _ToolFormatIsNotARenderer()
+    settings = _ToolFormatIsNotARenderer()  # type: ignore[assignment]  # duck-typed on purpose
 
 
 class AgentToolsView(APIView):

@@ -27,6 +27,7 @@ from rest_framework import generics, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from execution.api.limits import refuse_oversized_body
@@ -265,10 +266,12 @@ class ThreadListView(generics.ListCreateAPIView):
     serializer_class = ThreadSerializer
 
     def get_queryset(self) -> QuerySet[Thread]:
-        return Thread.objects.filter(owner=self.request.user).order_by("-updated_at", "-id")
+        return Thread.objects.filter(owner=api_caller(self.request).account).order_by(
+            "-updated_at", "-id"
+        )
 
-    def perform_create(self, serializer: ThreadSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        serializer.save(owner=api_caller(self.request).account)
 
 
 @extend_schema_view(
@@ -286,7 +289,7 @@ class ThreadDetailView(generics.RetrieveUpdateDestroyAPIView):
         return owned_thread(self.request, self.kwargs["thread_id"])
 
     def perform_destroy(self, instance: Thread) -> None:
-        ToolExecutor().delete_thread(thread=instance, user=self.request.user)
+        ToolExecutor().delete_thread(thread=instance, user=api_caller(self.request).account)
 
 
 # --- executions -------------------------------------------------------------------------------
@@ -308,7 +311,7 @@ class ThreadExecutionListView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Execution]:
         thread = owned_thread(self.request, self.kwargs["thread_id"])
-        queryset = Execution.objects.filter(thread=thread, user=self.request.user)
+        queryset = Execution.objects.filter(thread=thread, user=api_caller(self.request).account)
         status_filter = self.request.query_params.get("status")
         if status_filter is not None:
             if status_filter not in Execution.Status.values:
@@ -389,7 +392,9 @@ class ExecutionCancelView(APIView):
     )
     def post(self, request: Request, execution_id: uuid.UUID) -> Response:
         execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
-        execution = ToolExecutor().cancel_execution(execution_id=execution.id, user=request.user)
+        execution = ToolExecutor().cancel_execution(
+            execution_id=execution.id, user=api_caller(request).account
+        )
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
 
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 
 from execution.models import Execution, Thread
 from execution.services.errors import ToolError
@@ -113,17 +113,20 @@ def _across_processes(user_id: int) -> Iterator[None]:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_SANDBOX_ADMISSION_SPACE, user_id])
 
 
-def sandbox_holders(user_id: int) -> list[Thread]:
-    """The user's threads that hold a sandbox, oldest use first, each annotated `busy`
-    (a run of it is queued or running)."""
-    busy = Execution.objects.filter(thread=OuterRef("pk"), status__in=ACTIVE_STATUSES)
-    rows = (
+def sandbox_holders(user_id: int) -> list[tuple[Thread, bool]]:
+    """The user's threads that hold a sandbox, oldest use first, each with whether it is
+    busy (a run of it is queued or running)."""
+    rows = list(
         Thread.objects.filter(owner_id=user_id)
         .exclude(sandbox_id="")
-        .annotate(busy=Exists(busy))
         .order_by("last_used_at", "created_at")
     )
-    return list(rows)
+    busy = set(
+        Execution.objects.filter(thread__in=rows, status__in=ACTIVE_STATUSES).values_list(
+            "thread_id", flat=True
+        )
+    )
+    return [(row, row.pk in busy) for row in rows]
 
 
 @contextmanager
@@ -137,9 +140,9 @@ def sandbox_admission(thread: Thread) -> Iterator[list[Thread]]:
     """
     user_id = thread.owner_id
     with _user_lock(user_id), _across_processes(user_id):
-        holders = [t for t in sandbox_holders(user_id) if t.pk != thread.pk]
+        holders = [(t, busy) for t, busy in sandbox_holders(user_id) if t.pk != thread.pk]
         excess = len(holders) + 1 - settings.SANDBOX_USER_LIMIT
-        idle = [t for t in holders if not t.busy]
+        idle = [t for t, busy in holders if not busy]
         if excess > len(idle):
             raise sandbox_limit_reached()
         yield idle[: max(0, excess)]

@@ -20,10 +20,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db.models import F, Value
+from django.db.models import F, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 from e2b import (
@@ -206,7 +206,7 @@ class EventSink:
             if text:
                 # The column's own field, so the text is stored as the column stores any
                 # text (NUL and lone surrogates escaped: models.LosslessTextField).
-                field = Execution._meta.get_field(stream)
+                field = cast(TextField, Execution._meta.get_field(stream))
                 update[stream] = Concat(
                     F(stream), Value(text, output_field=field), output_field=field
                 )

@@ -184,8 +184,11 @@ class SandboxSessions:
             if not fresh:
                 thread.refresh_from_db(fields=["sandbox_id", "context_ids"])
             live = self._live.get(thread.id)
-            live_matches = live is not None and live.sandbox.sandbox_id == thread.sandbox_id
-            if live_matches and self._keep_alive(thread, live):
+            if (
+                live is not None
+                and live.sandbox.sandbox_id == thread.sandbox_id
+                and self._keep_alive(thread, live)
+            ):
                 return SandboxLease(live.sandbox)
             if thread.sandbox_id:
                 sandbox = self._reconnect(thread.sandbox_id)

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -61,7 +61,7 @@ class ExecutionContext:
     """Who is calling and where: the user (owner of everything touched), the thread (None:
     a new one for runs), the agent acting for the user, the source and the client's IP."""
 
-    user: AbstractBaseUser
+    user: User
     thread: Thread | None = None
     agent: Agent | None = None
     source: str = Source.API
@@ -188,10 +188,10 @@ class ToolExecutor:
         publisher = EventPublisher(caller_event_loop())
         publisher.publish(
             execution_id=execution.id,
-            thread_id=thread.id,
+            thread_id=execution.thread_id,
             event={
                 "type": "execution", "execution_id": str(execution.id),
-                "thread_id": str(thread.id), "status": Status.QUEUED,
+                "thread_id": str(execution.thread_id), "status": Status.QUEUED,
                 "language": language, "seq": 0,
             },
         )  # fmt: skip
@@ -267,9 +267,7 @@ class ToolExecutor:
         handle = active_run(execution_id)
         return True if handle is None else handle.done.wait(timeout)
 
-    def cancel_execution(
-        self, *, execution_id: uuid.UUID | str, user: AbstractBaseUser
-    ) -> Execution:
+    def cancel_execution(self, *, execution_id: uuid.UUID | str, user: User) -> Execution:
         """Cancel a queued or running execution of `user` and return it.
 
         A queued one is cancelled at once; a running one is interrupted (the kernel stops, its
@@ -491,7 +489,7 @@ class ToolExecutor:
 
     # --- threads ------------------------------------------------------------------------
 
-    def delete_thread(self, *, thread: Thread, user: AbstractBaseUser) -> None:
+    def delete_thread(self, *, thread: Thread, user: User) -> None:
         """Cancel the thread's active runs, kill its sandbox and delete it with its files and
         packages (executions stay, detached, as history). A sandbox that cannot be reached is
         left to expire by its own timeout rather than blocking the deletion."""
@@ -507,7 +505,9 @@ class ToolExecutor:
             sessions.kill(thread)
         except ToolError:
             logger.warning("thread %s: sandbox not reachable for kill; it will expire", thread.id)
-        storage_names = [f.content.name for f in WorkspaceFile.objects.filter(thread=thread)]
+        storage_names = [
+            f.content.name for f in WorkspaceFile.objects.filter(thread=thread) if f.content.name
+        ]
         thread.delete()
         for name in storage_names:
             with contextlib.suppress(Exception):
