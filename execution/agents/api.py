@@ -139,7 +139,8 @@ def _agent_of(request: Request, agent_id: Any) -> Agent:
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401)}),
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401, 404)}),
     post=extend_schema(responses={201: AgentSerializer, **errors(400, 401)}),
 )
 class AgentListView(generics.ListCreateAPIView):

@@ -257,7 +257,8 @@ class InstallPackagesView(APIView):
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: ThreadSerializer, **errors(401)}),
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: ThreadSerializer, **errors(401, 404)}),
     post=extend_schema(responses={201: ThreadSerializer, **errors(400, 401)}),
 )
 class ThreadListView(generics.ListCreateAPIView):
