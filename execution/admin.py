@@ -16,7 +16,6 @@ import base64
 import binascii
 import csv
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +29,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
+from execution.terminal import strip_ansi
 
 # How many rows of each kind a thread's page shows inline; the rest are one link away.
 INLINE_ROWS = 50
@@ -42,8 +42,6 @@ _IMAGE_SIGNATURES = {
 }
 # Result formats shown as (escaped) text, in this order.
 _TEXT_FORMATS = ("text", "json", "html", "markdown", "latex", "javascript")
-# Terminal colour codes in Jupyter tracebacks: noise in a web page.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # A spreadsheet treats a cell starting with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -260,9 +258,9 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                 "fields": [
                     "started_at",
                     "finished_at",
-                    duration,
+                    duration,  # type: ignore[list-item]
                     "timeout_seconds",
-                    exit_code,
+                    exit_code,  # type: ignore[list-item]
                     "truncated",
                     "cancel_requested",
                 ]
@@ -275,7 +273,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         ("Details", {"fields": ["details_block", "last_seq"], "classes": ["collapse"]}),
     ]
     # Every field shown is read-only: the audit trail is never edited.
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]  # type: ignore[misc]
 
     @admin.display(description="code")
     def code_block(self, execution: Execution) -> SafeString:
@@ -314,9 +312,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         traceback = error.get("traceback") or ""
         if isinstance(traceback, list):
             traceback = "\n".join(str(line) for line in traceback)
-        return format_html(
-            "<strong>{}</strong>{}", heading, _pre(_ANSI_ESCAPE.sub("", str(traceback)))
-        )
+        return format_html("<strong>{}</strong>{}", heading, _pre(strip_ansi(str(traceback))))
 
     @admin.display(description="details")
     def details_block(self, execution: Execution) -> SafeString:
@@ -385,7 +381,7 @@ class SecurityEventAdmin(StaffReadOnlyAdmin):
         "client_ip",
         "details_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="details")
     def details_block(self, event: SecurityEvent) -> SafeString:
@@ -410,7 +406,7 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         "status",
         "log_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="packages")
     def package_names(self, install: PackageInstall) -> str:
@@ -422,17 +418,22 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         return _pre(install.log)
 
 
+# django-stubs type `fields` and `readonly_fields` as names only; Django also takes the
+# display callables used here, and `readonly_fields = fields` reuses one list on purpose.
+# The ignores below say exactly that and nothing else.
+
+
 class ExecutionInline(StaffReadOnlyInline):
     model = Execution
-    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]
-    readonly_fields = fields
+    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]  # type: ignore[list-item]
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"executions (newest {INLINE_ROWS})"
 
 
 class WorkspaceFileInline(StaffReadOnlyInline):
     model = WorkspaceFile
     fields = ["path", "size", "sha256", "written_by", "updated_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     show_change_link = False  # files have no admin page of their own
     verbose_name_plural = f"files (first {INLINE_ROWS} by path)"
 
@@ -440,7 +441,7 @@ class WorkspaceFileInline(StaffReadOnlyInline):
 class PackageInstallInline(StaffReadOnlyInline):
     model = PackageInstall
     fields = ["created_at", "language", "packages", "status"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"package installs (newest {INLINE_ROWS})"
 
 
@@ -461,7 +462,7 @@ class ThreadAdmin(StaffReadOnlyAdmin):
         "context_ids",
         "all_executions",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     inlines = [ExecutionInline, WorkspaceFileInline, PackageInstallInline]
 
     @admin.display(description="history")

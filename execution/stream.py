@@ -23,6 +23,7 @@ from typing import Any
 
 from django.urls import reverse
 
+from execution.api.parsers import loads_bounded
 from execution.models import Execution
 
 # Characters of stdout/stderr text per frame. JSON escaping grows a character to at most 12
@@ -147,7 +148,7 @@ def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteReque
             {"max_chars": MAX_CLIENT_FRAME_CHARS},
         )
     try:
-        message = json.loads(text)
+        message = loads_bounded(text)
     except ValueError as exc:
         raise ProtocolError("invalid_json", f"The frame is not valid JSON: {exc}.") from exc
     if not isinstance(message, dict):

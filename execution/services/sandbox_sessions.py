@@ -40,6 +40,7 @@ from execution.sandbox.base import (
 )
 from execution.services.errors import ToolError, sandbox_unavailable
 from execution.services.packages import run_install
+from execution.services.quotas import sandbox_admission, sandbox_limit_reached
 from execution.services.runtime import run_sandbox_call
 from execution.services.validation import WORKSPACE_ROOT
 
@@ -132,8 +133,11 @@ class SandboxSessions:
             if not fresh:
                 thread.refresh_from_db(fields=["sandbox_id"])
             live = self._live.get(thread.id)
-            live_matches = live is not None and live.sandbox.sandbox_id == thread.sandbox_id
-            if live_matches and self._keep_alive(thread, live):
+            if (
+                live is not None
+                and live.sandbox.sandbox_id == thread.sandbox_id
+                and self._keep_alive(thread, live)
+            ):
                 return SandboxLease(live.sandbox)
             if thread.sandbox_id:
                 sandbox = self._reconnect(thread.sandbox_id)
@@ -165,6 +169,28 @@ class SandboxSessions:
             return None
 
     def _create(self, thread: Thread) -> SandboxLease:
+        # The owner's cap on live sandboxes (quotas.py decides): their oldest idle sandboxes
+        # are released first; 429 when all of them are running code.
+        with sandbox_admission(thread) as to_release:
+            for other in to_release:
+                if not self._release_if_free(other):
+                    raise sandbox_limit_reached()
+            return self._create_admitted(thread)
+
+    def _release_if_free(self, thread: Thread) -> bool:
+        """Kill another thread's sandbox for its owner's cap, unless that thread is in use
+        right now (its lock is held: waiting for it could deadlock with its own admission)."""
+        lock = self.thread_lock(thread.id)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            self.kill(thread)
+            logger.info("thread %s: sandbox released for its owner's sandbox cap", thread.id)
+            return True
+        finally:
+            lock.release()
+
+    def _create_admitted(self, thread: Thread) -> SandboxLease:
         previous_id = thread.sandbox_id
         sandbox = self.call(
             get_backend().create(
@@ -198,15 +224,39 @@ class SandboxSessions:
             )
         return SandboxLease(sandbox, restored=report)
 
+    def _restore_files(
+        self, sandbox: Sandbox, files: list[WorkspaceFile], report: RestoreReport
+    ) -> int:
+        """Write the files in one call; if that fails, one by one, so that one file the
+        sandbox cannot hold (stored before validation refused such files) is reported in
+        `report.failures` and skipped instead of failing every later run. Returns how many
+        were written; re-raises when none can be (the server, not a file, is the problem)."""
+        contents = {f"{WORKSPACE_ROOT}/{f.path}": f.read_content() for f in files}
+        try:
+            self.call(sandbox.write_files(contents))
+            return len(files)
+        except (ToolError, SandboxError) as batch_error:
+            written = 0
+            for (path, data), row in zip(contents.items(), files, strict=True):
+                try:
+                    self.call(sandbox.write_files({path: data}))
+                    written += 1
+                except (ToolError, SandboxError) as exc:
+                    reason = exc.details.get("reason") if isinstance(exc, ToolError) else str(exc)
+                    report.failures.append(
+                        {"path": row.path, "reason": str(reason or type(exc).__name__)[:300]}
+                    )
+            if written == 0:
+                raise batch_error from None
+            logger.warning("restore skipped %d file(s) the sandbox refused", len(files) - written)
+            return written
+
     def _restore(self, thread: Thread, sandbox: Sandbox) -> RestoreReport:
         """Write the thread's files and re-install its succeeded packages, in their order."""
         report = RestoreReport()
         files = list(WorkspaceFile.objects.filter(thread=thread).order_by("path"))
         if files:
-            self.call(
-                sandbox.write_files({f"{WORKSPACE_ROOT}/{f.path}": f.read_content() for f in files})
-            )
-            report.files = len(files)
+            report.files = self._restore_files(sandbox, files, report)
         installs = PackageInstall.objects.filter(
             thread=thread, status=PackageInstall.Status.SUCCEEDED
         ).order_by("created_at")

@@ -25,11 +25,13 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from execution.audit import audit_refusal
+from execution.caller import Caller
 from execution.models import (
     Agent,
     Execution,
@@ -40,6 +42,7 @@ from execution.models import (
     WorkspaceFile,
 )
 from execution.sandbox.base import SandboxFileNotFound, SandboxGone
+from execution.selectors import workspace_path_conflicts
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, server_event_loop
@@ -59,7 +62,7 @@ class ExecutionContext:
     """Who is calling and where: the user (owner of everything touched), the thread (None:
     a new one for runs), the agent acting for the user, the source and the client's IP."""
 
-    user: AbstractBaseUser
+    user: User
     thread: Thread | None = None
     agent: Agent | None = None
     source: str = Source.API
@@ -69,18 +72,19 @@ class ExecutionContext:
 def record_security_event(
     error: ToolError, context: ExecutionContext, *, execution: Execution | None = None
 ) -> SecurityEvent:
-    """Store a refusal for the audit (kind from the error, default validation)."""
-    return SecurityEvent.objects.create(
+    """Store a refusal for the audit (kind from the error, default validation), through the
+    one audit writer (execution/audit.py: one shape, repeats aggregated)."""
+    caller = Caller(
+        user=context.user, source=context.source, client_ip=context.client_ip, agent=context.agent
+    )
+    return audit_refusal(
+        caller=caller,
         kind=error.kind or SecurityEvent.Kind.VALIDATION,
-        code=error.code[:64],
+        code=error.code,
         message=error.message,
-        user=context.user if context.user and context.user.is_authenticated else None,
-        agent=context.agent,
+        details=error.details,
         thread=context.thread,
         execution=execution,
-        source=context.source,
-        client_ip=context.client_ip,
-        details=error.details,
     )
 
 
@@ -183,10 +187,10 @@ class ToolExecutor:
         publisher = EventPublisher(server_event_loop())
         publisher.publish(
             execution_id=execution.id,
-            thread_id=thread.id,
+            thread_id=execution.thread_id,
             event={
                 "type": "execution", "execution_id": str(execution.id),
-                "thread_id": str(thread.id), "status": Status.QUEUED,
+                "thread_id": str(execution.thread_id), "status": Status.QUEUED,
                 "language": language, "seq": 0,
             },
         )  # fmt: skip
@@ -220,12 +224,13 @@ class ToolExecutor:
         self, error: ToolError, context: ExecutionContext, *, code: object, language: object
     ) -> None:
         thread = context.thread
+        stored_code, stored_language = validation.refused_run_record(code, language)
         execution = Execution.objects.create(
             thread=thread,
             user=context.user,
             agent=context.agent,
-            language=str(language or "")[:16],
-            code=code if isinstance(code, str) else "",
+            language=stored_language,
+            code=stored_code,
             status=Status.REJECTED,
             source=context.source,
             client_ip=context.client_ip,
@@ -261,9 +266,7 @@ class ToolExecutor:
         handle = active_run(execution_id)
         return True if handle is None else handle.done.wait(timeout)
 
-    def cancel_execution(
-        self, *, execution_id: uuid.UUID | str, user: AbstractBaseUser
-    ) -> Execution:
+    def cancel_execution(self, *, execution_id: uuid.UUID | str, user: User) -> Execution:
         """Cancel a queued or running execution of `user` and return it.
 
         A queued one is cancelled at once; a running one is interrupted (the kernel stops, its
@@ -337,6 +340,10 @@ class ToolExecutor:
         self._validated(
             context, validation.validate_file_size, len(data),
             max_bytes=settings.EXECUTION_MAX_FILE_BYTES,
+        )  # fmt: skip
+        self._validated(
+            context, validation.validate_path_fits, path,
+            conflicts=workspace_path_conflicts(thread=thread, path=path),
         )  # fmt: skip
         with sessions.thread_lock(thread.id):
             thread.refresh_from_db(fields=["sandbox_id"])
@@ -481,7 +488,7 @@ class ToolExecutor:
 
     # --- threads ------------------------------------------------------------------------
 
-    def delete_thread(self, *, thread: Thread, user: AbstractBaseUser) -> None:
+    def delete_thread(self, *, thread: Thread, user: User) -> None:
         """Cancel the thread's active runs, kill its sandbox and delete it with its files and
         packages (executions stay, detached, as history). A sandbox that cannot be reached is
         left to expire by its own timeout rather than blocking the deletion."""
@@ -497,7 +504,9 @@ class ToolExecutor:
             sessions.kill(thread)
         except ToolError:
             logger.warning("thread %s: sandbox not reachable for kill; it will expire", thread.id)
-        storage_names = [f.content.name for f in WorkspaceFile.objects.filter(thread=thread)]
+        storage_names = [
+            f.content.name for f in WorkspaceFile.objects.filter(thread=thread) if f.content.name
+        ]
         thread.delete()
         for name in storage_names:
             with contextlib.suppress(Exception):

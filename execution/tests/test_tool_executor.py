@@ -596,3 +596,21 @@ def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
     assert Execution.objects.get(pk=execution.pk).thread is None
     with pytest.raises(NotFoundException):
         sessions.call(E2BBackend().sdk_class.connect(sandbox_id))
+
+
+@pytest.mark.django_db
+def test_a_stored_file_the_sandbox_cannot_hold_is_skipped_and_reported_not_fatal(
+    ctx: ExecutionContext, thread: Thread
+) -> None:
+    # Stored before validation refused such pairs: a file `a`, and `a/b` under it.
+    for path, data in (("a", b"file a"), ("a/b", b"cannot be"), ("ok.txt", b"fine")):
+        WorkspaceFile(thread=thread, path=path).set_content(data)
+    first = ToolExecutor().execute_code(
+        code="print(open('ok.txt').read(), open('a').read())", language="python", context=ctx
+    )
+    assert (first.status, first.stdout) == ("succeeded", "fine file a\n")
+    failures = first.details["restored"]["failures"]
+    assert [failure["path"] for failure in failures] == ["a/b"]
+    # The thread keeps working: the next run needs no restore and succeeds too.
+    second = ToolExecutor().execute_code(code="print(2)", language="python", context=ctx)
+    assert (second.status, second.stdout) == ("succeeded", "2\n")
