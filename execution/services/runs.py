@@ -574,17 +574,3 @@ def wait_for_background_runs(timeout: float = 60.0) -> bool:
     """Wait until no background work runs in this process (tests, orderly shutdown); True if
     none is left running."""
     return service_portal().wait_idle(timeout)
-
-
-def mark_interrupted_executions(*, reason: str = "The server stopped during the run.") -> int:
-    """Mark every queued or running execution `error` (for use when a server starts, before it
-    accepts runs: nothing can still be running them). Returns how many were marked."""
-    now = timezone.now()
-    count = 0
-    for execution in Execution.objects.filter(status__in=(Status.QUEUED, Status.RUNNING)):
-        error = infra_error("server_restarted", reason)
-        updated = Execution.objects.filter(pk=execution.pk, status=execution.status).update(
-            status=Status.ERROR, error=error, finished_at=now, last_seq=F("last_seq") + 1
-        )
-        count += updated
-    return count

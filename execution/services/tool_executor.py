@@ -51,6 +51,7 @@ from execution.services.quotas import check_run_concurrency
 from execution.services.runs import ExecutionRunner, active_run, register_run
 from execution.services.runtime import service_portal
 from execution.services.sandbox_sessions import sessions
+from execution.services.workers import current_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ class ToolExecutor:
             thread=thread, user=context.user, agent=context.agent, language=language,
             code=code, status=Status.QUEUED, source=context.source,
             client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
+            worker_id=current_worker_id(),
         )  # fmt: skip
 
     @staticmethod
@@ -454,7 +456,7 @@ class ToolExecutor:
             raise
         install = PackageInstall.objects.create(
             thread=thread, user=context.user, agent=context.agent, language=language,
-            packages=specs, status=PackageInstall.Status.RUNNING,
+            packages=specs, status=PackageInstall.Status.RUNNING, worker_id=current_worker_id(),
         )  # fmt: skip
         try:
             with sessions.thread_lock(thread.id):
