@@ -14,7 +14,9 @@ SANDBOX_ENV := $(VAR)/sandbox-env
 # Where `make run` serves; scripts/run.sh reads them (e.g. `make run PORT=8080`).
 HOST ?= 127.0.0.1
 PORT ?= 8000
-export HOST PORT
+# Web worker processes (`make run WORKERS=4`; more than one needs REDIS_URL).
+WORKERS ?= 1
+export HOST PORT WORKERS
 
 .PHONY: help setup system-packages test-system-packages run test test-fast lint bench
 

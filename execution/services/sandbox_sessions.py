@@ -18,6 +18,7 @@ race kills its own sandbox and adopts the winner's.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from django.utils import timezone
 from execution.models import PackageInstall, Thread, WorkspaceFile
 from execution.sandbox import get_backend
 from execution.sandbox.base import (
+    FileEntry,
     Sandbox,
     SandboxError,
     SandboxGone,
@@ -88,6 +90,8 @@ class _Live:
     sandbox: Sandbox
     # monotonic time of the last call that proved the sandbox alive and extended its timeout
     refreshed_at: float
+    # The workspace as the last complete file sync left it: (path, type, size, mtime).
+    synced_listing: frozenset[tuple[str, str, int, dt.datetime]] | None = None
 
 
 class SandboxSessions:
@@ -286,6 +290,27 @@ class SandboxSessions:
         if kill:
             for entry in live:
                 self._kill_quietly(entry.sandbox)
+
+    @staticmethod
+    def _listing_key(listing: list[FileEntry]) -> frozenset[tuple[str, str, int, dt.datetime]]:
+        return frozenset((e.path, e.type, e.size, e.modified_time) for e in listing)
+
+    def listing_unchanged(self, thread: Thread, sandbox: Sandbox, listing: list[FileEntry]) -> bool:
+        """Whether `listing` of `sandbox` is what the last complete sync of it left: no file
+        was created, changed or deleted since (by code, or through the file tools, whose
+        writes change the listing too)."""
+        live = self._live.get(thread.id)
+        return (
+            live is not None
+            and live.sandbox is sandbox
+            and live.synced_listing == self._listing_key(listing)
+        )
+
+    def remember_listing(self, thread: Thread, sandbox: Sandbox, listing: list[FileEntry]) -> None:
+        """Record the listing a complete sync of `sandbox` ended with."""
+        live = self._live.get(thread.id)
+        if live is not None and live.sandbox is sandbox:
+            live.synced_listing = self._listing_key(listing)
 
     def forget(self, thread: Thread) -> None:
         """Forget the cached sandbox of `thread`, so the next use reconnects (or recreates)."""
