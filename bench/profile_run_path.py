@@ -137,8 +137,9 @@ def summarise(path: Path) -> str:
         else:
             parts["other (Python runtime, threads)"] += count
         for frame in reversed(frames):
-            if "/execution/" in frame or "/atlaschat/" in frame or "/accounts/" in frame:
-                ours[frame.split(" (")[0] + " " + frame.split("/")[-1].split(":")[0]] += count
+            where = frame.rpartition(" (")[2]
+            if where.startswith(("execution/", "atlaschat/", "accounts/")):
+                ours[f"{frame.rpartition(' (')[0]} ({where.split(':')[0]}"] += count
                 break
     lines = [f"{'part of the path':45} share of busy samples", "-" * 68]
     for name, count in parts.most_common():

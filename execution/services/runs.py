@@ -347,6 +347,9 @@ async def _stream_run(
             await sandbox.run_code(
                 code, language=language, time_limit=time_limit, on_event=on_event
             )
+        # The code is over: the runner stops flushing by the window and stores the rest of
+        # the output with the final status.
+        push.put(("finished", None))
         # List the workspace for file sync here, while the worker thread is still storing
         # the last output: the round trip overlaps the database writes.
         try:
@@ -518,15 +521,16 @@ class ExecutionRunner:
         if handle.cancel.is_set():
             handle.future.cancel()
         next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        finished = False
         while True:
             # Events wait at most BATCH_WINDOW_SECONDS to be stored and published together.
             wait = 0.25
-            if sink.pending_since is not None:
+            if sink.pending_since is not None and not finished:
                 wait = max(0.0, sink.pending_since + BATCH_WINDOW_SECONDS - time.monotonic())
             try:
                 first = items.get(timeout=wait)
             except queue.Empty:
-                if sink.pending_since is not None:
+                if sink.pending_since is not None and not finished:
                     sink.flush()
                 if time.monotonic() >= next_poll and not handle.cancel.is_set():
                     next_poll = time.monotonic() + CANCEL_POLL_SECONDS
@@ -544,7 +548,9 @@ class ExecutionRunner:
             for kind, payload in batch:
                 if kind == "listing":
                     self.listing = payload
-            sink.output([(k, p) for k, p in batch if k not in ("end", "listing")])
+                elif kind == "finished":
+                    finished = True
+            sink.output([(k, p) for k, p in batch if k not in ("end", "listing", "finished")])
             if end is not None:
                 if end.kind == "cancelled" and not handle.cancel.is_set():
                     end.kind = "unavailable"
