@@ -87,7 +87,13 @@ class EventSink:
     are one write and one publication, a long run's a write per batch window.
     """
 
-    def __init__(self, execution: Execution, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        execution: Execution,
+        publisher: EventPublisher,
+        *,
+        stored: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.execution = execution
         self.publisher = publisher
         self.seq = execution.last_seq
@@ -105,9 +111,9 @@ class EventSink:
         self.appended = {"stdout": "", "stderr": ""}
         self.results_changed = self.error_changed = self.truncated_changed = False
         # Events stored but not published yet (always published after what came before).
-        self.unpublished: list[dict[str, Any]] = []
+        self.unpublished: list[dict[str, Any]] = list(stored or [])
         # monotonic time of the oldest event not yet published (None: nothing pending)
-        self.pending_since: float | None = None
+        self.pending_since: float | None = time.monotonic() if self.unpublished else None
 
     @property
     def execution_id(self) -> str:
@@ -400,9 +406,13 @@ class ExecutionRunner:
         execution_id: uuid.UUID,
         publisher: EventPublisher,
         execution: Execution | None = None,
+        *,
+        accepted: dict[str, Any] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.publisher = publisher
+        # The run's `execution` event, when the caller left it to go out with the first batch.
+        self.accepted = [accepted] if accepted is not None else []
         # The row just created by the caller (inline runs), to save reading it back.
         self.execution = execution
         # The workspace listing taken right after the run.
@@ -416,7 +426,7 @@ class ExecutionRunner:
             logger.exception("execution %s crashed", self.execution_id)
             with contextlib.suppress(Exception):
                 execution = Execution.objects.get(pk=self.execution_id)
-                EventSink(execution, self.publisher).finish(
+                EventSink(execution, self.publisher, stored=self.accepted).finish(
                     Status.ERROR,
                     error=infra_error("internal_error", "The run failed unexpectedly."),
                 )
@@ -430,7 +440,7 @@ class ExecutionRunner:
             pk=self.execution_id
         )
         thread = execution.thread
-        sink = EventSink(execution, self.publisher)
+        sink = EventSink(execution, self.publisher, stored=self.accepted)
         if thread is None:
             sink.finish(
                 Status.ERROR, error=infra_error("thread_deleted", "The thread was deleted.")
@@ -455,6 +465,7 @@ class ExecutionRunner:
             if lease.restored is not None:
                 details["restored"] = lease.restored.as_dict()
             if not sink.running():
+                sink.flush()  # cancelled while queued: what was stored still goes out
                 return
             since = timezone.now()
             timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT

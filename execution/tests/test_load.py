@@ -43,6 +43,7 @@ def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveStack]:
     """A sandboxd of its own (20 sandboxes at once: more than the shared one holds) and a
     daphne in front of it."""
     state_dir = make_state_dir("atlaschat-load-")
+    (state_dir / "live").mkdir()
     try:
         with (
             django_db_blocker.unblock(),
