@@ -268,6 +268,9 @@ X_FRAME_OPTIONS = "DENY"
 # self-hosted E2B at E2B_DOMAIN.
 E2B_API_KEY = envstr("E2B_API_KEY", "")
 E2B_DOMAIN = envstr("E2B_DOMAIN", "")
+# How the execution services reach sandboxes (execution/sandbox/): the e2b SDK in production;
+# "execution.sandbox.memory.MemoryBackend" only in the fast test tier.
+SANDBOX_BACKEND = envstr("SANDBOX_BACKEND", "execution.sandbox.e2b.E2BBackend")
 SANDBOXD_URL = envstr("SANDBOXD_URL", "http://127.0.0.1:49982")
 SANDBOXD_API_KEY = envstr("SANDBOXD_API_KEY", "")
 SANDBOX_TEMPLATE = envstr("SANDBOX_TEMPLATE", "code-interpreter-v1")
@@ -295,6 +298,7 @@ EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
 EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 16, min_value=1)
 SANDBOX_USER_LIMIT = envint("SANDBOX_USER_LIMIT", 4, min_value=1)
+SANDBOX_GLOBAL_LIMIT = envint("SANDBOX_GLOBAL_LIMIT", 16, min_value=1)
 WEBSOCKET_USER_LIMIT = envint("WEBSOCKET_USER_LIMIT", 20, min_value=1)
 # Threads that carry the websockets' database work, shared by every socket of a process:
 # the most database connections sockets hold at once, however many are open.

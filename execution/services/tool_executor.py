@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +29,6 @@ from django.contrib.auth.models import User
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from e2b import FileNotFoundException, NotFoundException
 
 from execution.audit import audit_refusal
 from execution.caller import Caller
@@ -42,14 +41,16 @@ from execution.models import (
     Thread,
     WorkspaceFile,
 )
+from execution.sandbox.base import SandboxFileNotFound, SandboxGone
 from execution.selectors import workspace_path_conflicts
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
-from execution.services.events import EventPublisher, caller_event_loop
+from execution.services.events import EventPublisher, server_event_loop
 from execution.services.packages import run_install
 from execution.services.quotas import check_run_concurrency
 from execution.services.runs import ExecutionRunner, active_run
-from execution.services.sandbox_sessions import SANDBOX_GONE_ERRORS, sessions
+from execution.services.runtime import service_portal
+from execution.services.sandbox_sessions import sessions
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +136,8 @@ class ToolExecutor:
         context: ExecutionContext,
         timeout: float | None = None,
     ) -> Execution:
-        """Validate, create `Execution(queued)`, publish its `execution` event and run it in a
-        background thread owned by the service; return the queued row at once.
+        """Validate, create `Execution(queued)`, publish its `execution` event and run it as
+        the service portal's background work (runtime.py); return the queued row at once.
 
         Raises ToolError: a validation refusal (after storing a `rejected` Execution and a
         SecurityEvent), 403 for an agent without the tool, 404 for another user's thread,
@@ -145,13 +146,10 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
-        worker = threading.Thread(
-            target=self._run_in_background,
-            args=(execution.id, publisher),
+        service_portal().start_background(
+            functools.partial(self._run_in_background, execution.id, publisher),
             name=f"execution-{execution.id.hex[:8]}",
-            daemon=True,
         )
-        worker.start()
         return execution
 
     def _create_execution(
@@ -185,7 +183,7 @@ class ToolExecutor:
             record_security_event(error, context)
             raise
         thread = execution.thread
-        publisher = EventPublisher(caller_event_loop())
+        publisher = EventPublisher(server_event_loop())
         publisher.publish(
             execution_id=execution.id,
             thread_id=execution.thread_id,
@@ -293,7 +291,7 @@ class ToolExecutor:
         )
         if cancelled_queued:
             execution.refresh_from_db()
-            EventPublisher(caller_event_loop()).publish(
+            EventPublisher(server_event_loop()).publish(
                 execution_id=execution.id,
                 thread_id=execution.thread_id,
                 event={
@@ -353,7 +351,7 @@ class ToolExecutor:
                 # its sandbox is created (restore), so no sandbox is started just for this.
                 lease = sessions.get_or_create(thread)
                 sessions.call(
-                    lease.sandbox.files.write(f"{validation.WORKSPACE_ROOT}/{path}", data)
+                    lease.sandbox.write_files({f"{validation.WORKSPACE_ROOT}/{path}": data})
                 )
             row = WorkspaceFile.objects.filter(thread=thread, path=path).first()
             if row is None:
@@ -382,14 +380,14 @@ class ToolExecutor:
             lease = sessions.get_or_create(thread)
             full = f"{validation.WORKSPACE_ROOT}/{path}"
             try:
-                info = sessions.call(lease.sandbox.files.get_info(full))
-                if info.type is None or info.type.value != "file":
+                info = sessions.call(lease.sandbox.file_info(full))
+                if info.type != "file":
                     raise not_found("file")
                 validation.validate_file_size(
                     info.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES
                 )
-                data = bytes(sessions.call(lease.sandbox.files.read(full, format="bytes")))
-            except (FileNotFoundException, NotFoundException):
+                data = sessions.call(lease.sandbox.read_file(full))
+            except SandboxFileNotFound:
                 raise not_found("file") from None
         return path, data
 
@@ -413,8 +411,8 @@ class ToolExecutor:
             thread.refresh_from_db(fields=["sandbox_id"])
             if thread.sandbox_id:
                 lease = sessions.get_or_create(thread)
-                with contextlib.suppress(FileNotFoundException, NotFoundException):
-                    sessions.call(lease.sandbox.files.remove(f"{validation.WORKSPACE_ROOT}/{path}"))
+                with contextlib.suppress(SandboxFileNotFound):
+                    sessions.call(lease.sandbox.remove_file(f"{validation.WORKSPACE_ROOT}/{path}"))
             row.content.delete(save=False)
             row.delete()
 
@@ -470,7 +468,7 @@ class ToolExecutor:
                 install, PackageInstall.Status.FAILED, f"{error.code}: {error.message}"
             )
             raise
-        except SANDBOX_GONE_ERRORS as exc:
+        except SandboxGone as exc:
             sessions.forget(thread)
             self._finish_install(install, PackageInstall.Status.FAILED, f"sandbox_lost: {exc}")
             raise ToolError(
