@@ -303,6 +303,7 @@ EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
 EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 16, min_value=1)
 SANDBOX_USER_LIMIT = envint("SANDBOX_USER_LIMIT", 4, min_value=1)
+SANDBOX_GLOBAL_LIMIT = envint("SANDBOX_GLOBAL_LIMIT", 16, min_value=1)
 WEBSOCKET_USER_LIMIT = envint("WEBSOCKET_USER_LIMIT", 20, min_value=1)
 # Threads that carry the websockets' database work, shared by every socket of a process:
 # the most database connections sockets hold at once, however many are open.
