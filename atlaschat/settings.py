@@ -114,7 +114,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
             # Streaming output writes while pages read: wait for the lock, don't fail.
             # WAL lets readers and the writer proceed together, and with synchronous=NORMAL
             # a commit no longer waits for an fsync: a run stores each batch of output as
@@ -279,6 +279,14 @@ X_FRAME_OPTIONS = "DENY"
 # self-hosted E2B at E2B_DOMAIN.
 E2B_API_KEY = envstr("E2B_API_KEY", "")
 E2B_DOMAIN = envstr("E2B_DOMAIN", "")
+# How the execution services reach sandboxes (execution/sandbox/): the e2b SDK in production;
+# "execution.sandbox.memory.MemoryBackend" only in the fast test tier.
+SANDBOX_BACKEND = envstr("SANDBOX_BACKEND", "execution.sandbox.e2b.E2BBackend")
+# Background work (execution/services/runtime.py, workers.py): each server process renews its
+# worker lease this often; a worker silent for the lease (or whose process on this host is
+# gone) is dead, and the others mark its queued/running executions and installs.
+EXECUTION_WORKER_HEARTBEAT_SECONDS = envint("EXECUTION_WORKER_HEARTBEAT_SECONDS", 10, min_value=1)
+EXECUTION_WORKER_LEASE_SECONDS = envint("EXECUTION_WORKER_LEASE_SECONDS", 45, min_value=3)
 SANDBOXD_URL = envstr("SANDBOXD_URL", "http://127.0.0.1:49982")
 SANDBOXD_API_KEY = envstr("SANDBOXD_API_KEY", "")
 SANDBOX_TEMPLATE = envstr("SANDBOX_TEMPLATE", "code-interpreter-v1")
@@ -306,6 +314,7 @@ EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
 EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 16, min_value=1)
 SANDBOX_USER_LIMIT = envint("SANDBOX_USER_LIMIT", 4, min_value=1)
+SANDBOX_GLOBAL_LIMIT = envint("SANDBOX_GLOBAL_LIMIT", 16, min_value=1)
 WEBSOCKET_USER_LIMIT = envint("WEBSOCKET_USER_LIMIT", 20, min_value=1)
 # Threads that carry the websockets' database work, shared by every socket of a process:
 # the most database connections sockets hold at once, however many are open.

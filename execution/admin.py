@@ -266,9 +266,9 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                 "fields": [
                     "started_at",
                     "finished_at",
-                    duration,
+                    duration,  # type: ignore[list-item]
                     "timeout_seconds",
-                    exit_code,
+                    exit_code,  # type: ignore[list-item]
                     "truncated",
                     "cancel_requested",
                 ]
@@ -281,7 +281,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         ("Details", {"fields": ["details_block", "last_seq"], "classes": ["collapse"]}),
     ]
     # Every field shown is read-only: the audit trail is never edited.
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]  # type: ignore[misc]
 
     @admin.display(description="code")
     def code_block(self, execution: Execution) -> SafeString:
@@ -389,7 +389,7 @@ class SecurityEventAdmin(StaffReadOnlyAdmin):
         "client_ip",
         "details_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="details")
     def details_block(self, event: SecurityEvent) -> SafeString:
@@ -405,10 +405,10 @@ class TerminalSessionAdmin(StaffReadOnlyAdmin):
     list_filter = [("user", admin.RelatedOnlyFieldListFilter), "started_at"]
     date_hierarchy = "started_at"
     list_select_related = ["user", "thread"]
-    fields = [
+    readonly_fields = (
         "started_at", "ended_at", "end_reason", "user", "thread", "sandbox_id", "client_ip",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip
+    fields = readonly_fields
 
 
 @admin.register(PackageInstall)
@@ -429,7 +429,7 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         "status",
         "log_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="packages")
     def package_names(self, install: PackageInstall) -> str:
@@ -441,17 +441,22 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         return _pre(install.log)
 
 
+# django-stubs type `fields` and `readonly_fields` as names only; Django also takes the
+# display callables used here, and `readonly_fields = fields` reuses one list on purpose.
+# The ignores below say exactly that and nothing else.
+
+
 class ExecutionInline(StaffReadOnlyInline):
     model = Execution
-    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]
-    readonly_fields = fields
+    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]  # type: ignore[list-item]
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"executions (newest {INLINE_ROWS})"
 
 
 class WorkspaceFileInline(StaffReadOnlyInline):
     model = WorkspaceFile
     fields = ["path", "size", "sha256", "written_by", "updated_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     show_change_link = False  # files have no admin page of their own
     verbose_name_plural = f"files (first {INLINE_ROWS} by path)"
 
@@ -459,7 +464,7 @@ class WorkspaceFileInline(StaffReadOnlyInline):
 class PackageInstallInline(StaffReadOnlyInline):
     model = PackageInstall
     fields = ["created_at", "language", "packages", "status"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"package installs (newest {INLINE_ROWS})"
 
 
@@ -480,7 +485,7 @@ class ThreadAdmin(StaffReadOnlyAdmin):
         "context_ids",
         "all_executions",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     inlines = [ExecutionInline, WorkspaceFileInline, PackageInstallInline]
 
     @admin.display(description="history")

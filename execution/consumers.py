@@ -409,7 +409,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             caller=self.caller, execution_id=request.execution_id, thread=self.thread
         )
         ToolExecutor().send_run_input(
-            execution_id=request.execution_id, value=request.value, user=self.user
+            execution_id=request.execution_id, value=request.value, user=self.caller.account
         )
 
     async def _cancel(self, request: CancelRequest) -> None:
@@ -421,7 +421,7 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         execution_get_owned(
             caller=self.caller, execution_id=request.execution_id, thread=self.thread
         )
-        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.user)
+        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.caller.account)
 
     @on_db_threads
     def _get_thread(self, thread_id: uuid.UUID) -> Thread | None:

@@ -1,19 +1,20 @@
 """The workspace's terminal: a shell in a thread's sandbox, over `ws/threads/<uuid>/terminal/`.
 
-The shell is a PTY started through the e2b SDK (`sandbox.pty`), so it works against sandboxd
-and E2B's cloud alike. The socket has the same checks as the thread's own socket: the origin
-(AllowedHostsOriginValidator in atlaschat.asgi), an authenticated user (4401 otherwise) and an
-ownership-scoped look-up of the thread (another user's thread is 4404, and the attempt is
-audited). Each terminal is a TerminalSession row: who, which thread and sandbox, from where,
-when it started and ended and why. Keystrokes are not recorded.
+The shell is a PTY started through the sandbox contract (`Sandbox.open_terminal`; the e2b
+backend uses the SDK's `sandbox.pty`), so it works against sandboxd and E2B's cloud alike. The
+socket has the same checks as the thread's own socket: the origin (AllowedHostsOriginValidator
+in atlaschat.asgi), an authenticated user (4401 otherwise) and an ownership-scoped look-up of
+the thread (another user's thread is 4404, and the attempt is audited). Each terminal is a
+TerminalSession row: who, which thread and sandbox, from where, when it started and ended and
+why. Keystrokes are not recorded.
 
 Frames, JSON text both ways:
 * client → server: `{"type": "input", "data": "<text>"}`, `{"type": "resize", "cols", "rows"}`;
 * server → client: `{"type": "ready"}`, `{"type": "output", "data": "<text>"}`,
   `{"type": "exit"}`, `{"type": "error", "error": {"code", "message"}}`.
 
-The SDK's sandbox objects live on the service loop (execution.services.runtime), so every PTY
-call is submitted there; the PTY's output callback runs there too and hands its bytes to this
+Sandbox calls run on the service portal (execution.services.runtime), so every terminal call
+is submitted there; the terminal's output callback runs there too and hands its bytes to this
 socket's loop through a bounded buffer.
 """
 
@@ -26,12 +27,12 @@ import json
 import logging
 import threading
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
-from e2b import PtySize
 
 from execution.caller import Caller
 from execution.consumers import (
@@ -41,15 +42,17 @@ from execution.consumers import (
     authenticated_user,
 )
 from execution.models import Source, TerminalSession, Thread
+from execution.sandbox.base import Sandbox, SandboxError, Terminal
 from execution.selectors import thread_get_owned
 from execution.services.errors import ToolError
 from execution.services.quotas import acquire_websocket_slot, release_websocket_slot
-from execution.services.runtime import service_loop
+from execution.services.runtime import service_portal
 from execution.services.sandbox_sessions import sessions
 from execution.services.validation import WORKSPACE_ROOT
 from execution.throttling import audit_throttled
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Output not yet sent to the browser, at most; beyond it the oldest is dropped (and said).
 MAX_PENDING_OUTPUT_BYTES = 1024 * 1024
@@ -90,8 +93,7 @@ class OutputBuffer:
 class TerminalConsumer(AsyncWebsocketConsumer):
     """`ws/threads/<uuid>/terminal/`: one shell in the thread's sandbox per socket."""
 
-    pid: int | None = None
-    handle: Any = None
+    terminal: Terminal | None = None
     record: TerminalSession | None = None
     counted = False
 
@@ -128,6 +130,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self._send_error(error.code, error.message)
             await self.close(code=1011)
             return
+        except SandboxError as exc:  # the sandbox vanished while it was being got
+            logger.warning("terminal in thread %s found no sandbox: %s", self.thread.id, exc)
+            await self._send_error("terminal_unavailable", "The sandbox could not be reached.")
+            await self.close(code=1011)
+            return
         self.sandbox = sandbox
         self.record = await database_sync_to_async(TerminalSession.objects.create)(
             user=self.user,
@@ -136,24 +143,21 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             client_ip=self.caller.client_ip,
         )
         try:
-            self.handle = await self._on_service_loop(
-                sandbox.pty.create(
-                    PtySize(rows=24, cols=80),
-                    on_data=self.output.put,
-                    cwd=WORKSPACE_ROOT,
-                    timeout=0,  # the shell lives as long as the socket, not a fixed time
+            terminal = await self._on_service_portal(
+                sandbox.open_terminal(
+                    cols=80, rows=24, cwd=WORKSPACE_ROOT, on_output=self.output.put
                 )
             )
-        except Exception as exc:
+        except SandboxError as exc:
             logger.warning("terminal in thread %s failed to start: %s", self.thread.id, exc)
             await self._end(f"failed: {type(exc).__name__}")
             await self._send_error("terminal_unavailable", "The sandbox could not start a shell.")
             await self.close(code=1011)
             return
-        self.pid = self.handle.pid
+        self.terminal = terminal
         await self.send(json.dumps({"type": "ready"}))
         self.pump = asyncio.ensure_future(self._pump())
-        self.waiter = asyncio.ensure_future(self._wait_for_exit())
+        self.waiter = asyncio.ensure_future(self._wait_for_exit(terminal))
 
     async def _pump(self) -> None:
         """Send the PTY's output as it comes, decoded as UTF-8 across chunk boundaries."""
@@ -166,9 +170,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             if text:
                 await self.send(json.dumps({"type": "output", "data": text}))
 
-    async def _wait_for_exit(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._on_service_loop(self.handle.wait())
+    async def _wait_for_exit(self, terminal: Terminal) -> None:
+        with contextlib.suppress(SandboxError):
+            await self._on_service_portal(terminal.wait())
         await asyncio.sleep(0)  # let the last output reach the pump
         data, _ = self.output.take()
         if data:
@@ -178,7 +182,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.close(code=1000)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.pid is None:
+        terminal = self.terminal
+        if terminal is None:
             return  # not started (or refused): nothing to send to
         if text_data is None or len(text_data) > MAX_INPUT_FRAME_CHARS:
             await self._send_error("invalid_message", "Send JSON text frames of at most 64 KiB.")
@@ -191,14 +196,15 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         if kind == "input" and isinstance(message.get("data"), str):
             data = message["data"].encode("utf-8")
-            await self._on_service_loop(self.sandbox.pty.send_stdin(self.pid, data))
+            await self._on_service_portal(terminal.send(data))
         elif kind == "resize":
             cols, rows = message.get("cols"), message.get("rows")
             if not (isinstance(cols, int) and isinstance(rows, int)):
                 await self._send_error("invalid_message", "resize needs integer cols and rows.")
                 return
-            size = PtySize(rows=max(1, min(rows, MAX_ROWS)), cols=max(1, min(cols, MAX_COLS)))
-            await self._on_service_loop(self.sandbox.pty.resize(self.pid, size))
+            await self._on_service_portal(
+                terminal.resize(cols=max(1, min(cols, MAX_COLS)), rows=max(1, min(rows, MAX_ROWS)))
+            )
         else:
             await self._send_error("unknown_type", "Send input or resize frames.")
 
@@ -207,25 +213,26 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         for task in (getattr(self, name, None) for name in tasks):
             if task is not None:
                 task.cancel()
-        if self.pid is not None and self.record is not None and self.record.ended_at is None:
+        terminal = self.terminal
+        if terminal is not None and self.record is not None and self.record.ended_at is None:
             # Recorded before the kill: the shell's exit is this close, not its own.
             await self._end("closed")
-            with contextlib.suppress(Exception):
-                await self._on_service_loop(self.sandbox.pty.kill(self.pid))
+            with contextlib.suppress(SandboxError):
+                await self._on_service_portal(terminal.kill())
         if self.counted:
             release_websocket_slot(self.user.pk)
             self.counted = False
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _sandbox(self) -> Any:
+    def _sandbox(self) -> Sandbox:
         """The thread's sandbox: the one it has (even while a run holds the thread), else a
         new one with its files and packages restored. Raises ToolError (503)."""
         return sessions.current_sandbox(self.thread) or sessions.get_or_create(self.thread).sandbox
 
     @staticmethod
-    async def _on_service_loop(coro: Any) -> Any:
-        return await asyncio.wrap_future(service_loop().submit(coro))
+    async def _on_service_portal(coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(service_portal().submit(coro))
 
     @property
     def caller(self) -> Caller:

@@ -139,7 +139,8 @@ def _agent_of(request: Request, agent_id: Any) -> Agent:
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401)}),
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401, 404)}),
     post=extend_schema(responses={201: AgentSerializer, **errors(400, 401)}),
 )
 class AgentListView(generics.ListCreateAPIView):
@@ -148,10 +149,11 @@ class AgentListView(generics.ListCreateAPIView):
     serializer_class = AgentSerializer
 
     def get_queryset(self) -> QuerySet[Agent]:
-        return Agent.objects.filter(owner=self.request.user).order_by("name", "id")
+        caller = Caller.from_request(self.request, source=Source.API)
+        return Agent.objects.filter(owner=caller.account).order_by("name", "id")
 
-    def perform_create(self, serializer: AgentSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        serializer.save(owner=Caller.from_request(self.request, source=Source.API).account)
 
 
 @extend_schema_view(
@@ -182,7 +184,7 @@ class _ToolFormatIsNotARenderer:
 
 
 class ToolDialectNegotiation(DefaultContentNegotiation):
-    settings = _ToolFormatIsNotARenderer()
+    settings = _ToolFormatIsNotARenderer()  # type: ignore[assignment]  # duck-typed on purpose
 
 
 class AgentToolsView(APIView):

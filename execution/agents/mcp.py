@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,7 +227,7 @@ def _host_allowed(scope: Scope) -> bool:
 
 
 async def _send_error(
-    send: Any, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] = ()
+    send: Any, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
     await send(

@@ -44,20 +44,20 @@ THREAD_HELP = (
 class ExecuteCodeArguments(ExecuteRequestSerializer):
     """Arguments of `execute_code`: those of POST /api/code/execute, always waiting."""
 
-    agent_id = None
-    wait = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
+    wait = None  # type: ignore[assignment]
 
 
 class WriteFileArguments(WriteFileRequestSerializer):
     """Arguments of `write_file`: those of POST /api/code/write-file."""
 
-    agent_id = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
 
 
 class ReadFileArguments(ReadFileRequestSerializer):
     """Arguments of `read_file`: those of POST /api/code/read-file."""
 
-    agent_id = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
     # Same field as the REST serializer's (required UUID); only a description is added.
     thread_id = serializers.UUIDField(help_text=THREAD_HELP)
 
@@ -72,7 +72,7 @@ class ListFilesArguments(serializers.Serializer):
 class InstallPackagesArguments(InstallPackagesRequestSerializer):
     """Arguments of `install_packages`: those of POST /api/code/install-packages."""
 
-    agent_id = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
 
 
 Runner = Callable[[dict[str, Any], ExecutionContext, Any], ToolCallOutcome]

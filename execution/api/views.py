@@ -27,6 +27,7 @@ from rest_framework import generics, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from execution.api.limits import refuse_oversized_body
@@ -256,7 +257,8 @@ class InstallPackagesView(APIView):
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: ThreadSerializer, **errors(401)}),
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: ThreadSerializer, **errors(401, 404)}),
     post=extend_schema(responses={201: ThreadSerializer, **errors(400, 401)}),
 )
 class ThreadListView(generics.ListCreateAPIView):
@@ -265,10 +267,12 @@ class ThreadListView(generics.ListCreateAPIView):
     serializer_class = ThreadSerializer
 
     def get_queryset(self) -> QuerySet[Thread]:
-        return Thread.objects.filter(owner=self.request.user).order_by("-updated_at", "-id")
+        return Thread.objects.filter(owner=api_caller(self.request).account).order_by(
+            "-updated_at", "-id"
+        )
 
-    def perform_create(self, serializer: ThreadSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        serializer.save(owner=api_caller(self.request).account)
 
 
 @extend_schema_view(
@@ -286,7 +290,7 @@ class ThreadDetailView(generics.RetrieveUpdateDestroyAPIView):
         return owned_thread(self.request, self.kwargs["thread_id"])
 
     def perform_destroy(self, instance: Thread) -> None:
-        ToolExecutor().delete_thread(thread=instance, user=self.request.user)
+        ToolExecutor().delete_thread(thread=instance, user=api_caller(self.request).account)
 
 
 # --- executions -------------------------------------------------------------------------------
@@ -308,7 +312,7 @@ class ThreadExecutionListView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Execution]:
         thread = owned_thread(self.request, self.kwargs["thread_id"])
-        queryset = Execution.objects.filter(thread=thread, user=self.request.user)
+        queryset = Execution.objects.filter(thread=thread, user=api_caller(self.request).account)
         status_filter = self.request.query_params.get("status")
         if status_filter is not None:
             if status_filter not in Execution.Status.values:
@@ -341,13 +345,14 @@ class ExecutionDetailView(generics.RetrieveAPIView):
 
 
 class ExecutionResultView(APIView):
-    """One rich result of one of your executions: its JSON, or with `?format=` one format's
+    """One rich result of one of your executions: its JSON, or with `?part=` one format's
     content (base64 formats such as png served decoded). Websocket frames refer here for a
-    result too large to travel inline (execution/stream.py)."""
+    result too large to travel inline (execution/stream.py). Not `?format=`: DRF reserves
+    that name for choosing a renderer."""
 
     @extend_schema(
         operation_id="execution_result",
-        parameters=[OpenApiParameter("format", str, description="e.g. png, svg, html, text")],
+        parameters=[OpenApiParameter("part", str, description="e.g. png, svg, html, text")],
         responses={200: OpenApiTypes.OBJECT, **errors(401, 404)},
     )
     def get(self, request: Request, execution_id: uuid.UUID, index: int) -> HttpResponse:
@@ -356,7 +361,7 @@ class ExecutionResultView(APIView):
         if index >= len(results):
             raise not_found("result")
         result = results[index]
-        wanted = request.query_params.get("format")
+        wanted = request.query_params.get("part")
         if not wanted:
             return Response(result)
         value = result.get(wanted)
@@ -389,7 +394,9 @@ class ExecutionCancelView(APIView):
     )
     def post(self, request: Request, execution_id: uuid.UUID) -> Response:
         execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
-        execution = ToolExecutor().cancel_execution(execution_id=execution.id, user=request.user)
+        execution = ToolExecutor().cancel_execution(
+            execution_id=execution.id, user=api_caller(request).account
+        )
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
 
 

@@ -6,20 +6,22 @@
   admission: SQLite's IMMEDIATE transactions take the write lock at BEGIN; on PostgreSQL a
   transaction-scoped advisory lock does the same. So two requests racing for the last slot
   cannot both get it, whatever the number of server processes.
-* **Live sandboxes** (`sandbox_admission`): threads of a user that hold a sandbox, per user
-  (SANDBOX_USER_LIMIT). A thread that needs a new sandbox when its owner is at the cap gets
-  the slot of the owner's oldest idle one (no run in flight), which the caller releases
-  first; with none idle the request is refused. Admissions of one user are serialised (a
-  lock per user in the process and, on PostgreSQL, a session advisory lock across
-  processes) from the count until the new sandbox id is stored.
+* **Live sandboxes** (`sandbox_admission`): threads that hold a sandbox, per user
+  (SANDBOX_USER_LIMIT) and in all (SANDBOX_GLOBAL_LIMIT, the sandbox server's capacity). A
+  thread that needs a new sandbox at a cap gets the slot of the oldest idle one (no run in
+  flight; the owner's own first), which the caller releases first; with none idle the
+  request is refused. Admissions are serialised (a process lock and, on PostgreSQL, a
+  session advisory lock across processes) from the count until the new sandbox id is
+  stored. With EXECUTION_GLOBAL_CONCURRENCY no larger than SANDBOX_GLOBAL_LIMIT, a run that
+  needs a sandbox always finds an idle one to take over.
 * **Open websockets** (`acquire_websocket_slot`): per user and server process
   (WEBSOCKET_USER_LIMIT). A socket is held by one process, so its count lives and dies
   with that process: nothing stale to reclaim after a crash.
 
 A user at a cap is refused with 429 and an integer Retry-After (execution/throttling.py),
 never a 503: the service is healthy, the user has used their share. Defaults agree with
-sandboxd's capacity (its max_sandboxes, 16): at most 16 runs in flight in all, each user at
-most 4 runs and 4 sandboxes.
+sandboxd's capacity (its max_sandboxes, 16): at most 16 runs in flight and 16 sandboxes in
+all, each user at most 4 runs and 4 sandboxes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 
 from execution.models import Execution, Thread
 from execution.services.errors import ToolError
@@ -42,7 +44,7 @@ from execution.throttling import refusal_429
 ACTIVE_STATUSES = (Execution.Status.QUEUED, Execution.Status.RUNNING)
 # Advisory-lock keys (PostgreSQL): one for run admission, one space per user for sandboxes.
 _RUN_ADMISSION_KEY = zlib.crc32(b"atlaschat:run-admission")
-_SANDBOX_ADMISSION_SPACE = zlib.crc32(b"atlaschat:sandbox-admission") & 0x7FFFFFFF
+_SANDBOX_ADMISSION_KEY = zlib.crc32(b"atlaschat:sandbox-admission")
 
 
 def _quota_error(code: str, message: str, limit: int) -> ToolError:
@@ -90,63 +92,86 @@ def check_run_concurrency(user: AbstractBaseUser) -> None:
 
 # --- live sandboxes -------------------------------------------------------------------------
 
-_user_locks: dict[int, threading.Lock] = {}
-_user_locks_guard = threading.Lock()
-
-
-def _user_lock(user_id: int) -> threading.Lock:
-    with _user_locks_guard:
-        return _user_locks.setdefault(user_id, threading.Lock())
+# One admission at a time: a process lock and, on PostgreSQL, a session advisory lock across
+# processes, held from the count until the new sandbox's id is stored on its thread.
+_admission_lock = threading.Lock()
 
 
 @contextmanager
-def _across_processes(user_id: int) -> Iterator[None]:
+def _across_processes() -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield  # the embedded default is one server process: the process lock is enough
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [_SANDBOX_ADMISSION_SPACE, user_id])
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_SANDBOX_ADMISSION_KEY])
     try:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_SANDBOX_ADMISSION_SPACE, user_id])
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_SANDBOX_ADMISSION_KEY])
 
 
-def sandbox_holders(user_id: int) -> list[Thread]:
-    """The user's threads that hold a sandbox, oldest use first, each annotated `busy`
-    (a run of it is queued or running)."""
-    busy = Execution.objects.filter(thread=OuterRef("pk"), status__in=ACTIVE_STATUSES)
-    rows = (
-        Thread.objects.filter(owner_id=user_id)
-        .exclude(sandbox_id="")
-        .annotate(busy=Exists(busy))
-        .order_by("last_used_at", "created_at")
+def sandbox_holders(owner_id: int | None = None) -> list[tuple[Thread, bool]]:
+    """Threads that hold a sandbox (of one owner, or everyone's), least recently used first,
+    each with whether it is busy (a run of it is queued or running)."""
+    rows = Thread.objects.exclude(sandbox_id="")
+    if owner_id is not None:
+        rows = rows.filter(owner_id=owner_id)
+    holders = list(rows.order_by("last_used_at", "created_at"))
+    busy = set(
+        Execution.objects.filter(thread__in=holders, status__in=ACTIVE_STATUSES).values_list(
+            "thread_id", flat=True
+        )
     )
-    return list(rows)
+    return [(row, row.pk in busy) for row in holders]
+
+
+def _to_release(holders: list[tuple[Thread, bool]], limit: int, chosen: list[Thread]) -> int:
+    """Add to `chosen` the oldest idle holders needed to leave room for one more under
+    `limit`; return how many more it would have needed (0: it fits)."""
+    remaining = [(t, busy) for t, busy in holders if t not in chosen]
+    excess = len(remaining) + 1 - limit
+    for held, busy in remaining:
+        if excess <= 0:
+            break
+        if not busy:
+            chosen.append(held)
+            excess -= 1
+    return max(0, excess)
 
 
 @contextmanager
 def sandbox_admission(thread: Thread) -> Iterator[list[Thread]]:
-    """Admit a new sandbox for `thread`: yields the owner's threads whose sandboxes the caller
-    must release first (oldest idle first; empty when under SANDBOX_USER_LIMIT). Raises
-    ToolError 429 `sandbox_limit_user` when the owner is at the cap and none is idle.
+    """Admit a new sandbox for `thread`: yields the threads whose sandboxes the caller must
+    release first (empty when there is room): the owner's oldest idle ones beyond
+    SANDBOX_USER_LIMIT, then anyone's oldest idle ones beyond SANDBOX_GLOBAL_LIMIT (the
+    sandbox server's capacity, so a new thread gets a sandbox instead of the server's
+    refusal). Raises ToolError 429 `sandbox_limit_user` / `sandbox_limit_global` when the
+    cap is reached and every sandbox under it is running code.
 
-    Hold the context until the new sandbox id is stored on the thread: admissions of one
-    user wait for each other, so the count stays true.
+    Hold the context until the new sandbox id is stored on the thread: admissions wait for
+    each other, so the counts stay true.
     """
-    user_id = thread.owner_id
-    with _user_lock(user_id), _across_processes(user_id):
-        holders = [t for t in sandbox_holders(user_id) if t.pk != thread.pk]
-        excess = len(holders) + 1 - settings.SANDBOX_USER_LIMIT
-        idle = [t for t in holders if not t.busy]
-        if excess > len(idle):
+    with _admission_lock, _across_processes():
+        everyone = [(t, busy) for t, busy in sandbox_holders() if t.pk != thread.pk]
+        mine = [(t, busy) for t, busy in everyone if t.owner_id == thread.owner_id]
+        chosen: list[Thread] = []
+        if _to_release(mine, settings.SANDBOX_USER_LIMIT, chosen):
             raise sandbox_limit_reached()
-        yield idle[: max(0, excess)]
+        if _to_release(everyone, settings.SANDBOX_GLOBAL_LIMIT, chosen):
+            raise sandbox_limit_reached(everyone_s=True)
+        yield chosen
 
 
-def sandbox_limit_reached() -> ToolError:
-    """The refusal of a new sandbox for a user at SANDBOX_USER_LIMIT with none to release."""
+def sandbox_limit_reached(*, everyone_s: bool = False) -> ToolError:
+    """The refusal of a new sandbox at a cap with no idle sandbox to release."""
+    if everyone_s:
+        limit = settings.SANDBOX_GLOBAL_LIMIT
+        return _quota_error(
+            "sandbox_limit_global",
+            "Every sandbox the server can hold is running code; try again shortly.",
+            limit,
+        )
     limit = settings.SANDBOX_USER_LIMIT
     return _quota_error(
         "sandbox_limit_user",

@@ -11,8 +11,9 @@ from e2b_code_interpreter.models import Result
 
 from execution.consumers import StreamCursor
 from execution.models import Execution, Language, Thread
+from execution.sandbox.e2b import result_data
 from execution.services.events import EventPublisher
-from execution.services.runs import EventSink, result_as_dict
+from execution.services.runs import EventSink
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +33,7 @@ def store(execution: Execution, batches: list[list[tuple[str, Any]]]) -> Executi
     sink = EventSink(execution, EventPublisher())
     for batch in batches:
         sink.output(batch)
+        sink.flush()  # each batch stored in its own UPDATE, as a long run's are
     execution.refresh_from_db()
     return execution
 
@@ -105,7 +107,7 @@ def test_e2b_chart_data_is_kept_with_a_result_for_the_page_to_draw() -> None:
         "y_scale": "linear",
         "elements": [{"label": "a", "points": [[0, 0], [1, 1]]}],
     }
-    stored = result_as_dict(Result(png="iVBORw0KGgo=", chart=chart, is_main_result=False))
+    stored = result_data(Result(png="iVBORw0KGgo=", chart=chart, is_main_result=False))
     assert stored["chart"]["type"] == "line"
     assert stored["chart"]["elements"] == [{"label": "a", "points": [[0, 0], [1, 1]]}]
     assert stored["png"] == "iVBORw0KGgo="

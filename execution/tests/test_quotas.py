@@ -129,9 +129,31 @@ def test_at_the_sandbox_cap_with_every_sandbox_busy_a_new_one_is_refused_with_42
 
 
 @pytest.mark.django_db(transaction=True)
-def test_sandbox_admissions_of_one_user_wait_for_each_other(
-    alice: AbstractBaseUser, settings: Any
+def test_at_the_servers_sandbox_capacity_anyones_oldest_idle_sandbox_makes_room(
+    alice: AbstractBaseUser, bob: AbstractBaseUser, charlie: AbstractBaseUser, settings: Any
 ) -> None:
+    assert settings.SANDBOX_GLOBAL_LIMIT == 16  # sandboxd's max_sandboxes
+    settings.SANDBOX_GLOBAL_LIMIT = 3
+    holder(alice, "alice-busy", 90, busy=True)
+    bobs_idle = holder(bob, "bob-idle", 60)
+    holder(bob, "bob-recent", 1)
+    with sandbox_admission(Thread.objects.create(owner=charlie)) as release:
+        assert [t.pk for t in release] == [bobs_idle.pk]
+    # With every sandbox busy, the new one is refused with a 429, not the server's 503.
+    Execution.objects.create(thread=bobs_idle, user=bob, language="python", code="1")
+    Execution.objects.create(
+        thread=Thread.objects.get(title="bob-recent"), user=bob, language="python", code="1"
+    )
+    with (
+        pytest.raises(ToolError) as refused,
+        sandbox_admission(Thread.objects.create(owner=charlie)),
+    ):
+        pass
+    assert (refused.value.status, refused.value.code) == (429, "sandbox_limit_global")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sandbox_admissions_wait_for_each_other(alice: AbstractBaseUser, settings: Any) -> None:
     settings.SANDBOX_USER_LIMIT = 1
     first, second = Thread.objects.create(owner=alice), Thread.objects.create(owner=alice)
     seen: list[list[Any]] = []

@@ -584,7 +584,8 @@ def test_it_refuses_a_package_url_stores_a_rejected_install_and_audits_it(
 def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
     ctx: ExecutionContext, thread: Thread, alice: Any
 ) -> None:
-    from execution.services.sandbox_sessions import sandbox_class, sessions
+    from execution.sandbox.e2b import E2BBackend
+    from execution.services.sandbox_sessions import sessions
 
     execution = run(ctx, "print(1)")
     sandbox_id = Thread.objects.get(pk=thread.pk).sandbox_id
@@ -594,7 +595,7 @@ def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
     assert not Thread.objects.filter(pk=thread.pk).exists()
     assert Execution.objects.get(pk=execution.pk).thread is None
     with pytest.raises(NotFoundException):
-        sessions.call(sandbox_class().connect(sandbox_id))
+        sessions.call(E2BBackend().sdk_class.connect(sandbox_id))
 
 
 @pytest.mark.django_db

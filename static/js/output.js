@@ -270,7 +270,7 @@
       // Too large for a websocket frame: the server says where to GET it (same session).
       const image = ["png", "jpeg", "svg"].find((format) => (result.formats || []).indexOf(format) >= 0);
       if (image) {
-        box.append(el("img", { class: "result-image", src: result.ref + "?format=" + image, alt: "Image output " + n }));
+        box.append(el("img", { class: "result-image", src: result.ref + "?part=" + image, alt: "Image output " + n }));
       } else {
         const line = el("p", { class: "result-text" });
         line.append(el("a", { href: result.ref }, "Result " + n + " (" + humanSize(result.size || 0) + ")"));

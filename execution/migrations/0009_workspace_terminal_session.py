@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("execution", "0006_workspace_execution_output_order"),
+        ("execution", "0008_workspace_execution_output_order"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
