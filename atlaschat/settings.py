@@ -271,6 +271,11 @@ E2B_DOMAIN = envstr("E2B_DOMAIN", "")
 # How the execution services reach sandboxes (execution/sandbox/): the e2b SDK in production;
 # "execution.sandbox.memory.MemoryBackend" only in the fast test tier.
 SANDBOX_BACKEND = envstr("SANDBOX_BACKEND", "execution.sandbox.e2b.E2BBackend")
+# Background work (execution/services/runtime.py, workers.py): each server process renews its
+# worker lease this often; a worker silent for the lease (or whose process on this host is
+# gone) is dead, and the others mark its queued/running executions and installs.
+EXECUTION_WORKER_HEARTBEAT_SECONDS = envint("EXECUTION_WORKER_HEARTBEAT_SECONDS", 10, min_value=1)
+EXECUTION_WORKER_LEASE_SECONDS = envint("EXECUTION_WORKER_LEASE_SECONDS", 45, min_value=3)
 SANDBOXD_URL = envstr("SANDBOXD_URL", "http://127.0.0.1:49982")
 SANDBOXD_API_KEY = envstr("SANDBOXD_API_KEY", "")
 SANDBOX_TEMPLATE = envstr("SANDBOX_TEMPLATE", "code-interpreter-v1")

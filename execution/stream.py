@@ -81,7 +81,7 @@ def result_reference(execution_id: uuid.UUID | str, index: int, result: dict[str
     small, else `{"ref": URL, "formats": [...], "size": bytes, "is_main_result", "text"?}`.
 
     The URL is the REST API's `GET /api/executions/<id>/results/<index>/` (the same ownership
-    check as the execution; `?format=png` serves one format decoded)."""
+    check as the execution; `?part=png` serves one format decoded)."""
     size = result_size(result)
     if size <= RESULT_INLINE_BYTES:
         return result

@@ -13,9 +13,9 @@ Live output does not pass through these views: the page's script talks to the we
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import threading
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +56,7 @@ from execution.models import (
 from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services import validation
 from execution.services.errors import ToolError
+from execution.services.runtime import service_portal
 from execution.services.tool_executor import ExecutionContext, ToolExecutor
 from execution.terminal import strip_ansi
 from execution.throttling import check_rate
@@ -494,13 +495,13 @@ def package_install(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpRespo
             add_tool_error(form, error, "packages")
             return render_packages(request, thread, status=error.status, form=form)
     known = PackageInstall.objects.filter(thread=thread).count()
-    worker = threading.Thread(
-        target=_install_in_background,
-        kwargs={"packages": specs, "language": language, "context": context},
+    # The service portal's background work, like a run started without waiting.
+    service_portal().start_background(
+        functools.partial(
+            _install_in_background, packages=specs, language=language, context=context
+        ),
         name=f"install-{thread.id.hex[:8]}",
-        daemon=True,
     )
-    worker.start()
     return render_packages(request, thread, status=202, expect_after=known)
 
 
@@ -520,7 +521,7 @@ def install_throttled(request: HtmxHttpRequest) -> ToolError | None:
 def _install_in_background(
     *, packages: list[str], language: str, context: ExecutionContext
 ) -> None:
-    """Run one install to its end in a thread of its own; the PackageInstall row is its record
+    """Run one install to its end in a background worker; the PackageInstall row is its record
     (a sandbox failure is stored there as `failed` with the reason)."""
     close_old_connections()
     try:

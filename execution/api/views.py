@@ -345,13 +345,14 @@ class ExecutionDetailView(generics.RetrieveAPIView):
 
 
 class ExecutionResultView(APIView):
-    """One rich result of one of your executions: its JSON, or with `?format=` one format's
+    """One rich result of one of your executions: its JSON, or with `?part=` one format's
     content (base64 formats such as png served decoded). Websocket frames refer here for a
-    result too large to travel inline (execution/stream.py)."""
+    result too large to travel inline (execution/stream.py). Not `?format=`: DRF reserves
+    that name for choosing a renderer."""
 
     @extend_schema(
         operation_id="execution_result",
-        parameters=[OpenApiParameter("format", str, description="e.g. png, svg, html, text")],
+        parameters=[OpenApiParameter("part", str, description="e.g. png, svg, html, text")],
         responses={200: OpenApiTypes.OBJECT, **errors(401, 404)},
     )
     def get(self, request: Request, execution_id: uuid.UUID, index: int) -> HttpResponse:
@@ -360,7 +361,7 @@ class ExecutionResultView(APIView):
         if index >= len(results):
             raise not_found("result")
         result = results[index]
-        wanted = request.query_params.get("format")
+        wanted = request.query_params.get("part")
         if not wanted:
             return Response(result)
         value = result.get(wanted)

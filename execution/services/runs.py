@@ -39,7 +39,7 @@ from execution.sandbox.base import (
 )
 from execution.services.errors import ToolError
 from execution.services.events import EventPublisher
-from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
+from execution.services.file_sync import SYNC_DEPTH, SyncReport, sync_workspace_back
 from execution.services.runtime import service_portal
 from execution.services.sandbox_sessions import SandboxLease, sessions
 from execution.services.validation import WORKSPACE_ROOT
@@ -52,6 +52,9 @@ Status = Execution.Status
 RUN_GRACE_SECONDS = 5.0
 # How precisely Thread.last_used_at follows the runs (it only feeds idle-sandbox reaping).
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+# How long an event may wait to be stored and published with the ones after it: a quick
+# run's status, output and `done` become one write and one publication.
+BATCH_WINDOW_SECONDS = 0.01
 # How often a running execution looks for a cancel asked through another process.
 CANCEL_POLL_SECONDS = 1.0
 
@@ -78,11 +81,19 @@ def _utf8_prefix(text: str, max_bytes: int) -> str:
 class EventSink:
     """Stores and publishes the events of one execution; used by one thread at a time.
 
-    Holds the next seq, the output budget and the results so far. Every batch is one UPDATE
-    (including `last_seq`) followed by the publication of its events in order.
+    Holds the next seq, the output budget and the results so far. Output accumulates
+    (`output`) until `flush` or `finish` stores it in one UPDATE (with `last_seq`) and then
+    publishes every event stored so far, in order: a quick run's status, output and `done`
+    are one write and one publication, a long run's a write per batch window.
     """
 
-    def __init__(self, execution: Execution, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        execution: Execution,
+        publisher: EventPublisher,
+        *,
+        stored: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.execution = execution
         self.publisher = publisher
         self.seq = execution.last_seq
@@ -95,6 +106,14 @@ class EventSink:
         )
         self.truncated = execution.truncated
         self.error: dict[str, Any] | None = execution.error
+        # Events not stored yet, and what storing them changes in the row.
+        self.unsaved: list[dict[str, Any]] = []
+        self.appended = {"stdout": "", "stderr": ""}
+        self.results_changed = self.error_changed = self.truncated_changed = False
+        # Events stored but not published yet (always published after what came before).
+        self.unpublished: list[dict[str, Any]] = list(stored or [])
+        # monotonic time of the oldest event not yet published (None: nothing pending)
+        self.pending_since: float | None = time.monotonic() if self.unpublished else None
 
     @property
     def execution_id(self) -> str:
@@ -102,18 +121,25 @@ class EventSink:
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
+        if self.pending_since is None:
+            self.pending_since = time.monotonic()
         return {"type": kind, "execution_id": self.execution_id, **fields, "seq": self.seq}
 
-    def _publish(self, events: list[dict[str, Any]]) -> None:
-        self.publisher.publish_many(
-            execution_id=self.execution.id, thread_id=self.execution.thread_id, events=events
-        )
+    def _publish(self) -> None:
+        events, self.unpublished = self.unpublished, []
+        self.pending_since = None
+        if events:
+            self.publisher.publish_many(
+                execution_id=self.execution.id, thread_id=self.execution.thread_id, events=events
+            )
 
     def _spend(self, size: int) -> int:
         """Take up to `size` bytes from the output budget; returns what was granted."""
         granted = max(0, min(size, self.output_budget))
         self.output_budget -= granted
         if granted < size:
+            if not self.truncated:
+                self.truncated_changed = True
             self.truncated = True
         return granted
 
@@ -123,6 +149,7 @@ class EventSink:
         even placeholders no longer fit — nothing. Returns what was stored."""
         size = result_size(result)
         if size > self.result_budget:
+            self.truncated_changed = self.truncated_changed or not self.truncated
             self.truncated = True
             mime_types = result_mime_types(result)
             result = {
@@ -139,50 +166,47 @@ class EventSink:
         return result
 
     def running(self) -> bool:
-        """queued → running (conditional, so a cancel that won the race is respected)."""
+        """queued → running (conditional, so a cancel that won the race is respected). The
+        `status` event is stored now and published with the next batch."""
         now = timezone.now()
-        seq = self.seq + 1
         updated = Execution.objects.filter(pk=self.execution.pk, status=Status.QUEUED).update(
-            status=Status.RUNNING, started_at=now, last_seq=seq
+            status=Status.RUNNING, started_at=now, last_seq=self.seq + 1
         )
         if not updated:
             return False
         self.execution.status, self.execution.started_at = Status.RUNNING, now
-        self._publish([self._event("status", status=Status.RUNNING)])
+        self.unpublished.append(self._event("status", status=Status.RUNNING))
         return True
 
     def output(self, items: list[tuple[str, Any]]) -> None:
-        """Store then publish a batch of ("stdout"|"stderr", text), ("result", dict) and
-        ("error", dict) items, honouring the output cap."""
-        events: list[dict[str, Any]] = []
-        appended = {"stdout": "", "stderr": ""}
-        results_changed = error_changed = False
-        was_truncated = self.truncated
+        """Take a batch of ("stdout"|"stderr", text), ("result", dict) and ("error", dict)
+        items, honouring the output caps; stored by the next flush() or finish()."""
         for kind, payload in items:
-            if kind in appended:
+            if kind in self.appended:
                 size = _utf8_size(payload)
                 granted = self._spend(size)
                 if granted == 0:
                     continue
                 text = payload if granted == size else _utf8_prefix(payload, granted)
-                appended[kind] += text
+                self.appended[kind] += text
                 # One line may be megabytes: frames stay under the transport's limit.
-                events.extend(self._event(kind, text=piece) for piece in split_text(text))
+                self.unsaved.extend(self._event(kind, text=piece) for piece in split_text(text))
             elif kind == "result":
                 stored = self._store_result(payload)
                 if stored is None:
                     continue
-                results_changed = True
+                self.results_changed = True
                 reference = result_reference(self.execution.id, len(self.results) - 1, stored)
-                events.append(self._event("result", result=reference))
+                self.unsaved.append(self._event("result", result=reference))
             elif kind == "error":
                 self.error = payload
-                error_changed = True
-                events.append(self._event("error", error=payload))
-        if not events and self.truncated == was_truncated:
-            return
-        update: dict[str, Any] = {"last_seq": self.seq, "truncated": self.truncated}
-        for stream, text in appended.items():
+                self.error_changed = True
+                self.unsaved.append(self._event("error", error=payload))
+
+    def _take_changes(self) -> dict[str, Any]:
+        """The UPDATE fields for what output() took since the last write; resets them."""
+        update: dict[str, Any] = {}
+        for stream, text in self.appended.items():
             if text:
                 # The column's own field, so the text is stored as the column stores any
                 # text (NUL and lone surrogates escaped: models.LosslessTextField).
@@ -190,12 +214,24 @@ class EventSink:
                 update[stream] = Concat(
                     F(stream), Value(text, output_field=field), output_field=field
                 )
-        if results_changed:
+        if self.results_changed:
             update["results"] = self.results
-        if error_changed:
+        if self.error_changed:
             update["error"] = self.error
-        Execution.objects.filter(pk=self.execution.pk).update(**update)
-        self._publish(events)
+        if self.truncated_changed:
+            update["truncated"] = self.truncated
+        self.appended = {"stdout": "", "stderr": ""}
+        self.results_changed = self.error_changed = self.truncated_changed = False
+        return update
+
+    def flush(self) -> None:
+        """Store what is unsaved in one UPDATE, then publish every stored event in order."""
+        update = self._take_changes()
+        if update or self.unsaved:
+            Execution.objects.filter(pk=self.execution.pk).update(last_seq=self.seq, **update)
+            self.unpublished.extend(self.unsaved)
+            self.unsaved = []
+        self._publish()
 
     def finish(
         self,
@@ -205,35 +241,43 @@ class EventSink:
         exit_code: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Store the final status (with an infra `error` if given) and publish `error` (if
-        given) and `done`. Does nothing if the execution is already final.
+        """Store the final status with the output not stored yet (and an infra `error` if
+        given) in one UPDATE, then publish every event since the last publication and
+        `done`. Does nothing but publish what was stored if the execution is already final.
 
         The in-memory row is trusted (this sink is its only writer besides a cancel of a
-        queued run); the UPDATE is conditional on the status it expects, so a run cancelled
-        behind its back is never overwritten."""
+        queued run and the recovery of a dead worker's runs); the UPDATE is conditional on
+        the status it expects, so a run finished behind its back is never overwritten."""
         if not self.execution.can_transition_to(status):
+            self._publish()
             return
-        events: list[dict[str, Any]] = []
         if error is not None:
             self.error = error
-            events.append(self._event("error", error=error))
+            self.error_changed = True
+            self.unsaved.append(self._event("error", error=error))
         now = timezone.now()
         started = self.execution.started_at
         duration_ms = int((now - started).total_seconds() * 1000) if started else None
         merged = {**(self.execution.details or {}), **(details or {})}
-        done = self._event(
-            "done", status=status, duration_ms=duration_ms, exit_code=exit_code,
-            truncated=self.truncated,
+        self.unsaved.append(
+            self._event(
+                "done", status=status, duration_ms=duration_ms, exit_code=exit_code,
+                truncated=self.truncated,
+            )
         )  # fmt: skip
-        events.append(done)
+        changes = self._take_changes()
+        changes.pop("truncated", None)
         updated = Execution.objects.filter(
             pk=self.execution.pk, status=self.execution.status
         ).update(
             status=status, finished_at=now, duration_ms=duration_ms, exit_code=exit_code,
-            truncated=self.truncated, error=self.error, details=merged, last_seq=self.seq,
+            truncated=self.truncated, details=merged, last_seq=self.seq, **changes,
         )  # fmt: skip
         if updated:
-            self._publish(events)
+            self.execution.status = status
+            self.unpublished.extend(self.unsaved)
+        self.unsaved = []
+        self._publish()
 
 
 @dataclass
@@ -266,9 +310,19 @@ _active_lock = threading.Lock()
 
 
 def active_run(execution_id: uuid.UUID) -> RunHandle | None:
-    """The handle of an execution running in this process, or None."""
+    """The handle of an execution running (or about to run) in this process, or None."""
     with _active_lock:
         return _active.get(execution_id)
+
+
+def register_run(execution_id: uuid.UUID) -> RunHandle:
+    """The handle of an execution this process is going to run, registered now: a wait or a
+    cancel that comes before its background work starts still finds it."""
+    with _active_lock:
+        handle = _active.get(execution_id)
+        if handle is None:
+            handle = _active[execution_id] = RunHandle()
+        return handle
 
 
 async def _stream_run(
@@ -299,6 +353,9 @@ async def _stream_run(
             await sandbox.run_code(
                 code, language=language, time_limit=time_limit, on_event=on_event
             )
+        # The code is over: the runner stops flushing by the window and stores the rest of
+        # the output with the final status.
+        push.put(("finished", None))
         # List the workspace for file sync here, while the worker thread is still storing
         # the last output: the round trip overlaps the database writes.
         try:
@@ -349,25 +406,27 @@ class ExecutionRunner:
         execution_id: uuid.UUID,
         publisher: EventPublisher,
         execution: Execution | None = None,
+        *,
+        accepted: dict[str, Any] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.publisher = publisher
+        # The run's `execution` event, when the caller left it to go out with the first batch.
+        self.accepted = [accepted] if accepted is not None else []
         # The row just created by the caller (inline runs), to save reading it back.
         self.execution = execution
         # The workspace listing taken right after the run.
         self.listing: list[FileEntry] | None = None
 
     def run(self) -> None:
-        handle = RunHandle()
-        with _active_lock:
-            _active[self.execution_id] = handle
+        handle = register_run(self.execution_id)
         try:
             self._run(handle)
         except Exception:
             logger.exception("execution %s crashed", self.execution_id)
             with contextlib.suppress(Exception):
                 execution = Execution.objects.get(pk=self.execution_id)
-                EventSink(execution, self.publisher).finish(
+                EventSink(execution, self.publisher, stored=self.accepted).finish(
                     Status.ERROR,
                     error=infra_error("internal_error", "The run failed unexpectedly."),
                 )
@@ -381,7 +440,7 @@ class ExecutionRunner:
             pk=self.execution_id
         )
         thread = execution.thread
-        sink = EventSink(execution, self.publisher)
+        sink = EventSink(execution, self.publisher, stored=self.accepted)
         if thread is None:
             sink.finish(
                 Status.ERROR, error=infra_error("thread_deleted", "The thread was deleted.")
@@ -406,6 +465,7 @@ class ExecutionRunner:
             if lease.restored is not None:
                 details["restored"] = lease.restored.as_dict()
             if not sink.running():
+                sink.flush()  # cancelled while queued: what was stored still goes out
                 return
             since = timezone.now()
             timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT
@@ -426,17 +486,36 @@ class ExecutionRunner:
                     )
                     return
             if outcome.kind in ("ok", "timeout", "cancelled"):
-                report = sync_workspace_back(
-                    thread=thread, sandbox=lease.sandbox, since=since, listing=self.listing,
-                    written_by=WorkspaceFile.WrittenBy.AGENT if execution.agent_id
-                    else WorkspaceFile.WrittenBy.CODE,
-                )  # fmt: skip
-                details["file_sync"] = report.as_dict()
+                details["file_sync"] = self._sync_files(sink, thread, lease, execution, since)
             now = timezone.now()
             # Idle reaping needs minutes, not milliseconds: skip the write on busy threads.
             if thread.last_used_at is None or now - thread.last_used_at > LAST_USED_RESOLUTION:
                 Thread.objects.filter(pk=thread.pk).update(last_used_at=now)
             self._finish(sink, outcome, timeout, details, thread)
+
+    def _sync_files(
+        self,
+        sink: EventSink,
+        thread: Thread,
+        lease: SandboxLease,
+        execution: Execution,
+        since: dt.datetime,
+    ) -> dict[str, Any]:
+        """Sync the workspace back, unless its listing is the one the last sync of this
+        sandbox ended with (most runs change no file: no database work for them)."""
+        listing = self.listing
+        if listing is not None and sessions.listing_unchanged(thread, lease.sandbox, listing):
+            return SyncReport().as_dict()
+        # A sync reads files and writes rows: the output so far should not wait for it.
+        sink.flush()
+        report = sync_workspace_back(
+            thread=thread, sandbox=lease.sandbox, since=since, listing=listing,
+            written_by=WorkspaceFile.WrittenBy.AGENT if execution.agent_id
+            else WorkspaceFile.WrittenBy.CODE,
+        )  # fmt: skip
+        if listing is not None and report.error is None and not report.skipped:
+            sessions.remember_listing(thread, lease.sandbox, listing)
+        return report.as_dict()
 
     def _stream(
         self,
@@ -453,10 +532,17 @@ class ExecutionRunner:
         if handle.cancel.is_set():
             handle.future.cancel()
         next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        finished = False
         while True:
+            # Events wait at most BATCH_WINDOW_SECONDS to be stored and published together.
+            wait = 0.25
+            if sink.pending_since is not None and not finished:
+                wait = max(0.0, sink.pending_since + BATCH_WINDOW_SECONDS - time.monotonic())
             try:
-                first = items.get(timeout=0.25)
+                first = items.get(timeout=wait)
             except queue.Empty:
+                if sink.pending_since is not None and not finished:
+                    sink.flush()
                 if time.monotonic() >= next_poll and not handle.cancel.is_set():
                     next_poll = time.monotonic() + CANCEL_POLL_SECONDS
                     if Execution.objects.filter(pk=execution.pk, cancel_requested=True).exists():
@@ -473,7 +559,9 @@ class ExecutionRunner:
             for kind, payload in batch:
                 if kind == "listing":
                     self.listing = payload
-            sink.output([(k, p) for k, p in batch if k not in ("end", "listing")])
+                elif kind == "finished":
+                    finished = True
+            sink.output([(k, p) for k, p in batch if k not in ("end", "listing", "finished")])
             if end is not None:
                 if end.kind == "cancelled" and not handle.cancel.is_set():
                     end.kind = "unavailable"
@@ -566,17 +654,3 @@ def wait_for_background_runs(timeout: float = 60.0) -> bool:
     """Wait until no background work runs in this process (tests, orderly shutdown); True if
     none is left running."""
     return service_portal().wait_idle(timeout)
-
-
-def mark_interrupted_executions(*, reason: str = "The server stopped during the run.") -> int:
-    """Mark every queued or running execution `error` (for use when a server starts, before it
-    accepts runs: nothing can still be running them). Returns how many were marked."""
-    now = timezone.now()
-    count = 0
-    for execution in Execution.objects.filter(status__in=(Status.QUEUED, Status.RUNNING)):
-        error = infra_error("server_restarted", reason)
-        updated = Execution.objects.filter(pk=execution.pk, status=execution.status).update(
-            status=Status.ERROR, error=error, finished_at=now, last_seq=F("last_seq") + 1
-        )
-        count += updated
-    return count

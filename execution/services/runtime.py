@@ -17,7 +17,6 @@ where background work happens and one way to wait for it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -27,7 +26,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 from django.conf import settings
 
 T = TypeVar("T")
@@ -41,13 +40,25 @@ class ServicePortal:
     """The process's portal, its background-work limiter and its running background tasks."""
 
     def __init__(self) -> None:
-        self._stack = contextlib.ExitStack()
-        self.portal: BlockingPortal = self._stack.enter_context(
-            start_blocking_portal(backend="asyncio")
+        ready = threading.Event()
+        box: dict[str, Any] = {}
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                box["portal"] = portal
+                box["limiter"] = anyio.CapacityLimiter(settings.EXECUTION_GLOBAL_CONCURRENCY)
+                ready.set()
+                await portal.sleep_until_stopped()
+
+        # A daemon thread of our own (anyio's start_blocking_portal uses an executor thread
+        # that the interpreter joins at exit, where this loop would never end).
+        self.thread = threading.Thread(
+            target=anyio.run, args=(serve,), name="atlaschat-service-portal", daemon=True
         )
-        self.limiter = self.portal.call(
-            anyio.CapacityLimiter, settings.EXECUTION_GLOBAL_CONCURRENCY
-        )
+        self.thread.start()
+        ready.wait()
+        self.portal: BlockingPortal = box["portal"]
+        self.limiter: anyio.CapacityLimiter = box["limiter"]
         self._running: set[Future[Any]] = set()
         self._guard = threading.Lock()
         self._idle = threading.Condition(self._guard)

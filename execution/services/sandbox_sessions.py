@@ -18,6 +18,7 @@ race kills its own sandbox and adopts the winner's.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from django.utils import timezone
 from execution.models import PackageInstall, Thread, WorkspaceFile
 from execution.sandbox import get_backend
 from execution.sandbox.base import (
+    FileEntry,
     Sandbox,
     SandboxError,
     SandboxGone,
@@ -88,6 +90,8 @@ class _Live:
     sandbox: Sandbox
     # monotonic time of the last call that proved the sandbox alive and extended its timeout
     refreshed_at: float
+    # The workspace as the last complete file sync left it: (path, type, size, mtime).
+    synced_listing: frozenset[tuple[str, str, int, dt.datetime]] | None = None
 
 
 class SandboxSessions:
@@ -235,22 +239,19 @@ class SandboxSessions:
         try:
             self.call(sandbox.write_files(contents))
             return len(files)
-        except Exception as batch_error:
+        except (ToolError, SandboxError) as batch_error:
             written = 0
-            for row in files:
-                path = f"{WORKSPACE_ROOT}/{row.path}"
+            for (path, data), row in zip(contents.items(), files, strict=True):
                 try:
-                    self.call(sandbox.write_files({path: contents[path]}))
+                    self.call(sandbox.write_files({path: data}))
                     written += 1
-                except Exception as exc:
-                    reason = (
-                        as_tool_error(exc).details.get("reason")
-                        if isinstance(exc, SandboxError)
-                        else str(exc)
-                    ) or type(exc).__name__
-                    report.failures.append({"path": row.path, "reason": str(reason)[:300]})
+                except (ToolError, SandboxError) as exc:
+                    reason = exc.details.get("reason") if isinstance(exc, ToolError) else str(exc)
+                    report.failures.append(
+                        {"path": row.path, "reason": str(reason or type(exc).__name__)[:300]}
+                    )
             if written == 0:
-                raise batch_error
+                raise batch_error from None
             logger.warning("restore skipped %d file(s) the sandbox refused", len(files) - written)
             return written
 
@@ -289,6 +290,27 @@ class SandboxSessions:
         if kill:
             for entry in live:
                 self._kill_quietly(entry.sandbox)
+
+    @staticmethod
+    def _listing_key(listing: list[FileEntry]) -> frozenset[tuple[str, str, int, dt.datetime]]:
+        return frozenset((e.path, e.type, e.size, e.modified_time) for e in listing)
+
+    def listing_unchanged(self, thread: Thread, sandbox: Sandbox, listing: list[FileEntry]) -> bool:
+        """Whether `listing` of `sandbox` is what the last complete sync of it left: no file
+        was created, changed or deleted since (by code, or through the file tools, whose
+        writes change the listing too)."""
+        live = self._live.get(thread.id)
+        return (
+            live is not None
+            and live.sandbox is sandbox
+            and live.synced_listing == self._listing_key(listing)
+        )
+
+    def remember_listing(self, thread: Thread, sandbox: Sandbox, listing: list[FileEntry]) -> None:
+        """Record the listing a complete sync of `sandbox` ended with."""
+        live = self._live.get(thread.id)
+        if live is not None and live.sandbox is sandbox:
+            live.synced_listing = self._listing_key(listing)
 
     def forget(self, thread: Thread) -> None:
         """Forget the cached sandbox of `thread`, so the next use reconnects (or recreates)."""

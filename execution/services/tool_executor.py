@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -48,9 +49,10 @@ from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, server_event_loop
 from execution.services.packages import run_install
 from execution.services.quotas import check_run_concurrency
-from execution.services.runs import ExecutionRunner, active_run
+from execution.services.runs import ExecutionRunner, active_run, register_run
 from execution.services.runtime import service_portal
 from execution.services.sandbox_sessions import sessions
+from execution.services.workers import current_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,13 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
+        # Published at once: the client learns the run's id before it waits for a worker.
+        publisher.publish(
+            execution_id=execution.id,
+            thread_id=execution.thread_id,
+            event=self._accepted_event(execution),
+        )
+        register_run(execution.id)
         service_portal().start_background(
             functools.partial(self._run_in_background, execution.id, publisher),
             name=f"execution-{execution.id.hex[:8]}",
@@ -155,7 +164,8 @@ class ToolExecutor:
     def _create_execution(
         self, *, code: str, language: str, context: ExecutionContext, timeout: float | None
     ) -> tuple[Execution, EventPublisher]:
-        """Validate, check quotas, create the queued row and publish its `execution` event."""
+        """Validate, check quotas and create the queued row (its `execution` event is the
+        caller's to publish)."""
         self._check_agent(context, "execute_code")
         thread = self._check_thread(context)
         try:
@@ -182,18 +192,17 @@ class ToolExecutor:
             # Recorded outside the rolled-back transaction, or the audit entry would vanish.
             record_security_event(error, context)
             raise
-        thread = execution.thread
         publisher = EventPublisher(server_event_loop())
-        publisher.publish(
-            execution_id=execution.id,
-            thread_id=execution.thread_id,
-            event={
-                "type": "execution", "execution_id": str(execution.id),
-                "thread_id": str(execution.thread_id), "status": Status.QUEUED,
-                "language": language, "seq": 0,
-            },
-        )  # fmt: skip
         return execution, publisher
+
+    @staticmethod
+    def _accepted_event(execution: Execution) -> dict[str, Any]:
+        """The `execution` event (seq 0) of a queued run; the row stores it once inserted."""
+        return {
+            "type": "execution", "execution_id": str(execution.id),
+            "thread_id": str(execution.thread_id), "status": Status.QUEUED,
+            "language": execution.language, "seq": 0,
+        }  # fmt: skip
 
     @staticmethod
     def _insert_execution(
@@ -209,6 +218,7 @@ class ToolExecutor:
             thread=thread, user=context.user, agent=context.agent, language=language,
             code=code, status=Status.QUEUED, source=context.source,
             client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
+            worker_id=current_worker_id(),
         )  # fmt: skip
 
     @staticmethod
@@ -255,7 +265,10 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
-        ExecutionRunner(execution.id, publisher, execution).run()
+        # The `execution` event goes out with the run's first batch: one publication fewer.
+        ExecutionRunner(
+            execution.id, publisher, execution, accepted=self._accepted_event(execution)
+        ).run()
         execution.refresh_from_db()
         return execution
 
@@ -453,7 +466,7 @@ class ToolExecutor:
             raise
         install = PackageInstall.objects.create(
             thread=thread, user=context.user, agent=context.agent, language=language,
-            packages=specs, status=PackageInstall.Status.RUNNING,
+            packages=specs, status=PackageInstall.Status.RUNNING, worker_id=current_worker_id(),
         )  # fmt: skip
         try:
             with sessions.thread_lock(thread.id):

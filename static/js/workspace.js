@@ -211,7 +211,7 @@
       // Too large for a websocket frame: the server sent where to GET it (same session).
       const image = ["png", "jpeg", "svg"].find((format) => result.formats.indexOf(format) >= 0);
       if (image) {
-        this.results.append(el("img", { class: "result-image", src: result.ref + "?format=" + image, alt: "Image output " + n }));
+        this.results.append(el("img", { class: "result-image", src: result.ref + "?part=" + image, alt: "Image output " + n }));
       } else {
         this.results.append(el("p", { class: "result-text" }, el("a", { href: result.ref }, "Result " + n + " (" + result.size + " bytes)")));
       }

@@ -9,6 +9,7 @@ test started are waited for before the next test.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +23,13 @@ from execution.services.tool_executor import ExecutionContext
 
 
 @pytest.fixture
-def memory_sandboxes(settings: Any) -> Iterator[MemoryBackend]:
+def memory_sandboxes(settings: Any, tmp_path: Path) -> Iterator[MemoryBackend]:
     settings.SANDBOX_BACKEND = "execution.sandbox.memory.MemoryBackend"
+    # Stored file contents go to the test's own directory (the tier runs as any user).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(tmp_path)}},
+    }
     reset_backends()
     sessions.forget_all()
     backend = get_backend()
