@@ -323,7 +323,7 @@ class StreamCursor:
                 self.sent_error = True
         self.stdout_chars, self.stderr_chars = sent["stdout"], sent["stderr"]
         # An input() still waiting for its answer (a page that reloaded must be able to).
-        waiting = (execution.details or {}).get("input_request")
+        waiting = execution.details_data.get("input_request")
         if waiting and not execution.is_final and waiting.get("seq", 0) > self.input_seq:
             frames.append(
                 frame("input_request", prompt=waiting["prompt"], password=waiting["password"])
