@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandboxd import ENVD_VERSION, __version__
+from sandboxd import ENVD_VERSION, __version__, metrics
 from sandboxd.config import MIB, Config
 from sandboxd.control import ControlError, ControlPlane, Sandbox
 from sandboxd.envd import ENVD_PORT
@@ -341,8 +341,11 @@ async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse
     sandbox_id = request.headers.get("E2b-Sandbox-Id")
     if sandbox_id:
         return await sandbox_request(request, sandbox_id)
-    if request.path != "/health" and not tokens_equal(
-        request.headers.get("X-API-KEY"), request.app[CONFIG].api_key
+    api_key = request.app[CONFIG].api_key
+    if request.path != "/health" and not (
+        tokens_equal(request.headers.get("X-API-KEY"), api_key)
+        # Prometheus sends credentials as a bearer token: accepted for the scrape only.
+        or (request.path == "/metrics" and tokens_equal(metrics.bearer_key(request), api_key))
     ):
         return error_response(401, "missing or invalid X-API-KEY")
     try:
@@ -386,6 +389,7 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         ("GET", "/sandboxes/metrics"),
     ):
         app.router.add_route(method, path, not_supported)
+    metrics.install(app, plane)
     return app
 
 

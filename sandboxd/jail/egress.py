@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sandboxd import metrics
+
 log = logging.getLogger("sandboxd.egress")
 
 MAX_HEAD = 8 << 10
@@ -197,9 +199,11 @@ class EgressProxy:
             return
         if not port_text.isdigit() or not self.allowed.permits(host, int(port_text)):
             self.refused += 1
+            metrics.count_egress(allowed=False)
             log.info("egress refused for sandbox %s: %s", self.sandbox_id, target[:200])
             await _answer(writer, 403, "Forbidden: not a package index of this host")
             return
+        metrics.count_egress(allowed=True)
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(host, int(port_text)), CONNECT_TIMEOUT
         )

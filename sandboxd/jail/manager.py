@@ -219,6 +219,11 @@ class Jail:
             self._dead_reason is None and self._proc is not None and self._proc.returncode is None
         )
 
+    @property
+    def cgroup(self) -> Cgroup:
+        """The sandbox's cgroup (sandboxd.metrics reads its usage from it)."""
+        return self._cgroup
+
     def oom_kills(self) -> int:
         """OOM kills seen by the sandbox's memory cgroup so far."""
         return self._cgroup.oom_kills()
