@@ -158,6 +158,14 @@ class Execution(models.Model):
     # Set by a cancel request; the process running the execution watches it, so a cancel
     # reaches the run even when it was asked through another server process.
     cancel_requested = models.BooleanField(default=False)
+    # What the run cost in its sandbox, from the sandbox's cgroup (execution/monitoring/
+    # usage.py); empty when not measured, with details["usage_note"] saying why.
+    cpu_time_ms = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="CPU time used in the run (ms)"
+    )
+    memory_peak_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Peak memory in the run (bytes)"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -308,3 +316,27 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.code}"
+
+
+class UserBudget(models.Model):
+    """A user's own daily budgets, overriding USER_DAILY_CPU_SECONDS and USER_DAILY_RUNS.
+
+    A field left empty keeps the site's default; 0 means no limit for this user.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+    daily_cpu_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="CPU seconds per UTC day; empty: default; 0: no limit"
+    )
+    daily_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs per UTC day; empty: default; 0: no limit"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "daily budget"
+
+    def __str__(self) -> str:
+        return f"daily budget of {self.user}"

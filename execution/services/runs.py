@@ -36,6 +36,8 @@ from e2b_code_interpreter import AsyncSandbox, Context
 from e2b_code_interpreter.models import ExecutionError, OutputMessage, Result
 
 from execution.models import Execution, Thread, WorkspaceFile
+from execution.monitoring.runs import run_finished
+from execution.monitoring.usage import RunUsage, RunUsageMeter
 from execution.services.errors import ToolError
 from execution.services.events import EventPublisher
 from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
@@ -183,6 +185,7 @@ class EventSink:
         error: dict[str, Any] | None = None,
         exit_code: int | None = None,
         details: dict[str, Any] | None = None,
+        usage: RunUsage | None = None,
     ) -> None:
         """Store the final status (with an infra `error` if given) and publish `error` (if
         given) and `done`. Does nothing if the execution is already final.
@@ -200,6 +203,8 @@ class EventSink:
         started = self.execution.started_at
         duration_ms = int((now - started).total_seconds() * 1000) if started else None
         merged = {**(self.execution.details or {}), **(details or {})}
+        if usage is not None and usage.note:
+            merged["usage_note"] = usage.note
         done = self._event(
             "done", status=status, duration_ms=duration_ms, exit_code=exit_code,
             truncated=self.truncated,
@@ -210,9 +215,16 @@ class EventSink:
         ).update(
             status=status, finished_at=now, duration_ms=duration_ms, exit_code=exit_code,
             truncated=self.truncated, error=self.error, details=merged, last_seq=self.seq,
+            **(usage.as_fields() if usage is not None else {}),
         )  # fmt: skip
         if updated:
             self._publish(events)
+            self.execution.status, self.execution.duration_ms = status, duration_ms
+            self.execution.error, self.execution.details = self.error, merged
+            if usage is not None:
+                self.execution.cpu_time_ms = usage.cpu_time_ms
+                self.execution.memory_peak_bytes = usage.memory_peak_bytes
+            run_finished(self.execution)
 
 
 @dataclass
@@ -413,6 +425,8 @@ class ExecutionRunner:
                 return
             since = timezone.now()
             timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT
+            meter = RunUsageMeter(lease.sandbox.sandbox_id)
+            meter.start()
             outcome = self._stream(handle, sink, lease.sandbox, context, execution, timeout)
             if outcome.kind == "gone":
                 # Nothing ran: the sandbox or the context is unknown to the server (killed
@@ -429,6 +443,7 @@ class ExecutionRunner:
                         details={**details, "reason": exc.details.get("reason", "")},
                     )
                     return
+            usage = meter.stop(sandbox_id=lease.sandbox.sandbox_id)
             if outcome.kind in ("ok", "timeout", "cancelled"):
                 report = sync_workspace_back(
                     thread=thread, sandbox=lease.sandbox, since=since, listing=self.listing,
@@ -440,7 +455,7 @@ class ExecutionRunner:
             # Idle reaping needs minutes, not milliseconds: skip the write on busy threads.
             if thread.last_used_at is None or now - thread.last_used_at > LAST_USED_RESOLUTION:
                 Thread.objects.filter(pk=thread.pk).update(last_used_at=now)
-            self._finish(sink, outcome, timeout, details, thread)
+            self._finish(sink, outcome, timeout, details, thread, usage)
 
     def _stream(
         self,
@@ -534,6 +549,7 @@ class ExecutionRunner:
         timeout: float,
         details: dict[str, Any],
         thread: Thread,
+        usage: RunUsage,
     ) -> None:
         if outcome.kind == "ok":
             failed = sink.error is not None
@@ -541,6 +557,7 @@ class ExecutionRunner:
                 Status.FAILED if failed else Status.SUCCEEDED,
                 exit_code=_exit_code(sink.error) if failed else 0,
                 details=details,
+                usage=usage,
             )
         elif outcome.kind == "timeout":
             sink.finish(
@@ -552,9 +569,10 @@ class ExecutionRunner:
                     "code": "execution_timeout",
                 },
                 details=details,
+                usage=usage,
             )
         elif outcome.kind == "cancelled":
-            sink.finish(Status.CANCELLED, details=details)
+            sink.finish(Status.CANCELLED, details=details, usage=usage)
         else:
             # The sandbox died or its server failed mid-run: the next run starts afresh.
             sessions.forget(thread)

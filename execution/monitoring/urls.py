@@ -1,0 +1,12 @@
+"""The monitoring routes, included at the site's root by atlaschat/urls.py."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from execution.monitoring import views
+
+urlpatterns = [
+    path("metrics", views.metrics_view, name="metrics"),
+    path("readyz", views.readyz, name="readyz"),
+]
