@@ -205,7 +205,12 @@ STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 # Front-end packages come from npm (scripts/setup-frontend.sh, package.json) into
 # node_modules/; only the built directory of each is published, as static/vendor/<package>/,
 # so collectstatic never copies a package's sources, tests or its own node_modules.
-FRONTEND_VENDOR_DIRS = {"htmx.org": "dist", "monaco-editor": "min"}
+FRONTEND_VENDOR_DIRS = {
+    "htmx.org": "dist",
+    "monaco-editor": "min",
+    # The staff dashboard's charts (static/js/dashboard.js).
+    "chart.js": "dist",
+}
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     *(
@@ -289,6 +294,10 @@ LOGGING = {
 # A bearer token that lets a Prometheus server scrape /metrics (staff sessions may too);
 # empty: only staff sessions. Never public.
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")
+# Daily budgets per user (UTC days; 0: no limit), overridable per user in the admin
+# (execution/monitoring/budgets.py). Over budget, runs get 429 saying when it resets.
+USER_DAILY_RUNS = envint("USER_DAILY_RUNS", 0, min_value=0)
+USER_DAILY_CPU_SECONDS = envint("USER_DAILY_CPU_SECONDS", 0, min_value=0)
 # Under pytest, metrics use prometheus_client's multiprocess mode as `make run` does, in a
 # directory of this test process's own (it must be set before prometheus_client is imported).
 if "PYTEST_VERSION" in os.environ and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

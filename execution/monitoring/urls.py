@@ -9,4 +9,5 @@ from execution.monitoring import views
 urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("readyz", views.readyz, name="readyz"),
+    path("staff/dashboard/", views.staff_dashboard, name="staff-dashboard"),
 ]

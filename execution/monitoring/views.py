@@ -1,15 +1,18 @@
-"""`/metrics` (Prometheus, never public) and `/readyz` (readiness, each part's state)."""
+"""`/metrics` (Prometheus, never public), `/readyz` (each part's state), the staff dashboard."""
 
 from __future__ import annotations
 
 import hmac
 
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from execution.monitoring import health, metrics
+from execution.monitoring import dashboard, health, metrics
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -69,3 +72,30 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "checks": {result.name: result.as_dict() for result in results},
     }
     return JsonResponse(body, status=503 if failing else 200)
+
+
+@never_cache
+@require_safe
+def staff_dashboard(request: HttpRequest) -> HttpResponse:
+    """The fleet over the last hour, day or week (?range=); staff only: anyone else logged in
+    gets 403, a visitor the login page."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if not (request.user.is_active and request.user.is_staff):
+        raise PermissionDenied("The dashboard is for staff.")
+    window = dashboard.WINDOWS.get(request.GET.get("range", "hour"), dashboard.WINDOWS["hour"])
+    summary = dashboard.fleet_summary(window)
+    return render(
+        request,
+        "monitoring/dashboard.html",
+        {
+            "summary": summary,
+            "sandboxd": dashboard.sandboxd_metrics(),
+            "windows": list(dashboard.WINDOWS),
+            "chart_data": {
+                "labels": summary["labels"],
+                "series": summary["series"],
+                "bucket_minutes": summary["bucket_minutes"],
+            },
+        },
+    )

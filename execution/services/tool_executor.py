@@ -40,6 +40,7 @@ from execution.models import (
     Thread,
     WorkspaceFile,
 )
+from execution.monitoring.budgets import check_daily_budget
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, caller_event_loop
@@ -175,6 +176,7 @@ class ToolExecutor:
             # The count and the insert share one transaction (see quotas.py).
             with transaction.atomic():
                 check_run_concurrency(context.user)
+                check_daily_budget(context.user)
                 execution = self._insert_execution(thread, context, language, code, timeout)
         except ToolError as error:
             # Recorded outside the rolled-back transaction, or the audit entry would vanish.
