@@ -8,7 +8,9 @@
 #   3. starts sandboxd in the background, unless E2B_API_KEY selects E2B's cloud or a
 #      sandboxd already answers at SANDBOXD_URL; waits for it and stops it on exit;
 #   4. serves the site with daphne on HOST:PORT (default 127.0.0.1:8000), and every 5 minutes
-#      releases the sandboxes of idle threads (manage.py reap_sandboxes).
+#      releases the sandboxes of idle threads (manage.py reap_sandboxes);
+#   5. keeps the web workers' Prometheus metrics in PROMETHEUS_MULTIPROC_DIR (var/prometheus),
+#      emptied at each start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,13 @@ die() { printf 'run: %s\n' "$*" >&2; exit 1; }
 
 [ -x "$PY" ] || die ".venv is missing: start AtlasChat with \`make run\`, which sets it up first"
 mkdir -p "$VAR_DIR/log"
+
+# Prometheus metrics of every web worker, merged by /metrics (execution/monitoring/metrics.py):
+# each process writes its samples here. Emptied at each start: the files of processes that
+# are gone would otherwise be counted again on top of the new ones.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$VAR_DIR/prometheus}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -type f -delete
 
 # A secret kept in a file readable by this user only, created once with a random value.
 secret_from_file() {

@@ -85,7 +85,6 @@ class RequestLogMiddleware:
         | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
     ) -> None:
         self.get_response = get_response
-        self.enabled = settings.LOG_FORMAT == "json"
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
@@ -109,7 +108,7 @@ class RequestLogMiddleware:
     ) -> HttpResponseBase:
         request_id: str = request.request_id  # type: ignore[attr-defined]
         response[REQUEST_ID_HEADER] = request_id
-        if self.enabled:
+        if settings.LOG_FORMAT == "json":
             user = getattr(request, "user", None)
             kwargs = request.resolver_match.kwargs if request.resolver_match else {}
             thread_id = kwargs.get("thread_id") or kwargs.get("thread_pk")
