@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from sandboxd.config import (
     resolve,
     untraversable_ancestor,
 )
+from sandboxd.logs import configure as configure_logging
 
 EXIT_UNSAFE = 1
 EXIT_CONFIG = 2
@@ -64,11 +64,7 @@ def run_serve(cli_values: dict[str, str | None]) -> int:
             f"or set {option('sandbox_env').env}",
             EXIT_CONFIG,
         )
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_file)
     # A crash in C code (ZeroMQ aborts on a failed assertion) leaves a Python traceback in
     # the log instead of a silent exit.
     faulthandler.enable()

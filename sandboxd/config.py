@@ -126,6 +126,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("file_size_mb", _parse_positive_int, None, "largest file a sandbox writes (MiB; 512)"),
     Option("open_files", _parse_positive_int, None, "open files per process (default 1024)"),
     Option("log_level", str, "info", "logging level: debug, info, warning, error"),
+    Option(
+        "log_file",
+        Path,
+        None,
+        "write the log here, rotated at 10 MiB with 5 old files kept (default: stderr)",
+    ),
 )
 _OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -147,6 +153,7 @@ class Config:
     egress: bool = True
     limits: Mapping[str, int | float] = field(default_factory=dict)
     log_level: str = "info"
+    log_file: Path | None = None
 
     @property
     def max_file_bytes(self) -> int:
@@ -179,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for option in OPTIONS:
         default = "required" if option.name == "api_key" else option.default
-        if default is None:
+        if option.name == "log_file":
+            default = "stderr"
+        elif default is None:
             default = "the jail's default"
         serve.add_argument(
             option.flag,
@@ -246,6 +255,8 @@ def config_from(
         raise ConfigError("--default-timeout must not exceed --max-timeout")
     values["state_dir"] = Path(values["state_dir"]).absolute()
     values["sandbox_env"] = Path(values["sandbox_env"]).absolute()
+    if values["log_file"] is not None:
+        values["log_file"] = Path(values["log_file"]).absolute()
     return Config(api_key=api_key, **values)
 
 
@@ -275,6 +286,8 @@ def describe_options() -> list[tuple[str, str, str, str]]:
         default = option.default
         if option.name == "api_key":
             default = "(required)"
+        elif option.name == "log_file":
+            default = "(stderr)"
         elif default is None:
             default = "(jail default)"
         elif isinstance(default, Path):

@@ -108,8 +108,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = await request.json()
-    except ValueError:
-        raise ControlError(400, "the request body must be JSON") from None
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack (a hostile body).
+        raise ControlError(400, "the request body must be JSON, not nested too deeply") from None
     if not isinstance(body, dict):
         raise ControlError(400, "the request body must be a JSON object")
     return body
@@ -232,7 +233,7 @@ async def list_sandboxes(request: web.Request) -> web.Response:
     plane = request.app[CONTROL_PLANE]
     states = request.query.get("state")
     started_after = request.query.get("startedAfter")
-    order = request.query.get("order", "asc")
+    order = request.query.get("order", "desc")  # E2B lists newest first
     if order not in {"asc", "desc"}:
         raise ControlError(400, "order must be asc or desc")
     try:
@@ -278,26 +279,49 @@ async def server_health(request: web.Request) -> web.Response:
 # --- sandboxes -------------------------------------------------------------------------------
 
 
-def signed_url_valid(request: web.Request, sandbox: Sandbox) -> bool:
-    """A ``/files`` URL signed by the SDK's ``download_url``/``upload_url`` (v1 signature:
-    sha256 of ``path:operation:user:token[:expiration]``), not expired."""
+def _signature_check(request: web.Request, sandbox: Sandbox) -> str | None:
+    """For a ``/files`` URL signed by the SDK's ``download_url``/``upload_url`` (v1
+    signature: sha256 of ``path:operation:user:token[:expiration]``): ``"valid"``,
+    ``"expired"`` (signed with this sandbox's token, but past its expiration), or ``None``
+    (no signature, or not this sandbox's)."""
     signature = request.query.get("signature")
     path = request.query.get("path")
     if not signature or path is None or request.path != "/files":
-        return False
+        return None
     operation = "read" if request.method == "GET" else "write"
     user = request.query.get("username", "")
     expiration = request.query.get("signature_expiration")
     raw = f"{path}:{operation}:{user}:{sandbox.envd_access_token}"
     if expiration is not None:
-        try:
-            if int(expiration) < time.time():
-                return False
-        except ValueError:
-            return False
+        if not expiration.lstrip("-").isascii() or not expiration.lstrip("-").isdigit():
+            return None
         raw += f":{expiration}"
     digest = base64.b64encode(hashlib.sha256(raw.encode("utf-8")).digest()).rstrip(b"=")
-    return tokens_equal(signature, "v1_" + digest.decode("ascii"))
+    if not tokens_equal(signature, "v1_" + digest.decode("ascii")):
+        return None
+    if expiration is not None and int(expiration) < time.time():
+        return "expired"
+    return "valid"
+
+
+def signed_url_valid(request: web.Request, sandbox: Sandbox) -> bool:
+    """Whether the request is a valid, unexpired signed ``/files`` URL of this sandbox."""
+    return _signature_check(request, sandbox) == "valid"
+
+
+async def plain_signed_link(request: web.Request) -> web.StreamResponse | None:
+    """A signed ``/files`` link used as a plain URL (a browser, curl): the SDK builds it on
+    the one ``sandbox_url`` without the ``E2b-Sandbox-Id`` header, so the sandbox is the one
+    whose token made the signature. ``None`` when the request is not such a link."""
+    if request.path != "/files" or "signature" not in request.query:
+        return None
+    for sandbox in request.app[CONTROL_PLANE].live():
+        verdict = _signature_check(request, sandbox)
+        if verdict == "valid":
+            return await sandbox.envd.handle(request)
+        if verdict == "expired":
+            return error_response(401, "signature is already expired")
+    return error_response(401, "invalid signature")
 
 
 async def sandbox_request(request: web.Request, sandbox_id: str) -> web.StreamResponse:
@@ -312,6 +336,8 @@ async def sandbox_request(request: web.Request, sandbox_id: str) -> web.StreamRe
             tokens_equal(request.headers.get("X-Access-Token"), sandbox.envd_access_token)
             or signed_url_valid(request, sandbox)
         ):
+            if _signature_check(request, sandbox) == "expired":
+                return error_response(401, "signature is already expired")
             return error_response(401, "missing or invalid X-Access-Token for this sandbox")
         return await sandbox.envd.handle(request)
     if port == str(INTERPRETER_PORT):
@@ -341,6 +367,9 @@ async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse
     sandbox_id = request.headers.get("E2b-Sandbox-Id")
     if sandbox_id:
         return await sandbox_request(request, sandbox_id)
+    signed = await plain_signed_link(request)
+    if signed is not None:
+        return signed
     api_key = request.app[CONFIG].api_key
     if request.path != "/health" and not (
         tokens_equal(request.headers.get("X-API-KEY"), api_key)

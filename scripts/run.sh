@@ -121,14 +121,17 @@ print(url.hostname or "127.0.0.1", url.port or 49982)' "$SANDBOXD_URL")
     : >"$sandboxd_out"
     # The API key reaches sandboxd through SANDBOXD_API_KEY (exported above), not argv,
     # where every local user could read it with ps.
+    # Its log rotates itself (--log-file: 5 files of 10 MiB); stderr keeps only what comes
+    # before logging starts (a bad option) and crash dumps.
     "$PY" -m sandboxd serve --host "$sandboxd_host" --port "$sandboxd_port" \
-      --state-dir "$VAR_DIR/sandboxd" >"$sandboxd_out" 2>"$VAR_DIR/log/sandboxd.log" &
+      --state-dir "$VAR_DIR/sandboxd" --log-file "$VAR_DIR/log/sandboxd.log" \
+      >"$sandboxd_out" 2>"$VAR_DIR/log/sandboxd.err" &
     children+=("$!")
     # It prints one line when it is ready; give up when it exits or after a minute.
     for _ in $(seq 1 600); do
       grep -q "^sandboxd listening on " "$sandboxd_out" && break
       kill -0 "${children[-1]}" 2>/dev/null || {
-        tail -n 30 "$VAR_DIR/log/sandboxd.log" >&2
+        tail -n 30 "$VAR_DIR/log/sandboxd.err" "$VAR_DIR/log/sandboxd.log" >&2 2>/dev/null
         die "sandboxd did not start (see $VAR_DIR/log/sandboxd.log; \`$PY -m sandboxd doctor\` tells why)"
       }
       sleep 0.1
@@ -148,7 +151,12 @@ fi
     sleep 300 &
     sleeper=$!
     wait "$sleeper"
-    "$PY" manage.py reap_sandboxes >>"$VAR_DIR/log/reap_sandboxes.log" 2>&1 || true
+    reap_log="$VAR_DIR/log/reap_sandboxes.log"
+    # Rotated by size like sandboxd's log: one old file of at most 10 MiB is kept.
+    if [ "$(stat -c %s "$reap_log" 2>/dev/null || echo 0)" -gt 10485760 ]; then
+      mv -f "$reap_log" "$reap_log.1"
+    fi
+    "$PY" manage.py reap_sandboxes >>"$reap_log" 2>&1 || true
   done
 ) &
 children+=("$!")

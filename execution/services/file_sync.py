@@ -116,7 +116,8 @@ def sync_workspace_back(
                 listed_dirs_at_limit.append(relative)
             continue
         seen.add(relative)
-        if entry.type != FileType.FILE:
+        # envd reports a link to a file as a FILE with its target set: still not synced.
+        if entry.type != FileType.FILE or getattr(entry, "symlink_target", None):
             report.skipped.append({"path": relative, "reason": "symlink"})
             continue
         try:

@@ -25,6 +25,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import wire
@@ -34,6 +35,7 @@ POST_EXIT_BUDGET = 4 << 20  # output still read after an exit (background writer
 TUNNEL_BUFFER = 256 << 10
 MAX_TUNNELS = 64
 MAX_LIST_ENTRIES = 20_000
+KILL_REAP_SECONDS = 2.0  # how long a SIGKILL's answer waits for the process to be gone
 PR_SET_DUMPABLE = 4
 CHILD_OOM_SCORE_ADJ = b"500"  # every spawned process outranks the agent as an OOM victim
 
@@ -104,14 +106,18 @@ def _name(kind: str, ident: int) -> str:
 
 
 def entry(path: str) -> dict:
-    """Describe `path` without following a final symlink."""
+    """Describe `path` as envd does: a symlink is reported with its target's type (a
+    dangling one as a file) and its resolved absolute target in ``symlink_target``;
+    ``link`` says whether `path` itself is a symlink (listings never descend into one)."""
     st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        kind, target = "symlink", os.readlink(path)
-    elif stat.S_ISDIR(st.st_mode):
-        kind, target = "dir", None
-    else:
-        kind, target = "file", None
+    target = None
+    link = stat.S_ISLNK(st.st_mode)
+    shown = st
+    if link:
+        target = os.path.realpath(path)
+        with contextlib.suppress(OSError):
+            shown = os.stat(path)
+    kind = "dir" if stat.S_ISDIR(shown.st_mode) and not stat.S_ISLNK(shown.st_mode) else "file"
     return {
         "name": os.path.basename(path) or "/",
         "type": kind,
@@ -123,6 +129,7 @@ def entry(path: str) -> dict:
         "group": _name("group", st.st_gid),
         "mtime": st.st_mtime,
         "symlink_target": target,
+        "link": link,
     }
 
 
@@ -387,7 +394,25 @@ class Agent:
             os.killpg(pid, sig)  # its session/group: children die with it
         except ProcessLookupError:
             os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            # envd answers a kill once the process is gone: reap it first, so `kill -0 PID`
+            # right after fails. Bounded: a process stuck in the kernel (D state) may take
+            # longer to die; its exit is then reported as usual when it comes.
+            self.wait_exited(pid, KILL_REAP_SECONDS)
+            self.reap()
         self.reply(rid)
+
+    @staticmethod
+    def wait_exited(pid: int, seconds: float) -> None:
+        """Wait (without reaping) until child `pid` has exited, at most `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.002)
 
     def op_stdin(self, rid: object, msg: dict, payload: bytes) -> None:
         proc = self.procs.get(msg["pid"])
@@ -451,6 +476,9 @@ class Agent:
         self.reply(rid, {"entry": entry(resolve(msg["path"]))})
 
     def op_list(self, rid: object, msg: dict, _payload: bytes) -> None:
+        """Entries under a directory down to `depth` levels, depth-first in name order (each
+        directory's children right after it, as envd lists). Ends when the tree does, so a
+        huge `depth` costs no more than the tree; symlinks are listed, never entered."""
         root = resolve(msg["path"])
         depth = msg.get("depth", 1)
         if not isinstance(depth, int) or depth < 1:
@@ -460,28 +488,30 @@ class Agent:
                 raise OpError("invalid_argument", f"not a directory: {root}")
             raise OpError("not_found", f"no such directory: {root}")
         entries: list[dict] = []
-        level = [root]
-        for _ in range(depth):
-            next_level: list[str] = []
-            for directory in level:
+        # (directory, its level); names are popped in order from a reversed list
+        stack: list[tuple[str, int, list[str]]] = [(root, 1, sorted(os.listdir(root)))]
+        while stack:
+            directory, level, names = stack[-1]
+            if not names:
+                stack.pop()
+                continue
+            path = os.path.join(directory, names.pop(0))
+            try:
+                item = entry(path)
+            except OSError:
+                continue  # vanished while listing
+            entries.append(item)
+            if len(entries) > MAX_LIST_ENTRIES:
+                raise OpError(
+                    "resource_exhausted",
+                    f"over {MAX_LIST_ENTRIES} entries to list; list a smaller depth or directory",
+                )
+            if item["type"] == "dir" and not item["link"] and level < depth:
                 try:
-                    names = sorted(os.listdir(directory))
+                    children = sorted(os.listdir(path))
                 except OSError:
-                    if directory == root:
-                        raise
                     continue  # an unreadable subdirectory is listed but not entered
-                for name in names:
-                    path = os.path.join(directory, name)
-                    try:
-                        item = entry(path)
-                    except OSError:
-                        continue  # vanished while listing
-                    entries.append(item)
-                    if len(entries) > MAX_LIST_ENTRIES:
-                        raise OpError("resource_exhausted", "too many entries to list")
-                    if item["type"] == "dir":
-                        next_level.append(path)
-            level = next_level
+                stack.append((path, level + 1, children))
         self.reply(rid, {"entries": entries})
 
     def op_mkdir(self, rid: object, msg: dict, _payload: bytes) -> None:
@@ -501,8 +531,13 @@ class Agent:
         self.reply(rid, {"entry": entry(dst)})
 
     def op_remove(self, rid: object, msg: dict, _payload: bytes) -> None:
+        """Remove a file, link or tree; a path that is already gone is success (envd's rule)."""
         path = resolve(msg["path"])
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.reply(rid)
+            return
         if stat.S_ISDIR(st.st_mode):
             import shutil  # here, not at start: it pulls in lzma & co. (~3 ms of every start)
 

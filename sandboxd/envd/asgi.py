@@ -14,7 +14,10 @@ service's stream generator, so its ``finally`` blocks run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -71,9 +74,12 @@ async def serve_asgi(app: AsgiApp, request: web.Request) -> web.StreamResponse:
 
     response: web.StreamResponse | None = None
     finished = False
+    expired = False
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal response, finished
+        if expired:
+            return  # past the deadline: the answer is deadline_exceeded, nothing else
         kind = message["type"]
         if kind == "http.response.start":
             headers: CIMultiDict[str] = CIMultiDict()
@@ -101,8 +107,16 @@ async def serve_asgi(app: AsgiApp, request: web.Request) -> web.StreamResponse:
                 finished = True
                 await response.write_eof()
 
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+
+    deadline = _deadline_seconds(request)
     try:
-        await app(scope, receive, send)
+        if deadline is None:
+            await app(scope, receive, send)
+        elif not await _run_until(app(scope, receive, send), deadline, on_expiry=expire):
+            return await _deadline_exceeded(request, response, finished=finished)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as error:
@@ -118,3 +132,68 @@ async def serve_asgi(app: AsgiApp, request: web.Request) -> web.StreamResponse:
     if not finished and response.prepared:
         await response.write_eof()
     return response
+
+
+# Connect's deadline header: at most 10 digits of milliseconds (the protocol's own limit).
+_TIMEOUT_HEADER = "Connect-Timeout-Ms"
+_END_STREAM = 0x02
+
+
+def _deadline_seconds(request: web.Request) -> float | None:
+    """The client's deadline from ``Connect-Timeout-Ms``; ``None`` when absent or malformed
+    (connectrpc itself answers a malformed one with ``invalid_argument``)."""
+    value = request.headers.get(_TIMEOUT_HEADER, "")
+    if not value or len(value) > 10 or not value.isascii() or not value.isdigit():
+        return None
+    return int(value) / 1000
+
+
+async def _run_until(
+    call: Awaitable[None], seconds: float, *, on_expiry: Callable[[], None]
+) -> bool:
+    """Run `call`; when `seconds` pass first, call `on_expiry`, cancel it and return False.
+    The client's own cancellation reaches it too."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        task.result()
+        return True
+    on_expiry()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    return False
+
+
+async def _deadline_exceeded(
+    request: web.Request, response: web.StreamResponse | None, *, finished: bool
+) -> web.StreamResponse:
+    """End a call whose deadline passed as Connect does: a stream gets an end-of-stream
+    envelope with ``deadline_exceeded`` (the async SDK raises its TimeoutException on it,
+    and relies on it: it sets no deadline of its own on streams); a unary call that has not
+    answered yet gets the error as its body, HTTP 504."""
+    error = {"code": "deadline_exceeded", "message": "the request's deadline was exceeded"}
+    streaming = request.content_type.startswith("application/connect+")
+    if response is not None and response.prepared:
+        if (
+            not finished
+            and streaming
+            and not (request.transport is None or request.transport.is_closing())
+        ):
+            payload = json.dumps({"error": error}).encode()
+            with contextlib.suppress(ConnectionError):
+                await response.write(struct.pack(">BI", _END_STREAM, len(payload)) + payload)
+                await response.write_eof()
+        return response
+    if streaming:
+        payload = json.dumps({"error": error}).encode()
+        return web.Response(
+            status=200,
+            content_type=request.content_type,
+            body=struct.pack(">BI", _END_STREAM, len(payload)) + payload,
+        )
+    return web.json_response(error, status=504)

@@ -4,14 +4,19 @@ Uploads are ``multipart/form-data`` (one or more ``file`` parts; a part's filena
 target path, or the ``path`` query parameter names it when there is one part) or an
 ``application/octet-stream`` body written to ``path``. Both answer 200 with
 ``[{"name", "type": "file", "path"}]``. Errors are envd's JSON ``{"code", "message"}``.
-Files travel whole through memory, so both directions are capped (``max_bytes``).
+Both directions are capped (``max_bytes``). Uploads are streamed into the sandbox part by
+part (never held whole); downloads travel whole through memory. With a ``path`` query
+parameter a multipart body may hold one part only, written there: a signed upload URL signs
+that path and no other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import BodyPartReader, web
@@ -52,6 +57,16 @@ def part_path(part: BodyPartReader) -> str:
     return params.get("filename", "")
 
 
+def attachment_header(name: str) -> str:
+    """``Content-Disposition`` for a download of `name` (RFC 6266): an ASCII fallback with
+    every byte a header could misread (CR, LF, quotes, backslashes, non-ASCII) replaced by
+    ``_``, and the exact name percent-encoded in ``filename*``. A file name is the sandbox's
+    choice: raw, a CR/LF in it would end the header and break (or forge) the response."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    exact = urllib.parse.quote(name, safe="", errors="surrogateescape")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
+
+
 class _TooLarge(Exception):
     """An upload exceeded the size cap."""
 
@@ -84,29 +99,43 @@ async def download(request: web.Request, jail: Jail, *, max_bytes: int) -> web.S
     response = web.Response(
         body=data,
         content_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{posixpath.basename(path)}"',
-        },
+        headers={"Content-Disposition": attachment_header(posixpath.basename(path))},
     )
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
     return response
 
 
-async def _read_limited(part: BodyPartReader | web.Request, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
+async def _limited_chunks(
+    source: BodyPartReader | web.Request, max_bytes: int
+) -> AsyncIterator[bytes]:
+    """The body (or one part of it) chunk by chunk; _TooLarge past `max_bytes`."""
     total = 0
     while True:
-        if isinstance(part, web.Request):
-            chunk = await part.content.read(_READ_CHUNK)
+        if isinstance(source, web.Request):
+            chunk = await source.content.read(_READ_CHUNK)
         else:
-            chunk = await part.read_chunk(_READ_CHUNK)
+            chunk = await source.read_chunk(_READ_CHUNK)
         if not chunk:
-            return b"".join(chunks)
+            return
         total += len(chunk)
         if total > max_bytes:
             raise _TooLarge
-        chunks.append(chunk)
+        yield chunk
+
+
+async def _write_streamed(
+    jail: Jail, target: str, source: BodyPartReader | web.Request, max_bytes: int
+) -> dict[str, str]:
+    """Stream one uploaded file into the sandbox (never held whole: bounded memory per
+    upload); a file over the cap is removed again, so no truncated file is left behind."""
+    try:
+        entry = await jail.write_stream(target, _limited_chunks(source, max_bytes))
+    except _TooLarge:
+        with contextlib.suppress(*JAIL_ERRORS):
+            await jail.remove(target)
+        raise
+    return _written(entry)
 
 
 async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Response:
@@ -119,25 +148,30 @@ async def upload(request: web.Request, jail: Jail, *, max_bytes: int) -> web.Res
     try:
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
-            parts: list[tuple[str, bytes]] = []
+            count = 0
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     return files_error(400, "nested multipart bodies are not supported")
-                target = part_path(part)
-                parts.append((target, await _read_limited(part, max_bytes)))
-            if not parts:
-                return files_error(400, "the multipart body holds no file part")
-            if query_path and len(parts) == 1:
-                parts = [(query_path, parts[0][1])]
-            for target, data in parts:
+                count += 1
+                if query_path is not None:
+                    # The path query names the one file this request writes. A signed URL
+                    # signs exactly that path, so no other part may pick another one.
+                    if count > 1:
+                        return files_error(
+                            400, "with a path query parameter the body holds one file part"
+                        )
+                    target = query_path
+                else:
+                    target = part_path(part)
                 if not target:
                     return files_error(400, "every file part needs a filename (its path)")
-                written.append(_written(await jail.write_file(target, data)))
+                written.append(await _write_streamed(jail, target, part, max_bytes))
+            if not count:
+                return files_error(400, "the multipart body holds no file part")
         elif request.content_type == "application/octet-stream":
             if not query_path:
                 return files_error(400, "the path query parameter is required")
-            data = await _read_limited(request, max_bytes)
-            written.append(_written(await jail.write_file(query_path, data)))
+            written.append(await _write_streamed(jail, query_path, request, max_bytes))
         else:
             return files_error(
                 400,

@@ -27,7 +27,6 @@ from sandboxd.interpreter import events
 from sandboxd.interpreter.contexts import (
     ContextError,
     Emit,
-    OutputCap,
     ProcessKernelContext,
     StartTrace,
     death_error,
@@ -136,7 +135,7 @@ class BashContext(ProcessKernelContext):
         await self.ensure_started()
         self.execution_count += 1
         emit(events.number_of_executions(self.execution_count))
-        await self._execute(code, env_vars, OutputCap(emit), restore=True)
+        await self._execute(code, env_vars, emit, restore=True)
 
     async def _execute(
         self, code: str, env_vars: Mapping[str, str], emit: Emit, *, restore: bool
@@ -243,6 +242,9 @@ class BashContext(ProcessKernelContext):
         parsers = {"stdout": FrameParser(), "stderr": FrameParser()}
         trace = StartTrace()
         async for event in proc.events():
+            if self._run is not None:
+                # Back-pressure (see Emit.room): the next read waits for a slow client.
+                await self._run.emit.room()
             if event.kind in parsers:
                 for item in parsers[event.kind].feed(event.data):
                     if isinstance(item, dict):

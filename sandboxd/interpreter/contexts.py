@@ -21,7 +21,7 @@ import logging
 import signal
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sandboxd import metrics
@@ -33,7 +33,31 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Emit = Callable[[events.Event], None]
+
+class Emit(Protocol):
+    """Where a run's events go: the interpreter's ``EventPipe``, which caps the run's output
+    and pushes back when its client reads slowly.
+
+    A kernel calls it with each event, and between reads of its kernel's output awaits
+    ``room()``, which returns once the events so far are (mostly) on their way to the client.
+    That wait is the back-pressure: a slow client slows the kernel's reader, not the server's
+    memory.
+    """
+
+    def __call__(self, event: events.Event) -> None: ...
+
+    async def room(self) -> None: ...
+
+
+class DiscardEvents:
+    """An ``Emit`` that drops everything (bookkeeping requests whose output nobody reads)."""
+
+    def __call__(self, event: events.Event) -> None:
+        pass
+
+    async def room(self) -> None:
+        pass
+
 
 # Accepted spellings of each language (the SDK sends what the caller typed).
 LANGUAGE_ALIASES = {
@@ -52,8 +76,8 @@ LANGUAGE_ALIASES = {
 
 DEFAULT_CWD = "/home/user"
 
-# Streamed text per run beyond which output is dropped (and flagged once), so a cell printing
-# without end cannot grow the server's memory while a slow client reads.
+# Bytes of events per run (every kind, counted as sent) beyond which output is dropped (and
+# flagged once): enforced by the interpreter's EventPipe.
 MAX_OUTPUT_BYTES = 32 << 20
 
 
@@ -81,40 +105,6 @@ def normalize_language(language: str | None) -> str:
             f"language {language!r} is not supported (supported: {supported})",
         )
     return canonical
-
-
-class OutputCap:
-    """Counts the output of one run (streams and results) and drops it past the limit.
-
-    A stream chunk that crosses the limit is cut to fit; one stderr line then says output was
-    dropped. Errors and the run's bookkeeping events always pass.
-    """
-
-    def __init__(self, emit: Emit, limit: int = MAX_OUTPUT_BYTES) -> None:
-        self._emit = emit
-        self._left = limit
-        self._limit = limit
-        self._flagged = False
-
-    def __call__(self, event: events.Event) -> None:
-        if event["type"] in ("stdout", "stderr", "result"):
-            size = sum(len(v) for v in event.values() if isinstance(v, str))
-            if self._left - size < 0:
-                if event["type"] != "result" and self._left > 0:
-                    # Keep what fits of a stream chunk (one chunk can be the whole cell's).
-                    self._emit({**event, "text": event["text"][: self._left]})
-                self._left = 0
-                if not self._flagged:
-                    self._flagged = True
-                    self._emit(
-                        events.stream(
-                            "stderr",
-                            f"\n[sandboxd: output truncated after {self._limit} bytes]\n",
-                        )
-                    )
-                return
-            self._left -= size
-        self._emit(event)
 
 
 def death_error(*, oom: bool, exit_code: int | None, signal: int | None) -> events.Event:

@@ -86,4 +86,9 @@ def result(bundle: Mapping[str, Any], *, is_main_result: bool) -> Event:
 
 def encode(event: Event) -> bytes:
     """One event as a line of the streamed body (compact JSON, UTF-8, newline-terminated)."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate (a kernel may send "\\ud800"): escaped, the line stays valid JSON.
+        return json.dumps(event, separators=(",", ":")).encode() + b"\n"

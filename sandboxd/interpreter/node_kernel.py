@@ -23,7 +23,6 @@ from sandboxd.interpreter import events
 from sandboxd.interpreter.contexts import (
     ContextError,
     Emit,
-    OutputCap,
     ProcessKernelContext,
     StartTrace,
     death_error,
@@ -188,7 +187,7 @@ class NodeContext(ProcessKernelContext):
         await self.ensure_started()
         self.execution_count += 1
         emit(events.number_of_executions(self.execution_count))
-        run = _Run(self._next_id + 1, OutputCap(emit))
+        run = _Run(self._next_id + 1, emit)
         self._run = run
         try:
             await self._request({"code": code, "env": dict(env_vars)})
@@ -248,6 +247,9 @@ class NodeContext(ProcessKernelContext):
         stderr = codecs.getincrementaldecoder("utf-8")(errors="replace")
         trace = StartTrace()
         async for event in proc.events():
+            if self._run is not None:
+                # Back-pressure (see Emit.room): the next read waits for a slow client.
+                await self._run.emit.room()
             if event.kind == "stdout":
                 for item in parser.feed(event.data):
                     if isinstance(item, dict):

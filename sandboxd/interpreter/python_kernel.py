@@ -31,8 +31,8 @@ from jupyter_client.session import Session
 from sandboxd.interpreter import events
 from sandboxd.interpreter.contexts import (
     ContextError,
+    DiscardEvents,
     Emit,
-    OutputCap,
     ProcessKernelContext,
     StartTrace,
     death_error,
@@ -50,10 +50,22 @@ SANDBOX_RUNTIME_DIR = "/run/sandbox"
 _PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 _SOCKET_PREFIX = "k"
 START_TIMEOUT = 60.0
-MAX_MESSAGE_BYTES = 128 << 20
-# Messages each end of a kernel's iopub queues before ZeroMQ drops: the host (see where it is
-# set) and the kernel (an option of kernels/python_kernel.py on its command line).
+# The largest message a kernel may send: above the output cap, so whatever a run could still
+# deliver fits in one (a larger one drops the connection; the context restarts, reported).
+MAX_MESSAGE_BYTES = 40 << 20
+# Messages the kernel's iopub queues before ZeroMQ drops (an option of
+# kernels/python_kernel.py on its command line): deep, and in the sandbox's own memory.
 IOPUB_QUEUE_MESSAGES = 200_000
+# Messages the host's end of iopub holds. Shallow on purpose: when it is full ZeroMQ stops
+# reading the socket, the kernel's deep queue fills instead (its memory, its cgroup), and
+# nothing is lost. So ZeroMQ holds at most this times MAX_MESSAGE_BYTES of one context on the
+# host (a hostile kernel's flood included), and a run's events wait in its EventPipe, which
+# pushes back in turn.
+IOPUB_HOST_QUEUE_MESSAGES = 4
+# A message larger than this is checked and decoded on a worker thread (hashlib and the copy
+# release the GIL): a flood of large frames from one sandbox must not stall the event loop
+# that serves every other one.
+DECODE_INLINE_BYTES = 256 << 10
 # ipykernel with a deep iopub send queue, bound read-only into every sandbox.
 KERNEL_LAUNCHER = f"{KERNELS_SANDBOX_DIR}/python_kernel.py"
 # After a cell's shell reply, how long iopub may stay silent before the run is ended without
@@ -148,6 +160,7 @@ class _Run:
         loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = loop.create_future()
         self.last_message = loop.time()  # when iopub last brought something for this cell
+        self.held = False  # the reader waits for the client to catch up (see Emit.room)
 
     def finish(self) -> None:
         if not self.done.done():
@@ -251,11 +264,10 @@ class PythonContext(ProcessKernelContext):
             # (a larger one drops the connection; the run then ends by interrupt/restart).
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             if kind == zmq.SUB:
-                # PUB/SUB drops messages once the pipe is full (ZeroMQ's default high-water
-                # mark is 1000 messages): a burst of prints on a busy machine lost output and,
-                # worse, the `idle` status that ends a run. ZeroMQ's I/O thread queues on our
-                # side without the GIL or our event loop, so a deep queue absorbs bursts.
-                sock.setsockopt(zmq.RCVHWM, IOPUB_QUEUE_MESSAGES)
+                # PUB/SUB drops messages only at the publisher's queue, which the kernel makes
+                # deep (a burst of prints on a busy machine once lost output and the `idle`
+                # status that ends a run). Our end stays shallow: see IOPUB_HOST_QUEUE_MESSAGES.
+                sock.setsockopt(zmq.RCVHWM, IOPUB_HOST_QUEUE_MESSAGES)
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(f"ipc://{path}")
             self._sockets[channel] = sock
@@ -286,7 +298,7 @@ class PythonContext(ProcessKernelContext):
             if loop.time() > deadline:
                 raise ContextError("kernel_start_failed", "ipykernel did not answer in time")
             msg_id = self._send("shell", "kernel_info_request", {})
-            seen = _Run(msg_id, lambda _event: None)
+            seen = _Run(msg_id, DiscardEvents())
             self._run = seen
             reply = self._expect_reply(msg_id)
             try:
@@ -339,6 +351,11 @@ class PythonContext(ProcessKernelContext):
 
     async def _recv(self, channel: str) -> dict[str, Any]:
         frames = await self._sockets[channel].recv_multipart()
+        if sum(len(frame) for frame in frames) > DECODE_INLINE_BYTES:
+            return await asyncio.to_thread(decode_message, self._key, frames)
+        # A message already queued comes back without yielding to the loop: give the other
+        # sandboxes their turn between two, whatever this kernel floods us with.
+        await asyncio.sleep(0)
         return decode_message(self._key, frames)
 
     async def _read_replies(self, channel: str) -> None:
@@ -369,11 +386,20 @@ class PythonContext(ProcessKernelContext):
             run = self._run
             if run is None or msg.get("parent_header", {}).get("msg_id") != run.msg_id:
                 continue
-            run.last_message = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            run.last_message = loop.time()
             try:
                 self._dispatch(run, msg)
             except (KeyError, TypeError, ValueError):
                 logger.debug("context %s: unexpected iopub message", self.id, exc_info=True)
+            # Back-pressure: read on once the client has taken what was sent (meanwhile
+            # the kernel's own queue holds the rest). Not silence: IDLE_GRACE waits.
+            run.held = True
+            try:
+                await run.emit.room()
+            finally:
+                run.held = False
+                run.last_message = loop.time()
 
     def _dispatch(self, run: _Run, msg: dict[str, Any]) -> None:
         msg_type = msg["msg_type"]
@@ -428,7 +454,7 @@ class PythonContext(ProcessKernelContext):
             },
         )
         reply = self._expect_reply(msg_id)
-        run = _Run(msg_id, OutputCap(emit))
+        run = _Run(msg_id, emit)
         self._run = run
         try:
             await self._until_over(run, reply)
@@ -450,7 +476,7 @@ class PythonContext(ProcessKernelContext):
                 # _watch_connection ends the cell, with the reason.
                 await asyncio.wait((run.done,))
                 break
-            quiet = loop.time() - max(run.last_message, replied)
+            quiet = 0.0 if run.held else loop.time() - max(run.last_message, replied)
             if quiet >= IDLE_GRACE:
                 logger.warning("context %s: the cell's idle status never came", self.id)
                 run.emit(

@@ -29,6 +29,7 @@ from sandboxd.interpreter import events
 from sandboxd.interpreter.bash_kernel import BashContext
 from sandboxd.interpreter.contexts import (
     DEFAULT_CWD,
+    MAX_OUTPUT_BYTES,
     ContextError,
     KernelContext,
     normalize_language,
@@ -45,6 +46,13 @@ KEEPALIVE_SECONDS = 5.0
 # How often a quiet run checks whether its client went away (aiohttp does not cancel the
 # handler on disconnect unless the server asks it to; both cases are handled).
 DISCONNECT_POLL_SECONDS = 0.1
+# The default contexts GET /contexts always lists (E2B's template starts these two).
+LISTED_DEFAULT_LANGUAGES = ("python", "javascript")
+
+# Bytes of encoded events that may wait for a run's client before its kernel's reader waits.
+PIPE_BACKLOG_BYTES = 1 << 20
+# Characters kept of each field of an error that arrives past the output cap.
+ERROR_KEPT_CHARS = 4096
 
 _CONTEXT_CLASSES: dict[str, type[KernelContext]] = {
     "python": PythonContext,
@@ -55,26 +63,105 @@ _CONTEXT_CLASSES: dict[str, type[KernelContext]] = {
 
 
 class EventPipe:
-    """The events of one run, from the kernel side (``put``) to the HTTP writer (``take``).
+    """The events of one run, from the kernel (an ``Emit``) to the HTTP writer (``take``).
 
-    Lighter than an asyncio.Queue with a timed get: one future and one timer per wait.
-    Unbounded on purpose: each kernel caps a run's output (contexts.OutputCap).
+    The one place a run's output is accounted for. Every event is encoded as it arrives and
+    counted, whatever its kind (streams, results with their ``json``/``extra`` payloads,
+    errors): past `limit` bytes a stream chunk is cut to fit, one stderr line says output
+    was dropped, the first error still passes (cut to ERROR_KEPT_CHARS a field) and the rest
+    is dropped. Between kernel and client at most about `backlog` bytes wait: past that the
+    kernel's reader waits in ``room()`` until the client has taken them (back-pressure), and
+    a pipe whose client left (``close``) drops everything and never makes anyone wait.
     """
 
-    def __init__(self) -> None:
-        self._items: list[events.Event] = []
+    def __init__(self, limit: int = MAX_OUTPUT_BYTES, backlog: int = PIPE_BACKLOG_BYTES) -> None:
+        self._lines: list[bytes] = []
+        self._queued = 0
+        self._left = limit
+        self._limit = limit
+        self._backlog = backlog
+        self._truncated = False
+        self._error_passed = False
+        self.ended = False  # END_OF_EXECUTION was queued: the run is over
+        self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
 
-    def put(self, event: events.Event) -> None:
-        """Queue one event and wake the writer."""
-        self._items.append(event)
+    def __call__(self, event: events.Event) -> None:
+        """Queue one event (within the cap) and wake the writer."""
+        if self._closed or self.ended:
+            return
+        if event is events.END_OF_EXECUTION:
+            self.ended = True
+            self._queue(events.encode(event))
+            return
+        line = events.encode(event)
+        if len(line) <= self._left:
+            self._left -= len(line)
+            self._queue(line)
+            return
+        if event["type"] in ("stdout", "stderr") and not self._truncated:
+            self._queue_fitting(event, line)
+        elif event["type"] == "error" and not self._error_passed:
+            self._queue(
+                events.encode(
+                    events.error(
+                        str(event.get("name", ""))[:ERROR_KEPT_CHARS],
+                        str(event.get("value", ""))[:ERROR_KEPT_CHARS],
+                        str(event.get("traceback", ""))[-ERROR_KEPT_CHARS:],
+                    )
+                )
+            )
+        if event["type"] == "error":
+            self._error_passed = True
+        self._left = 0
+        if not self._truncated:
+            self._truncated = True
+            notice = f"\n[sandboxd: output truncated after {self._limit} bytes]\n"
+            self._queue(events.encode(events.stream("stderr", notice)))
+
+    def _queue_fitting(self, event: events.Event, line: bytes) -> None:
+        """Queue what fits of a stream chunk in what is left (one chunk can be a whole
+        cell's output); JSON escapes make the encoded text longer, hence the loop."""
+        text: str = event["text"]
+        while text:
+            over = len(line) - self._left
+            if over <= 0:
+                self._queue(line)
+                return
+            raw = text.encode("utf-8", "surrogatepass")
+            text = raw[: max(0, len(raw) - over)].decode("utf-8", "ignore")
+            line = events.encode({**event, "text": text})
+
+    def _queue(self, line: bytes) -> None:
+        self._lines.append(line)
+        self._queued += len(line)
+        if self._queued > self._backlog:
+            self._drained.clear()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def take(self, wait_seconds: float) -> list[events.Event]:
-        """Every queued event, waiting up to `wait_seconds` for one; [] if none came."""
-        if not self._items:
+    async def room(self) -> None:
+        """Return once the client has taken the backlog (or left)."""
+        await self._drained.wait()
+
+    @property
+    def pending(self) -> bool:
+        """Whether lines wait to be taken."""
+        return bool(self._lines)
+
+    def close(self) -> None:
+        """The client left: drop what is queued and all that comes; release any waiter."""
+        self._closed = True
+        self._lines.clear()
+        self._queued = 0
+        self._drained.set()
+
+    async def take(self, wait_seconds: float) -> bytes:
+        """Every queued event's line, waiting up to `wait_seconds` for one; b"" if none."""
+        if not self._lines:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(wait_seconds, _wake, waiter)
@@ -83,8 +170,10 @@ class EventPipe:
             finally:
                 timer.cancel()
                 self._waiter = None
-        items, self._items = self._items, []
-        return items
+        lines, self._lines = self._lines, []
+        self._queued = 0
+        self._drained.set()
+        return b"".join(lines)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -187,6 +276,17 @@ class Interpreter:
                 self._defaults[language] = ctx.id
             return ctx
 
+    async def _list_contexts(self) -> list[dict[str, Any]]:
+        """Every context, the default ones first: E2B's server starts a default context per
+        language it serves and lists them, so the ones it always has (Python, JavaScript) are
+        started here if no run has needed them yet."""
+        for language in LISTED_DEFAULT_LANGUAGES:
+            await self._default_context(language)
+        defaults = list(self._defaults.values())
+        ordered = [self._contexts[i] for i in defaults if i in self._contexts]
+        ordered += [c for i, c in self._contexts.items() if i not in defaults]
+        return [c.describe() for c in ordered]
+
     # --- HTTP ---------------------------------------------------------------------------
 
     async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
@@ -202,7 +302,7 @@ class Interpreter:
                 return await self._execute(request)
             if parts == ["contexts"]:
                 if method == "GET":
-                    return web.json_response([c.describe() for c in self._contexts.values()])
+                    return web.json_response(await self._list_contexts())
                 if method == "POST":
                     body = await self._json_body(request, allow_empty=True)
                     ctx = await self.create_context(
@@ -254,6 +354,9 @@ class Interpreter:
             body = json.loads(raw)
         except ValueError as exc:
             raise RequestError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+        except RecursionError:
+            # Nested deeper than the parser's stack: a hostile body, not a server fault.
+            raise RequestError(400, "invalid_json", "the body is nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(400, "invalid_json", "the body must be a JSON object")
         return body
@@ -297,10 +400,14 @@ class Interpreter:
             await self._stream(request, response, queue)
         except (asyncio.CancelledError, ConnectionError):
             # The client went away: interrupt the run; the context stays usable.
+            queue.close()
             await asyncio.shield(self._abandon(ctx, task, running))
             raise
         if not task.done():  # disconnect noticed by polling
+            queue.close()
             await self._abandon(ctx, task, running)
+            return response
+        if self._closed:  # cut by _stream: no end of body
             return response
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
@@ -317,29 +424,37 @@ class Interpreter:
         try:
             async with ctx.lock:
                 running.set()
-                await ctx.run(code, env_vars, queue.put)
+                await ctx.run(code, env_vars, queue)
         except ContextError as exc:
-            queue.put(events.error("KernelUnavailable", exc.message, ""))
+            queue(events.error("KernelUnavailable", exc.message, ""))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.exception("context %s: run failed", ctx.id)
-            queue.put(events.error("InterpreterError", str(exc), ""))
+            queue(events.error("InterpreterError", str(exc), ""))
         finally:
-            queue.put(events.END_OF_EXECUTION)
+            queue(events.END_OF_EXECUTION)
 
-    @staticmethod
-    async def _stream(request: web.Request, response: web.StreamResponse, queue: EventPipe) -> None:
+    async def _stream(
+        self, request: web.Request, response: web.StreamResponse, queue: EventPipe
+    ) -> None:
         """Write events as they come, keepalives while quiet; stop early if the client left.
 
         Events already queued go out in one write (fewer syscalls and chunks for the client
-        to parse); the end of the run is always the last event queued.
+        to parse); the end of the run is always the last event queued. When the sandbox is
+        being destroyed (killed, timed out) the connection is cut instead of ended: that is
+        how E2B's SDK tells "the sandbox was killed while the request was in progress" from
+        a finished run.
         """
         loop = asyncio.get_running_loop()
         last_write = loop.time()
         while True:
-            batch = await queue.take(DISCONNECT_POLL_SECONDS)
-            if not batch:
+            data = await queue.take(DISCONNECT_POLL_SECONDS)
+            if self._closed:
+                if request.transport is not None:
+                    request.transport.abort()
+                return
+            if not data:
                 transport = request.transport
                 if transport is None or transport.is_closing():
                     return
@@ -347,9 +462,11 @@ class Interpreter:
                     await response.write(events.encode(events.KEEPALIVE))
                     last_write = loop.time()
                 continue
-            await response.write(b"".join(events.encode(event) for event in batch))
+            # Awaits the socket's drain: a slow client holds the writer here, the pipe fills
+            # to its backlog, and the kernel's reader waits in turn.
+            await response.write(data)
             last_write = loop.time()
-            if batch[-1] is events.END_OF_EXECUTION:
+            if queue.ended and not queue.pending:
                 return
 
     @staticmethod

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from sandboxd import metrics
+from sandboxd.logs import RefusalSummary
 
 log = logging.getLogger("sandboxd.egress")
 
@@ -30,6 +32,17 @@ CONNECT_TIMEOUT = 15.0
 MAX_TUNNELS_PER_SANDBOX = 16
 PIPE_CHUNK = 64 << 10
 IDLE_TIMEOUT = 120.0
+# A port as the request line may spell it: ASCII digits only (str.isdigit() also takes "²",
+# which int() then refuses).
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def parse_port(text: str) -> int | None:
+    """The TCP port `text` names, or None when it is not one (1-65535, ASCII digits)."""
+    if not _PORT.fullmatch(text):
+        return None
+    port = int(text)
+    return port if 1 <= port <= 65535 else None
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,12 @@ class EgressProxy:
     server: asyncio.AbstractServer | None = None
     tunnels: set[asyncio.Task[None]] = field(default_factory=set)
     refused: int = 0
+    summary: RefusalSummary = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A sandbox can retry a refused host in a loop: its refusals are summarised, not
+        # logged one by one.
+        self.summary = RefusalSummary(log, f"egress of sandbox {self.sandbox_id}")
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -144,6 +163,7 @@ class EgressProxy:
         os.chmod(self.socket_path, 0o600)
 
     async def close(self) -> None:
+        self.summary.flush()
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -197,15 +217,19 @@ class EgressProxy:
         else:
             await _answer(writer, 405, "Only CONNECT and http:// requests are proxied")
             return
-        if not port_text.isdigit() or not self.allowed.permits(host, int(port_text)):
+        port = parse_port(port_text)
+        if port is None:
+            await _answer(writer, 400, "Bad Request: malformed port")
+            return
+        if not self.allowed.permits(host, port):
             self.refused += 1
             metrics.count_egress(allowed=False)
-            log.info("egress refused for sandbox %s: %s", self.sandbox_id, target[:200])
+            self.summary.refused(target)
             await _answer(writer, 403, "Forbidden: not a package index of this host")
             return
         metrics.count_egress(allowed=True)
         up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port_text)), CONNECT_TIMEOUT
+            asyncio.open_connection(host, port), CONNECT_TIMEOUT
         )
         if path is None:
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -459,12 +459,13 @@ class Jail:
                 group=str(raw["group"]),
                 modified_time=datetime.fromtimestamp(float(raw["mtime"]), tz=UTC),
                 symlink_target=str(target) if target is not None else None,
+                is_symlink=raw.get("link") is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
             raise FsError("internal", "malformed entry from the sandbox") from None
 
     async def stat(self, path: str) -> Entry:
-        """Describe `path` (a final symlink is not followed)."""
+        """Describe `path` (a final symlink: its target's type, see ``Entry``)."""
         result, _ = await self._call({"op": "stat", "path": path})
         return self._entry(result.get("entry"))
 
@@ -499,17 +500,36 @@ class Jail:
 
     async def write_file(self, path: str, data: bytes) -> Entry:
         """Create or replace the file (and its parent directories); return its entry."""
-        view = memoryview(bytes(data))
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.write_stream(path, whole())
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> Entry:
+        """Create or replace the file from `chunks` as they arrive; return its entry.
+
+        At most about one wire chunk is held at a time, so an upload of any size costs the
+        server a bounded amount of memory. An exception from `chunks` propagates and leaves
+        the part written so far (the caller decides whether to remove it).
+        """
+        pending = bytearray()
         first = True
-        while True:
-            chunk, view = view[: wire.CHUNK], view[wire.CHUNK :]
-            last = not view
-            result, _ = await self._call(
-                {"op": "write", "path": path, "append": not first, "last": last}, bytes(chunk)
-            )
-            first = False
-            if last:
-                return self._entry(result.get("entry"))
+        async for chunk in chunks:
+            pending += chunk
+            # Strictly more than a chunk: the last frame (`last`) must carry something or
+            # be the only one, so one chunk's worth always waits for the next read.
+            while len(pending) > wire.CHUNK:
+                await self._call(
+                    {"op": "write", "path": path, "append": not first, "last": False},
+                    bytes(pending[: wire.CHUNK]),
+                )
+                del pending[: wire.CHUNK]
+                first = False
+        result, _ = await self._call(
+            {"op": "write", "path": path, "append": not first, "last": True}, bytes(pending)
+        )
+        return self._entry(result.get("entry"))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -843,6 +863,9 @@ class JailManager:
         argv += ["--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", shm]
         argv += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", tmp]
         argv += ["--perms", "0755", "--size", str(limits.workspace_bytes), "--tmpfs", home]
+        # E2B's sandboxes have root's home too, and code (and E2B's own tests) use it as a
+        # working directory: here it is the one user's home, not a second writable place.
+        argv += ["--symlink", home, "/root"]
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), "/opt/python"]
         # The env's console scripts (pip, jupyter, ...) have its host path in their #! line.
         argv += ["--ro-bind-fd", path_fd(self.sandbox_env), str(self.sandbox_env)]

@@ -55,7 +55,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class Entry:
-    """One file-system object as the sandbox sees it (lstat: a symlink is not followed)."""
+    """One file-system object as the sandbox sees it, described as envd does: a symlink has
+    its target's ``type`` (``file`` when dangling), ``is_symlink`` set and the resolved
+    absolute ``symlink_target``."""
 
     name: str
     type: Literal["file", "dir", "symlink"]
@@ -67,6 +69,7 @@ class Entry:
     group: str
     modified_time: datetime
     symlink_target: str | None
+    is_symlink: bool = False
 
 
 @dataclass(frozen=True)

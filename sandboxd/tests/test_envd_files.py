@@ -120,11 +120,22 @@ def test_exists_make_dir_list_rename_remove_and_get_info(sandbox: Sandbox) -> No
         sandbox.files.get_info("tree/inner/moved.txt")
 
 
-def test_a_symlink_is_reported_as_one(sandbox: Sandbox) -> None:
-    sandbox.commands.run("mkdir -p links && ln -sf /etc/hostname links/pointer")
-    info = sandbox.files.get_info("links/pointer")
-    assert info.type == FileType.SYMLINK
-    assert info.symlink_target == "/etc/hostname"
+def test_a_symlink_is_reported_as_envd_does_with_its_targets_type_and_resolved_path(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.commands.run("mkdir -p links/dir && ln -sf ../links/dir/../../links/data links/to-data")
+    sandbox.files.write("links/data", "x")
+    sandbox.commands.run("ln -sfn dir links/to-dir && ln -sf nowhere links/dangling")
+    info = sandbox.files.get_info("links/to-data")
+    assert (info.type, info.symlink_target) == (FileType.FILE, "/home/user/links/data")
+    listed = {e.name: (e.type, e.symlink_target) for e in sandbox.files.list("links", depth=3)}
+    assert listed["to-dir"] == (FileType.DIR, "/home/user/links/dir")
+    assert listed["dangling"] == (FileType.FILE, "/home/user/links/nowhere")
+    assert listed["data"] == (FileType.FILE, None)
+    # a linked directory is listed, never entered
+    assert not any(
+        e.path.startswith("/home/user/links/to-dir/") for e in sandbox.files.list("links", depth=3)
+    )
 
 
 def test_a_watcher_reports_creates_writes_and_removes(sandbox: Sandbox) -> None:

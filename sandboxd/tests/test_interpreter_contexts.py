@@ -296,9 +296,13 @@ async def test_restarting_a_busy_context_ends_its_cell_without_waiting(sbx: Asyn
 async def test_a_message_too_large_for_the_host_ends_the_cell_and_restarts(
     sbx: AsyncSandbox,
 ) -> None:
-    # One 150 MiB stream message is over the host's per-message bound: the connection drops,
-    # and the cell must end (not hang until the client gives up) with a fresh kernel after.
-    execution = await sbx.run_code("import sys\nsys.stdout.write('x' * (150 << 20))", timeout=60)
+    # One 50 MiB display message is over the host's per-message bound (streams are sent in
+    # 1 MiB messages; a display is one): the connection drops, and the cell must end (not
+    # hang until the client gives up) with a fresh kernel after.
+    execution = await sbx.run_code(
+        "from IPython.display import display\ndisplay({'text/plain': 'x' * (50 << 20)}, raw=True)",
+        timeout=60,
+    )
     after = await sbx.run_code("1 + 1")
 
     assert execution.error is not None

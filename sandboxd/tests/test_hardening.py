@@ -1,0 +1,422 @@
+"""Issue 14: hostile sandbox code and hostile clients against one real sandboxd, through the
+real e2b SDK and plain HTTP. Each attack is contained, the server's memory stays bounded
+(its RSS measured before and after) and a neighbour sandbox still works afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b_code_interpreter import Sandbox
+
+from sandboxd.interpreter.contexts import MAX_OUTPUT_BYTES
+from sandboxd.testing import RunningSandboxd, running_sandboxd, wait_until
+
+pytestmark = pytest.mark.sandboxd
+
+MIB = 1 << 20
+# How much the server's resident memory may grow through one attack: well under what the
+# attack pushes through it, far above the noise of a warm server.
+RSS_SLACK = 48 * MIB
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningSandboxd]:
+    """A server of its own, so its memory is this module's to measure."""
+    state_dir = Path(tempfile.mkdtemp(prefix="sandboxd-harden-"))
+    state_dir.chmod(0o755)
+    try:
+        with running_sandboxd(
+            state_dir=state_dir,
+            api_key="harden-" + secrets.token_hex(8),
+            env={"SANDBOXD_POOL_SIZE": "0", "SANDBOXD_MAX_FILE_MB": "80"},
+        ) as running:
+            yield running
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def neighbour(server: RunningSandboxd) -> Iterator[Sandbox]:
+    """Another tenant's sandbox, which must keep working whatever the attacker does."""
+    sandbox = Sandbox.create(**server.sdk_options())
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
+
+
+@pytest.fixture
+def attacker(server: RunningSandboxd) -> Iterator[Sandbox]:
+    sandbox = Sandbox.create(**server.sdk_options())
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
+
+
+def rss(server: RunningSandboxd) -> int:
+    """The server process's resident memory now, in bytes."""
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def assert_healthy(server: RunningSandboxd, neighbour: Sandbox) -> None:
+    """The server answers and another sandbox still runs code."""
+    assert httpx.get(f"{server.url}/health", timeout=30).json()["status"] == "ok"
+    assert neighbour.run_code("6 * 7").text == "42"
+
+
+def envd_headers(sandbox: Sandbox) -> dict[str, str]:
+    return {
+        "E2b-Sandbox-Id": sandbox.sandbox_id,
+        "E2b-Sandbox-Port": "49983",
+        "X-Access-Token": sandbox._envd_access_token or "",
+    }
+
+
+def interpreter_headers(sandbox: Sandbox) -> dict[str, str]:
+    return {**envd_headers(sandbox), "E2b-Sandbox-Port": "49999"}
+
+
+# --- 4, 3: the egress proxy ------------------------------------------------------------------
+
+_PROXY_CLIENT = textwrap.dedent(
+    """
+    import os, socket, sys
+    host, port = os.environ["HTTPS_PROXY"].rsplit("/", 1)[-1].rsplit(":", 1)
+
+    def ask(target):
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(f"CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n".encode())
+            return conn.recv(200).split(b"\\r\\n", 1)[0].decode()
+
+    print(ask(sys.argv[1]))
+    for _ in range(int(sys.argv[2])):
+        ask(sys.argv[1])
+    """
+)
+
+
+def ask_proxy(sandbox: Sandbox, target: str, repeat: int = 0) -> str:
+    sandbox.files.write("/tmp/proxy_client.py", _PROXY_CLIENT)
+    result = sandbox.commands.run(f"python3 /tmp/proxy_client.py '{target}' {repeat}", timeout=120)
+    return result.stdout.strip()
+
+
+def test_a_malformed_port_is_answered_400_without_a_traceback(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    assert ask_proxy(attacker, "example.com:\u00b2") == "HTTP/1.1 400 Bad Request: malformed port"
+    assert ask_proxy(attacker, "example.com:99999") == "HTTP/1.1 400 Bad Request: malformed port"
+
+    assert "Traceback" not in server.log()
+    assert_healthy(server, neighbour)
+
+
+def test_a_loop_of_refused_requests_is_logged_once_not_per_request(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    host = f"refused-{secrets.token_hex(4)}.example"
+
+    first = ask_proxy(attacker, f"{host}:443", repeat=300)
+
+    assert first == "HTTP/1.1 403 Forbidden: not a package index of this host"
+    mentions = [line for line in server.log().splitlines() if host in line]
+    assert len(mentions) == 1  # the first; the count follows once a minute
+    assert "refused a request to" in mentions[0]
+    assert_healthy(server, neighbour)
+
+
+def test_a_template_id_cannot_forge_a_log_line(server: RunningSandboxd) -> None:
+    marker = secrets.token_hex(6)
+    forged = f"base\n2026-01-01 00:00:00,000 ERROR sandboxd: FORGED {marker}"
+
+    response = httpx.post(
+        f"{server.url}/sandboxes",
+        headers={"X-API-KEY": server.api_key},
+        json={"templateID": forged, "timeout": 30},
+        timeout=60,
+    )
+
+    assert response.status_code == 201
+    sandbox_id = response.json()["sandboxID"]
+    httpx.delete(
+        f"{server.url}/sandboxes/{sandbox_id}", headers={"X-API-KEY": server.api_key}, timeout=60
+    )
+    lines = [line for line in server.log().splitlines() if marker in line]
+    assert lines, "the template id was logged"
+    assert not any(line.startswith("2026-01-01") for line in lines)
+
+
+# --- 11: deeply nested JSON ------------------------------------------------------------------
+
+NESTED = b"[" * 200_000 + b"]" * 200_000
+
+
+def test_deeply_nested_json_gets_400_on_the_control_plane(server: RunningSandboxd) -> None:
+    response = httpx.post(
+        f"{server.url}/sandboxes",
+        headers={"X-API-KEY": server.api_key, "Content-Type": "application/json"},
+        content=b'{"metadata": ' + NESTED + b"}",
+        timeout=60,
+    )
+
+    assert response.status_code == 400
+    assert "JSON" in response.json()["message"]
+
+
+def test_deeply_nested_json_gets_400_on_execute(
+    server: RunningSandboxd, neighbour: Sandbox
+) -> None:
+    response = httpx.post(
+        f"{server.url}/execute",
+        headers={**interpreter_headers(neighbour), "Content-Type": "application/json"},
+        content=b'{"code": "1", "env_vars": ' + NESTED + b"}",
+        timeout=60,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_json"
+    assert_healthy(server, neighbour)
+
+
+# --- 10: a file name with CR/LF --------------------------------------------------------------
+
+
+def test_a_file_name_with_cr_lf_downloads_with_an_encoded_disposition(
+    server: RunningSandboxd, attacker: Sandbox
+) -> None:
+    attacker.commands.run(
+        "python3 -c \"open('/home/user/a\\r\\nSet-Cookie: x=1\\r\\n.txt', 'w').write('ok')\""
+    )
+    path = "/home/user/a\r\nSet-Cookie: x=1\r\n.txt"
+
+    response = httpx.get(
+        f"{server.url}/files",
+        params={"path": path},
+        headers=envd_headers(attacker),
+        timeout=60,
+    )
+
+    assert response.status_code == 200
+    assert response.content == b"ok"
+    assert "set-cookie" not in response.headers
+    assert response.headers["content-disposition"] == (
+        'attachment; filename="a__Set-Cookie: x=1__.txt"; '
+        "filename*=UTF-8''a%0D%0ASet-Cookie%3A%20x%3D1%0D%0A.txt"
+    )
+
+
+# --- 5, 6: uploads ---------------------------------------------------------------------------
+
+
+def test_a_signed_upload_url_writes_only_its_own_path(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    url = attacker.upload_url("/home/user/allowed.txt", use_signature_expiration=60)
+    files = [
+        ("file", ("/home/user/allowed.txt", b"mine")),
+        ("file", ("/home/user/.profile", b"echo owned")),
+    ]
+
+    response = httpx.post(
+        url, files=files, headers={"E2b-Sandbox-Id": attacker.sandbox_id}, timeout=60
+    )
+
+    assert response.status_code == 400
+    assert "one file part" in response.json()["message"]
+    assert attacker.files.read("/home/user/allowed.txt") == "mine"
+    assert "owned" not in attacker.commands.run("cat /home/user/.profile || true").stdout
+    assert_healthy(server, neighbour)
+
+
+def _parts(count: int, size: int, boundary: str) -> Iterator[bytes]:
+    block = b"x" * MIB
+    for index in range(count):
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="/home/user/big{index}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        for _ in range(size // MIB):
+            yield block
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def test_a_large_multipart_upload_is_streamed_not_held_in_memory(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    boundary = secrets.token_hex(8)
+    before = rss(server)
+
+    response = httpx.post(
+        f"{server.url}/files",
+        headers={
+            **envd_headers(attacker),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        content=_parts(4, 64 * MIB, boundary),
+        timeout=300,
+    )
+
+    assert response.status_code == 200, response.text
+    assert [entry["path"] for entry in response.json()] == [
+        f"/home/user/big{index}" for index in range(4)
+    ]
+    sizes = attacker.commands.run("stat -c %s /home/user/big0 /home/user/big3").stdout.split()
+    assert sizes == [str(64 * MIB)] * 2
+    assert rss(server) - before < RSS_SLACK
+    assert_healthy(server, neighbour)
+
+
+def test_an_upload_over_the_cap_is_refused_and_leaves_no_file(
+    server: RunningSandboxd, attacker: Sandbox
+) -> None:
+    boundary = secrets.token_hex(8)
+
+    response = httpx.post(
+        f"{server.url}/files",
+        headers={
+            **envd_headers(attacker),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        content=_parts(1, 96 * MIB, boundary),
+        timeout=300,
+    )
+
+    assert response.status_code == 413
+    assert not attacker.files.exists("/home/user/big0")
+
+
+# --- 2: the output cap and the event pipe ----------------------------------------------------
+
+
+def execute(server: RunningSandboxd, sandbox: Sandbox, code: str) -> list[dict[str, object]]:
+    """Run `code` through plain HTTP /execute; every event of the response."""
+    response = httpx.post(
+        f"{server.url}/execute",
+        headers=interpreter_headers(sandbox),
+        json={"code": code},
+        timeout=300,
+    )
+    assert response.status_code == 200
+    return [json.loads(line) for line in response.content.splitlines()]
+
+
+def test_json_extra_and_error_payloads_count_against_the_output_cap(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    code = (
+        "from IPython.display import display\n"
+        "for _ in range(30):\n"
+        "    display({'application/json': {'k': 'x' * (1 << 20)},"
+        " 'application/x-other': 'y' * (1 << 20)}, raw=True)\n"
+        "raise ValueError('z' * (8 << 20))"
+    )
+
+    found = execute(server, attacker, code)
+
+    sent = sum(len(json.dumps(event)) for event in found)
+    assert sent <= MAX_OUTPUT_BYTES + 64 * 1024  # 60 MiB of payloads were produced
+    assert any("output truncated" in str(event.get("text")) for event in found)
+    errors = [event for event in found if event["type"] == "error"]
+    assert [error["name"] for error in errors] == ["ValueError"]  # cut, but still reported
+    assert found[-1] == {"type": "end_of_execution"}
+    assert_healthy(server, neighbour)
+
+
+def test_a_slow_client_holds_the_output_back_instead_of_the_server_buffering_it(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    """The client reads nothing until the cell is over: the server keeps about the pipe's
+    backlog, the kernel holds the rest, and every byte arrives once the client reads."""
+    code = (
+        "import sys, pathlib\n"
+        "for _ in range(24):\n"
+        "    sys.stdout.write('x' * (1 << 20))\n"
+        "sys.stdout.flush()\n"
+        "pathlib.Path('/tmp/produced').touch()\n"
+    )
+    body = json.dumps({"code": code}).encode()
+    headers = {
+        **interpreter_headers(attacker),
+        "Host": "sandboxd",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+    }
+    before = rss(server)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.connect((host, int(port)))
+        client.sendall(
+            b"POST /execute HTTP/1.1\r\n"
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            + b"\r\n"
+            + body
+        )
+        assert wait_until(lambda: attacker.files.exists("/tmp/produced"), 120)
+        held = rss(server) - before
+        received = bytearray()
+        client.settimeout(120)
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the chunked body's end
+            chunk = client.recv(1 << 20)
+            assert chunk, "the server closed the stream early"
+            received += chunk
+
+    assert held < 20 * MIB  # 24 MiB were produced while the client read nothing
+    assert b'{"type":"end_of_execution"}' in received
+    assert received.count(b"x" * 1024) >= 24 * 1024  # and none of it was lost
+    assert_healthy(server, neighbour)
+
+
+# --- 1: a kernel flooding the host's iopub ---------------------------------------------------
+
+
+def test_a_flood_of_badly_signed_frames_keeps_the_server_small_and_its_neighbours_served(
+    server: RunningSandboxd, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    code = (
+        "sock = get_ipython().kernel.iopub_socket\n"
+        "frame = b'x' * (8 << 20)\n"
+        "for _ in range(100):\n"
+        "    sock.send_multipart([b'<IDS|MSG>', b'bad', b'{}', b'{}', b'{}', frame])\n"
+        "'flooded'"
+    )
+    before = rss(server)
+    peak = [before]
+    neighbour_runs: list[str] = []
+    flooding = threading.Event()
+    flooding.set()
+
+    def watch() -> None:
+        while flooding.is_set():
+            peak[0] = max(peak[0], rss(server))
+            neighbour_runs.append(neighbour.run_code("1 + 1").text or "")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        execution = attacker.run_code(code, timeout=300)
+    finally:
+        flooding.clear()
+        watcher.join()
+
+    assert execution.text == "flooded"  # 800 MiB of bad frames went through and were dropped
+    assert peak[0] - before < 160 * MIB
+    assert neighbour_runs and set(neighbour_runs) == {"2"}
+    assert_healthy(server, neighbour)
