@@ -15,7 +15,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from atlaschat.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from atlaschat.env import (
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envlist,
+    envrate,
+    envregexlist,
+    envstr,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("ATLASCHAT_VAR_DIR", str(BASE_DIR / "var")))
@@ -55,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_htmx",
+    "axes",
     "accounts",
     "execution",
 ]
@@ -73,6 +83,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Content-Security-Policy on every response (the policy and why: atlaschat/csp.py).
     "atlaschat.csp.ContentSecurityPolicyMiddleware",
+    # Turns a login locked out by django-axes into its 429 (accounts/lockout.py).
+    "axes.middleware.AxesMiddleware",
     # Last: the stack above runs in one thread under daphne (why: atlaschat/middleware.py).
     "atlaschat.middleware.SynchronousStack",
 ]
@@ -155,6 +167,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Password guessing (accounts/lockout.py): django-axes checks every authenticate() first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# LOGIN_FAILURE_LIMIT failed logins for one username, or from one client IP, lock that
+# username or IP out for LOGIN_LOCKOUT_MINUTES; a success resets the username's count.
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 10, min_value=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, min_value=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "execution.caller.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -165,9 +191,18 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON nested without bound would exhaust the parser's recursion (a 500): see parsers.py.
+    "DEFAULT_PARSER_CLASSES": [
+        "execution.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # JSON as ASCII with \u escapes: output may hold lone surrogates, which a UTF-8 body
+    # cannot carry but a JSON escape can (clients decode them back exactly).
+    "UNICODE_JSON": False,
     # One error shape for every API answer: {"error": {"code", "message", "details"}}.
     "EXCEPTION_HANDLER": "execution.api.exceptions.api_exception_handler",
 }
@@ -252,10 +287,15 @@ EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
 EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
 EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
 EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
+# The largest request body read into memory: a file of EXECUTION_MAX_FILE_BYTES sent as
+# base64 in JSON (4/3 of it) plus room for the JSON around it. Django's own 2.5 MiB default
+# would refuse a write-file of 2 MiB with a 413 long before the file-size limit applies.
+EXECUTION_MAX_BODY_BYTES = EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = EXECUTION_MAX_BODY_BYTES
 EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
 EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 32, min_value=1)
-EXECUTION_DANGEROUS_PATTERNS = envlist("EXECUTION_DANGEROUS_PATTERNS", [])
+EXECUTION_DANGEROUS_PATTERNS = envregexlist("EXECUTION_DANGEROUS_PATTERNS", [])
 # Windows executables and scripts have no use in a Linux workspace; their arrival is audited.
 EXECUTION_SUSPICIOUS_EXTENSIONS = envlist(
     "EXECUTION_SUSPICIOUS_EXTENSIONS",
@@ -266,10 +306,13 @@ PACKAGE_DENY_LIST = envlist("PACKAGE_DENY_LIST", [])
 # EXECUTION_MAX_FILE_BYTES each and EXECUTION_SYNC_MAX_BYTES together; the rest is reported.
 EXECUTION_SYNC_MAX_BYTES = envint("EXECUTION_SYNC_MAX_BYTES", 50 * 1024 * 1024, min_value=0)
 # DRF throttle rates ("N/second|minute|hour|day") per user, for runs and for installs.
-EXECUTION_THROTTLE_RATE = envstr("EXECUTION_THROTTLE_RATE", "120/minute")
-INSTALL_THROTTLE_RATE = envstr("INSTALL_THROTTLE_RATE", "20/minute")
+EXECUTION_THROTTLE_RATE = envrate("EXECUTION_THROTTLE_RATE", "120/minute")
+INSTALL_THROTTLE_RATE = envrate("INSTALL_THROTTLE_RATE", "20/minute")
 # Seconds a client is told to wait (Retry-After) when a concurrency cap is reached.
 EXECUTION_CONCURRENCY_RETRY_AFTER = envint("EXECUTION_CONCURRENCY_RETRY_AFTER", 2, min_value=1)
+# Repeats of one refusal (same kind, code, user, source, IP) within this many seconds count up
+# on one SecurityEvent row instead of adding rows: the audit trail cannot be flooded.
+SECURITY_EVENT_WINDOW_SECONDS = envint("SECURITY_EVENT_WINDOW_SECONDS", 60, min_value=1)
 # Time allowed for one pip/npm install inside the sandbox.
 PACKAGE_INSTALL_TIMEOUT = envint("PACKAGE_INSTALL_TIMEOUT", 300, min_value=10)
 

@@ -16,7 +16,6 @@ import base64
 import binascii
 import csv
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +38,7 @@ from execution.models import (
     UserBudget,
     WorkspaceFile,
 )
+from execution.terminal import strip_ansi
 
 # How many rows of each kind a thread's page shows inline; the rest are one link away.
 INLINE_ROWS = 50
@@ -51,8 +51,6 @@ _IMAGE_SIGNATURES = {
 }
 # Result formats shown as (escaped) text, in this order.
 _TEXT_FORMATS = ("text", "json", "html", "markdown", "latex", "javascript")
-# Terminal colour codes in Jupyter tracebacks: noise in a web page.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # A spreadsheet treats a cell starting with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -344,9 +342,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         traceback = error.get("traceback") or ""
         if isinstance(traceback, list):
             traceback = "\n".join(str(line) for line in traceback)
-        return format_html(
-            "<strong>{}</strong>{}", heading, _pre(_ANSI_ESCAPE.sub("", str(traceback)))
-        )
+        return format_html("<strong>{}</strong>{}", heading, _pre(strip_ansi(str(traceback))))
 
     @admin.display(description="details")
     def details_block(self, execution: Execution) -> SafeString:

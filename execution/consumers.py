@@ -56,15 +56,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.middleware import authorization_header
+from execution.api.parsers import loads_bounded
 from execution.api.throttles import ExecuteRateThrottle
+from execution.caller import Caller
 from execution.models import Execution, Source, Thread
-from execution.services.errors import ToolError, not_found
+from execution.selectors import execution_get_owned, thread_get_owned
+from execution.services.errors import ToolError
 from execution.services.events import execution_group, thread_group
-from execution.services.tool_executor import (
-    ExecutionContext,
-    ToolExecutor,
-    record_security_event,
-)
+from execution.services.tool_executor import ToolExecutor
+from execution.throttling import check_rate
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteReque
             {"max_chars": MAX_CLIENT_FRAME_CHARS},
         )
     try:
-        message = json.loads(text)
+        message = loads_bounded(text)
     except ValueError as exc:
         raise ProtocolError("invalid_json", f"The frame is not valid JSON: {exc}.") from exc
     if not isinstance(message, dict):
@@ -299,12 +300,6 @@ def done_frame(execution: Execution, *, replay: bool = False) -> dict[str, Any]:
     return frame
 
 
-def client_ip(scope: dict[str, Any]) -> str | None:
-    """Return the peer address daphne put in the scope (already proxy-resolved if asked)."""
-    client = scope.get("client")
-    return client[0] if client else None
-
-
 def authenticated_user(scope: dict[str, Any]) -> AbstractBaseUser | None:
     """Return the scope's user when authenticated, else None."""
     user = scope.get("user")
@@ -319,10 +314,7 @@ def token_expiry(scope: dict[str, Any]) -> datetime | None:
     """
     if scope.get("auth_method") != "jwt":
         return None
-    header = next(
-        (value for name, value in scope.get("headers", ()) if name.lower() == b"authorization"),
-        None,
-    )
+    header = authorization_header(scope)
     authentication = JWTAuthentication()
     try:
         raw_token = authentication.get_raw_token(header) if header else None
@@ -332,33 +324,6 @@ def token_expiry(scope: dict[str, Any]) -> datetime | None:
     except (InvalidToken, TokenError):
         return timezone.now()
     return datetime.fromtimestamp(int(token["exp"]), tz=UTC)
-
-
-class _ThrottleSubject:
-    """What DRF's throttles read from a request, for a websocket request."""
-
-    def __init__(self, user: AbstractBaseUser, ip: str | None) -> None:
-        self.user = user
-        self.META = {"REMOTE_ADDR": ip or ""}
-
-
-def check_execute_rate(user: AbstractBaseUser, ip: str | None) -> None:
-    """Apply the REST execute throttle (EXECUTION_THROTTLE_RATE) to a websocket run.
-
-    Same class, same per-user counter: a client gets no more runs per minute by switching
-    from REST to the websocket. Raises ToolError 429 `throttled` with `retry_after`.
-    """
-    throttle = ExecuteRateThrottle()
-    if throttle.allow_request(_ThrottleSubject(user, ip), None):
-        return
-    retry_after = max(1, math.ceil(throttle.wait() or 1))
-    raise ToolError(
-        "throttled",
-        f"Too many runs; try again in {retry_after} s.",
-        429,
-        {"retry_after": retry_after},
-        kind="quota",
-    )
 
 
 class PatientChannelLayer:
@@ -408,6 +373,11 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
                 await super().__call__(scope, receive, send)
             finally:
                 await self._stop_watching()
+
+    @property
+    def caller(self) -> Caller:
+        """Who is on this socket (user, client IP; source websocket)."""
+        return Caller.from_scope({**self.scope, "user": self.user}, source=Source.WEBSOCKET)
 
     @property
     def channel_layer(self) -> Any:
@@ -534,7 +504,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
-        thread = await self._get_thread(user, self.scope["url_route"]["kwargs"]["thread_id"])
+        self.user = user
+        thread = await self._get_thread(self.scope["url_route"]["kwargs"]["thread_id"])
         if thread is None:
             await self.refuse(CLOSE_NOT_FOUND)
             return
@@ -604,22 +575,12 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         await database_sync_to_async(self._start_execution)(request)
 
     def _start_execution(self, request: ExecuteRequest) -> Execution:
-        context = ExecutionContext(
-            user=self.user,
-            thread=self.thread,
-            agent=None,
-            source=Source.WEBSOCKET,
-            client_ip=client_ip(self.scope),
-        )
-        try:
-            check_execute_rate(self.user, context.client_ip)
-        except ToolError as error:
-            record_security_event(error, context)
-            raise
+        # The REST execute throttle, same counter: no more runs by switching doors.
+        check_rate(throttle_class=ExecuteRateThrottle, caller=self.caller)
         return ToolExecutor().start_execution(
             code=request.code,
             language=request.language,
-            context=context,
+            context=self.caller.for_thread(self.thread),
             timeout=request.timeout,
         )
 
@@ -628,16 +589,18 @@ class ThreadConsumer(OwnedWebsocketConsumer):
 
     def _cancel_execution(self, request: CancelRequest) -> None:
         # Only runs of this thread: a socket is a view of one thread, and its client
-        # would never see the `done` of a run elsewhere.
-        if not Execution.objects.filter(
-            id=request.execution_id, thread=self.thread, user=self.user
-        ).exists():
-            raise not_found("execution")
+        # would never see the `done` of a run elsewhere (another user's run is audited).
+        execution_get_owned(
+            caller=self.caller, execution_id=request.execution_id, thread=self.thread
+        )
         ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.user)
 
     @database_sync_to_async
-    def _get_thread(self, user: AbstractBaseUser, thread_id: uuid.UUID) -> Thread | None:
-        return Thread.objects.filter(id=thread_id, owner=user).first()
+    def _get_thread(self, thread_id: uuid.UUID) -> Thread | None:
+        try:
+            return thread_get_owned(caller=self.caller, thread_id=thread_id)
+        except ToolError:
+            return None
 
 
 class ExecutionConsumer(OwnedWebsocketConsumer):
@@ -655,7 +618,7 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
         # row shows is published after this join and reaches us: no gap. Events the row
         # already holds come in with seq <= last_seq and are dropped: no duplicate.
         await self.join(execution_group(execution_id))
-        rows = await self._load_rows([execution_id])
+        rows = await self._load_owned_row(execution_id)
         if execution_id not in rows:
             await self.refuse(CLOSE_NOT_FOUND)
             return
@@ -667,6 +630,15 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
             await self.execution_finished(cursor)
         else:
             self.start_watching()
+
+    @database_sync_to_async
+    def _load_owned_row(self, execution_id: str) -> dict[str, Execution]:
+        # Through the selector, so another user's run is audited like everywhere else.
+        try:
+            row = execution_get_owned(caller=self.caller, execution_id=execution_id)
+        except ToolError:
+            return {}
+        return {str(row.id): row}
 
     def cursor_for(self, execution_id: str) -> StreamCursor | None:
         return self.cursors.get(execution_id)  # only the one execution of the URL

@@ -3,12 +3,93 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import models, transaction
+
+# --- text any program may print -------------------------------------------------------------
+#
+# Output, errors and results are whatever a program wrote: they may hold NUL, which neither
+# PostgreSQL text nor jsonb can store, and lone surrogates (a str can hold them; JavaScript
+# strings often do), which no UTF-8 database or driver accepts. Rather than lose or mangle
+# them, the columns below store them with a stated, reversible escaping, applied on the way
+# in and undone on the way out, identically on SQLite and PostgreSQL, so Python code always
+# sees the program's exact text:
+#
+#   U+E000 (a private-use character, the escape)  →  U+E000 U+E000
+#   U+0000 (NUL)                                  →  U+E000 "0"
+#   a lone surrogate U+D800..U+DFFF               →  U+E000 U+E800..U+EFFF (same offset)
+#
+# Text without these characters (nearly all of it) is stored unchanged.
+
+_ESCAPE = "\ue000"
+_UNSTORABLE = re.compile("[\x00\ue000\ud800-\udfff]")
+_ESCAPED = re.compile("\ue000(.)", re.DOTALL)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    if char == "\x00":
+        return _ESCAPE + "0"
+    if char == _ESCAPE:
+        return _ESCAPE + _ESCAPE
+    return _ESCAPE + chr(0xE800 + ord(char) - 0xD800)
+
+
+def _unescape_char(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if code == "0":
+        return "\x00"
+    if 0xE800 <= ord(code) <= 0xEFFF:
+        return chr(0xD800 + ord(code) - 0xE800)
+    return code  # the escape itself (and, defensively, anything else after it)
+
+
+def escape_text(value: str) -> str:
+    """`value` in the storable form described above (unchanged when nothing needs it)."""
+    return _UNSTORABLE.sub(_escape_char, value) if _UNSTORABLE.search(value) else value
+
+
+def unescape_text(value: str) -> str:
+    """The exact text `escape_text` stored."""
+    return _ESCAPED.sub(_unescape_char, value) if _ESCAPE in value else value
+
+
+def _map_strings(value: Any, convert: Any) -> Any:
+    # Keys too: a result's dict may be keyed by program output.
+    if isinstance(value, str):
+        return convert(value)
+    if isinstance(value, dict):
+        return {_map_strings(k, convert): _map_strings(v, convert) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_strings(item, convert) for item in value]
+    return value
+
+
+class LosslessTextField(models.TextField):
+    """A TextField that stores any str, NUL and lone surrogates included (see above)."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        return escape_text(value) if isinstance(value, str) else value
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return unescape_text(value) if isinstance(value, str) else value
+
+
+class LosslessJSONField(models.JSONField):
+    """A JSONField whose strings may hold NUL and lone surrogates (see above)."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        return super().get_prep_value(_map_strings(value, escape_text))
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return _map_strings(super().from_db_value(value, expression, connection), unescape_text)
 
 
 class Language(models.TextChoices):
@@ -131,17 +212,19 @@ class Execution(models.Model):
     agent = models.ForeignKey(
         Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="executions"
     )
-    language = models.CharField(max_length=16, choices=Language.choices)
-    code = models.TextField()
+    # Blank only for a run refused for its language: the unknown value is kept in the audit,
+    # never here, so the column only ever holds one of the languages (or nothing).
+    language = models.CharField(max_length=16, choices=Language.choices, blank=True)
+    code = LosslessTextField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
-    stdout = models.TextField(blank=True, default="")
-    stderr = models.TextField(blank=True, default="")
+    stdout = LosslessTextField(blank=True, default="")
+    stderr = LosslessTextField(blank=True, default="")
     # Rich results as the sandbox gave them: [{"text": …, "png": …, "html": …}, …]
-    results = models.JSONField(default=list, blank=True)
+    results = LosslessJSONField(default=list, blank=True)
     # {"name": …, "value": …, "traceback": …} or, for a rejection, {"code": …, "message": …}
-    error = models.JSONField(null=True, blank=True)
+    error = LosslessJSONField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     truncated = models.BooleanField(default=False)
     timeout_seconds = models.FloatField(null=True, blank=True)
@@ -154,7 +237,7 @@ class Execution(models.Model):
     # a websocket replay from the row plus live events with seq > last_seq has no gap or dup.
     last_seq = models.PositiveIntegerField(default=0)
     # Facts about the run that are not output: files not synced back, sandbox id, … (JSON).
-    details = models.JSONField(default=dict, blank=True)
+    details = LosslessJSONField(default=dict, blank=True)
     # Set by a cancel request; the process running the execution watches it, so a cancel
     # reaches the run even when it was asked through another server process.
     cancel_requested = models.BooleanField(default=False)
@@ -273,7 +356,7 @@ class PackageInstall(models.Model):
     language = models.CharField(max_length=16, choices=Language.choices)
     packages = models.JSONField(default=list)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    log = models.TextField(blank=True, default="")
+    log = LosslessTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -298,7 +381,7 @@ class SecurityEvent(models.Model):
     code = models.CharField(
         max_length=64, help_text="Stable error code, e.g. path_outside_workspace"
     )
-    message = models.TextField()
+    message = LosslessTextField()
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
@@ -307,8 +390,12 @@ class SecurityEvent(models.Model):
     execution = models.ForeignKey(Execution, on_delete=models.SET_NULL, null=True, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
-    details = models.JSONField(default=dict, blank=True)
+    details = LosslessJSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Repeats of the same refusal within SECURITY_EVENT_WINDOW_SECONDS count up on one row
+    # (execution/audit.py): how many there were, and when the last one came.
+    count = models.PositiveIntegerField(default=1)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

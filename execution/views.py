@@ -2,10 +2,11 @@
 
 Every GET view renders the whole page, or only its partial when htmx asks (`request.htmx`),
 so each link keeps a real href and works without JavaScript. Every object is reached through
-`owned_thread` / `owned_execution`: another user's thread or run is a 404, as if it did not
-exist. Writes go through the ToolExecutor, the same service the API and agents use; a
-ToolError it raises (validation, quota, sandbox unavailable) comes back to the person as a
-form error with the service's own message and the matching HTTP status, never as a trace.
+the selectors (execution/selectors.py): another user's thread or run is a 404, as if it did
+not exist, audited there. Writes go through the ToolExecutor, the same service the API and
+agents use; a ToolError it raises (validation, quota, sandbox unavailable) comes back to the
+person as a form error with the service's own message and the matching HTTP status, never
+as a trace.
 Live output does not pass through these views: the page's script talks to the websocket
 `ws/threads/<id>/` (see static/js/workspace.js).
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import threading
 import uuid
 from typing import Any
@@ -27,13 +26,14 @@ from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from atlaschat.views import home as landing_page
 from execution.api.throttles import InstallRateThrottle
+from execution.caller import Caller
 from execution.forms import (
     FilePathForm,
     NewFileForm,
@@ -47,18 +47,16 @@ from execution.models import (
     Execution,
     Language,
     PackageInstall,
-    SecurityEvent,
     Source,
     Thread,
     WorkspaceFile,
 )
+from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services import validation
 from execution.services.errors import ToolError
-from execution.services.tool_executor import (
-    ExecutionContext,
-    ToolExecutor,
-    record_security_event,
-)
+from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.terminal import strip_ansi
+from execution.throttling import check_rate
 
 logger = logging.getLogger(__name__)
 
@@ -76,43 +74,34 @@ EDITOR_LANGUAGES = [
 # --- access -----------------------------------------------------------------------------------
 
 
+def page_caller(request: HttpRequest) -> Caller:
+    """The caller of a page request (source browser)."""
+    return Caller.from_request(request, source=Source.BROWSER)
+
+
 def owned_thread(request: HttpRequest, thread_id: uuid.UUID) -> Thread:
-    """The user's thread with that id; Http404 for any other (someone else's is 'not found',
-    and the attempt is audited as the API audits it)."""
-    thread = Thread.objects.filter(pk=thread_id, owner=request.user).first()
-    if thread is None:
-        if Thread.objects.filter(pk=thread_id).exists():
-            audit_foreign_access(request, "thread", thread_id)
-        raise Http404("No such thread.")
-    return thread
+    """The user's thread with that id; Http404 for any other (the selector audits another
+    user's, as every entry point does)."""
+    try:
+        return thread_get_owned(caller=page_caller(request), thread_id=thread_id)
+    except ToolError as error:
+        raise Http404(error.message) from None
 
 
 def owned_execution(request: HttpRequest, thread: Thread, execution_id: uuid.UUID) -> Execution:
-    """A run of the user's `thread`; Http404 otherwise."""
-    return get_object_or_404(Execution, pk=execution_id, thread=thread, user=request.user)
-
-
-def audit_foreign_access(request: HttpRequest, kind: str, object_id: uuid.UUID) -> None:
-    """Record that a page asked for another user's object (it was answered 404)."""
-    SecurityEvent.objects.create(
-        kind=SecurityEvent.Kind.AUTHORIZATION,
-        code=f"{kind}_not_owned",
-        message=f"Access to another user's {kind} was refused (answered 404).",
-        user=request.user,
-        source=Source.BROWSER,
-        client_ip=request.META.get("REMOTE_ADDR") or None,
-        details={"object_id": str(object_id), "path": request.path[:300]},
-    )
+    """A run of the user's `thread`; Http404 otherwise (another user's run, or a run of
+    another thread, is audited)."""
+    try:
+        return execution_get_owned(
+            caller=page_caller(request), execution_id=execution_id, thread=thread
+        )
+    except ToolError as error:
+        raise Http404(error.message) from None
 
 
 def tool_context(request: HttpRequest, thread: Thread) -> ExecutionContext:
     """The ToolExecutor context of a page request: this user, this thread, source browser."""
-    return ExecutionContext(
-        user=request.user,  # type: ignore[arg-type]
-        thread=thread,
-        source=Source.BROWSER,
-        client_ip=request.META.get("REMOTE_ADDR") or None,
-    )
+    return page_caller(request).for_thread(thread)
 
 
 def page_or_partial(
@@ -480,7 +469,6 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     context = tool_context(request, thread)
     throttled = install_throttled(request)
     if throttled is not None:
-        record_security_event(throttled, context)
         add_tool_error(form, throttled, "packages")
         response = render_packages(request, thread, status=throttled.status, form=form)
         for name, value in throttled.headers.items():
@@ -508,23 +496,16 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 
 def install_throttled(request: HttpRequest) -> ToolError | None:
-    """A 429 ToolError when the user reached INSTALL_THROTTLE_RATE, else None.
+    """The audited 429 ToolError when the user reached INSTALL_THROTTLE_RATE, else None.
 
     The API's own throttle, with the same counter: installs from the page and from the API
     share one limit per user.
     """
-    throttle = InstallRateThrottle()
-    if throttle.allow_request(request, None):  # type: ignore[arg-type]
-        return None
-    retry_after = max(1, math.ceil(throttle.wait() or 1))
-    return ToolError(
-        "throttled",
-        f"Too many installs in a short time; try again in {retry_after} s.",
-        429,
-        {"retry_after": retry_after},
-        kind="quota",
-        headers={"Retry-After": str(retry_after)},
-    )
+    try:
+        check_rate(throttle_class=InstallRateThrottle, caller=page_caller(request))
+    except ToolError as error:
+        return error
+    return None
 
 
 def _install_in_background(
@@ -544,14 +525,6 @@ def _install_in_background(
 
 
 # --- history ----------------------------------------------------------------------------------
-
-# Terminal colour codes in tracebacks (Jupyter kernels colour them); the page shows plain text.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def strip_ansi(text: str) -> str:
-    """`text` without terminal escape sequences."""
-    return _ANSI_ESCAPE.sub("", text)
 
 
 def present_result(result: dict[str, Any]) -> dict[str, Any]:

@@ -17,17 +17,15 @@ the agent: `agent_not_found` (404; another user's agent is "not found" too, audi
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from rest_framework.throttling import SimpleRateThrottle
 
 from execution.agents.tools import TOOLS, ToolSpec, unknown_arguments
+from execution.api.parsers import json_depth_exceeds, loads_bounded
 from execution.api.serializers import (
     ExecutionSerializer,
     PackageInstallSerializer,
@@ -37,26 +35,22 @@ from execution.api.serializers import (
     write_file_content,
 )
 from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
+from execution.caller import Caller
 from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Source, Thread
-from execution.services.errors import ToolError, not_found
+from execution.selectors import agent_get_owned, thread_get_owned
+from execution.services.errors import ToolError, execution_failure, not_found
 from execution.services.tool_executor import (
     ExecutionContext,
     ToolExecutor,
     record_security_event,
 )
+from execution.terminal import strip_ansi
+from execution.throttling import check_rate
 
-# Jupyter colours its tracebacks; a model reads them better without the escape codes.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Result formats a model client can be handed as images (MCP image content).
 IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
 # How much of an installer's log the text rendering carries (the full log is in `result`).
 INSTALL_LOG_TAIL_CHARS = 4000
-
-
-def tool_call_body_limit() -> int:
-    """The largest tool-call body accepted, in bytes: a file of EXECUTION_MAX_FILE_BYTES as
-    base64 (4/3) plus room for the JSON around it. Larger bodies are refused (413) unread."""
-    return settings.EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
 
 
 @dataclass
@@ -110,36 +104,13 @@ TOOL_THROTTLES: dict[str, type[SimpleRateThrottle]] = {
 }
 
 
-@dataclass(frozen=True)
-class _ThrottleSubject:
-    # What a DRF user throttle reads of a request: only `user` for an authenticated one.
-    user: AbstractBaseUser
-
-
-def check_tool_rate(*, name: str, context: ExecutionContext) -> None:
+def check_tool_rate(*, name: str, caller: Caller) -> None:
     """Count one call of tool `name` against its REST endpoint's rate limit, for callers
-    outside DRF (the MCP server; DRF views use the throttle classes themselves).
-
-    Raises ToolError 429 `throttled` with Retry-After, audited as a quota SecurityEvent.
-    """
+    outside DRF (the MCP server; DRF views use the throttle classes themselves). Raises the
+    audited 429 `throttled` of execution/throttling.py."""
     throttle_class = TOOL_THROTTLES.get(name)
-    if throttle_class is None:
-        return
-    throttle = throttle_class()
-    if throttle.allow_request(_ThrottleSubject(context.user), None):
-        return
-    wait = max(1, int((throttle.wait() or 1) + 0.999))
-    raise _refuse(
-        ToolError(
-            "throttled",
-            "Request rate limit reached.",
-            429,
-            {"retry_after": str(wait), "tool": name},
-            kind=SecurityEvent.Kind.QUOTA,
-            headers={"Retry-After": str(wait)},
-        ),
-        context,
-    )
+    if throttle_class is not None:
+        check_rate(throttle_class=throttle_class, caller=caller.acting_as(caller.agent))
 
 
 def _refuse(error: ToolError, context: ExecutionContext) -> ToolError:
@@ -151,32 +122,10 @@ def _refuse(error: ToolError, context: ExecutionContext) -> ToolError:
 # --- the agent ------------------------------------------------------------------------------
 
 
-def find_agent(
-    *, agent_id: Any, user: AbstractBaseUser, source: str = Source.AGENT, client_ip: str | None
-) -> Agent:
-    """The user's agent with that id; ToolError 404 `agent_not_found` otherwise.
-
-    Another user's agent is answered exactly like a missing one, and the attempt is audited
-    (`agent_not_owned`), as for threads and executions in the REST API.
-    """
-    try:
-        pk = agent_id if isinstance(agent_id, uuid.UUID) else uuid.UUID(str(agent_id))
-    except (TypeError, ValueError, AttributeError):
-        raise not_found("agent") from None
-    agent = Agent.objects.filter(pk=pk, owner=user).first()
-    if agent is None:
-        if Agent.objects.filter(pk=pk).exists():
-            SecurityEvent.objects.create(
-                kind=SecurityEvent.Kind.AUTHORIZATION,
-                code="agent_not_owned",
-                message="Access to another user's agent was refused (answered 404).",
-                user=user,
-                source=source,
-                client_ip=client_ip,
-                details={"object_id": str(pk)},
-            )
-        raise not_found("agent")
-    return agent
+def find_agent(*, agent_id: Any, caller: Caller) -> Agent:
+    """The caller's agent with that id; ToolError 404 `agent_not_found` otherwise (another
+    user's agent is audited by the selector as `agent_not_owned`)."""
+    return agent_get_owned(caller=caller, agent_id=agent_id)
 
 
 def require_active(agent: Agent, context: ExecutionContext) -> None:
@@ -209,13 +158,15 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
         return {}
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = loads_bounded(raw)
         except ValueError as exc:
             raise _invalid(
                 "arguments_malformed",
                 f"The arguments are not valid JSON: {exc}.",
                 {"position": getattr(exc, "pos", None)},
             ) from None
+    if json_depth_exceeds(raw):
+        raise _invalid("arguments_malformed", "The arguments are nested too deeply.")
     if not isinstance(raw, dict):
         raise _invalid(
             "arguments_not_object",
@@ -256,22 +207,22 @@ def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, A
 def call_tool(
     *,
     agent: Agent,
-    user: AbstractBaseUser,
+    caller: Caller,
     name: Any,
     arguments: Any,
     thread_id: uuid.UUID | str | None = None,
-    client_ip: str | None = None,
     origin: Any = None,
 ) -> ToolCallOutcome:
-    """Run tool `name` for `agent` (owned by `user`) and return its outcome.
+    """Run tool `name` for `agent` (owned by the caller's user) and return its outcome.
 
     `arguments` is an object or a JSON string; `thread_id`, when given, is the thread to use
     (the same as an argument `thread_id`; both given and different is a conflict). Raises
     ToolError for every refusal (see the module docstring) and for what the ToolExecutor
     raises (policy 400/413, quota 429, sandbox 503).
     """
-    context = ExecutionContext(user=user, agent=agent, source=Source.AGENT, client_ip=client_ip)
-    if agent.owner_id != user.pk:
+    caller = caller.acting_as(agent, source=Source.AGENT)
+    context = caller.for_thread(None)
+    if agent.owner_id != caller.user.pk:
         # Callers look agents up by owner; this guards a caller that did not.
         raise not_found("agent")
     require_active(agent, context)
@@ -310,33 +261,9 @@ def call_tool(
         data = validate_arguments(spec, args)
     except ToolError as error:
         raise _refuse(error, context) from None
-    thread = _owned_thread(data.get("thread_id"), context)
-    context = ExecutionContext(
-        user=user, thread=thread, agent=agent, source=Source.AGENT, client_ip=client_ip
-    )
-    return _RUNNERS[name](data, context, origin)
-
-
-def _owned_thread(thread_id: uuid.UUID | None, context: ExecutionContext) -> Thread | None:
-    """The user's thread (None when no id); 404 `thread_not_found` otherwise (another
-    user's thread is audited as `thread_not_owned`)."""
-    if thread_id is None:
-        return None
-    thread = Thread.objects.filter(pk=thread_id, owner=context.user).first()
-    if thread is None:
-        if Thread.objects.filter(pk=thread_id).exists():
-            record_security_event(
-                ToolError(
-                    "thread_not_owned",
-                    "Access to another user's thread was refused (answered 404).",
-                    404,
-                    {"object_id": str(thread_id)},
-                    kind=SecurityEvent.Kind.AUTHORIZATION,
-                ),
-                context,
-            )
-        raise not_found("thread")
-    return thread
+    given = data.get("thread_id")
+    thread = None if given is None else thread_get_owned(caller=caller, thread_id=given)
+    return _RUNNERS[name](data, caller.for_thread(thread), origin)
 
 
 def _thread_or_new(context: ExecutionContext) -> Thread:
@@ -359,14 +286,7 @@ def _run_execute_code(
     )
     if execution.status == Execution.Status.ERROR:
         # The sandbox service failed, not the code: the same 503 as the REST API gives.
-        error = execution.error or {}
-        raise ToolError(
-            error.get("code", "sandbox_unavailable"),
-            error.get("value", "The sandbox service failed."),
-            503,
-            {"execution_id": str(execution.id), "thread_id": str(execution.thread_id)},
-            headers={"Retry-After": "5"},
-        )
+        raise execution_failure(execution)
     result = _plain(ExecutionSerializer(execution, context={"request": origin}).data)
     images = [
         (mime, item[fmt])
@@ -406,7 +326,7 @@ def render_execution(execution: Execution) -> str:
     error = execution.error or {}
     if error:
         if "name" in error:
-            traceback = _ANSI_ESCAPE.sub("", str(error.get("traceback") or "")).strip()
+            traceback = strip_ansi(str(error.get("traceback") or "")).strip()
             parts.append(f"error: {error.get('name')}: {error.get('value')}")
             if traceback:
                 parts.append(f"traceback:\n{traceback}")

@@ -158,10 +158,11 @@ def fleet_summary(window: Window, *, now: dt.datetime | None = None) -> dict[str
     timed_count = sum(sum(counts) for counts in bands.values())
     minutes = window.bucket.total_seconds() / 60
 
+    # The audit folds repeats of a refusal into one row with a count (execution/audit.py).
     refusals = list(
-        SecurityEvent.objects.filter(created_at__gte=since)
+        SecurityEvent.objects.filter(Q(last_seen_at__gte=since) | Q(created_at__gte=since))
         .values("kind", "code")
-        .annotate(n=Count("pk"))
+        .annotate(n=Sum("count"))
         .order_by("-n", "kind", "code")[: TOP_N * 2]
     )
     users = list(

@@ -12,8 +12,9 @@ Which value is fed from where, so that each event is counted once:
 * runs by status, language and source, run duration and queue wait, the sandbox backend's
   errors: `record_run_finished`, called once when a run reaches its final status (the run
   path) and, for runs refused before they started, from the Execution row's creation;
-* 429s by reason and security events by kind: from each SecurityEvent row (every refusal is
-  recorded as one, and every 429 is a refusal of kind `quota`);
+* 429s by reason and security events by kind: in execution/audit.py's `audit_refusal`, which
+  records every refusal (every 429 is a refusal of kind `quota`); counted per refusal, also
+  when the audit folds repeats into one row;
 * installs by outcome: from each PackageInstall reaching a final status;
 * websocket connections open, sandbox sessions created, reconnected and restored: the
   small hooks named after them, called by the consumers and the sandbox sessions.

@@ -1,4 +1,7 @@
-"""Metrics fed from rows as they are saved, so no entry point has to remember to count."""
+"""Metrics fed from rows as they are saved, so no entry point has to remember to count.
+
+(Refusals are counted where every one is recorded: execution/audit.py.)
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from execution.models import Execution, PackageInstall, SecurityEvent
+from execution.models import Execution, PackageInstall
 from execution.monitoring import metrics
 
 FINAL_INSTALL_STATUSES = frozenset(
@@ -17,12 +20,6 @@ FINAL_INSTALL_STATUSES = frozenset(
         PackageInstall.Status.REJECTED,
     }
 )
-
-
-@receiver(post_save, sender=SecurityEvent, dispatch_uid="monitor-security-event")
-def count_security_event(sender: type, instance: SecurityEvent, created: bool, **_: Any) -> None:
-    if created:
-        metrics.record_refusal(kind=instance.kind, code=instance.code)
 
 
 @receiver(post_save, sender=Execution, dispatch_uid="monitor-rejected-run")

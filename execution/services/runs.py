@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, TextField, Value
+from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 from e2b import (
@@ -77,9 +77,20 @@ def result_as_dict(result: Result) -> dict[str, Any]:
     return data
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8, a lone surrogate counted as the 3 bytes it takes encoded
+    (program output may hold them: they are stored escaped, see models.LosslessTextField)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _utf8_prefix(text: str, max_bytes: int) -> str:
-    """The longest prefix of `text` that fits in `max_bytes` of UTF-8."""
-    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+    """The longest prefix of `text` that fits in `max_bytes` of UTF-8 (lone surrogates kept)."""
+    cut = text.encode("utf-8", "surrogatepass")[:max_bytes]
+    while True:  # at most 3 rounds: only a character cut at the end can fail to decode
+        try:
+            return cut.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            cut = cut[:-1]
 
 
 # --- the run's live state and its events ------------------------------------------------------
@@ -97,8 +108,8 @@ class EventSink:
         self.publisher = publisher
         self.seq = execution.last_seq
         self.results: list[dict[str, Any]] = list(execution.results or [])
-        self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - len(
-            (execution.stdout + execution.stderr).encode("utf-8")
+        self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - _utf8_size(
+            execution.stdout + execution.stderr
         )
         self.truncated = execution.truncated
         self.error: dict[str, Any] | None = execution.error
@@ -146,7 +157,7 @@ class EventSink:
         was_truncated = self.truncated
         for kind, payload in items:
             if kind in appended:
-                size = len(payload.encode("utf-8"))
+                size = _utf8_size(payload)
                 granted = self._spend(size)
                 if granted == 0:
                     continue
@@ -170,7 +181,12 @@ class EventSink:
         update: dict[str, Any] = {"last_seq": self.seq, "truncated": self.truncated}
         for stream, text in appended.items():
             if text:
-                update[stream] = Concat(F(stream), Value(text), output_field=TextField())
+                # The column's own field, so the text is stored as the column stores any
+                # text (NUL and lone surrogates escaped: models.LosslessTextField).
+                field = Execution._meta.get_field(stream)
+                update[stream] = Concat(
+                    F(stream), Value(text, output_field=field), output_field=field
+                )
         if results_changed:
             update["results"] = self.results
         if error_changed:

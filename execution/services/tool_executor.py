@@ -31,6 +31,8 @@ from django.db.models import F
 from django.utils import timezone
 from e2b import FileNotFoundException, NotFoundException
 
+from execution.audit import audit_refusal
+from execution.caller import Caller
 from execution.models import (
     Agent,
     Execution,
@@ -41,6 +43,7 @@ from execution.models import (
     WorkspaceFile,
 )
 from execution.monitoring.budgets import check_daily_budget
+from execution.selectors import workspace_path_conflicts
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
 from execution.services.events import EventPublisher, caller_event_loop
@@ -69,18 +72,19 @@ class ExecutionContext:
 def record_security_event(
     error: ToolError, context: ExecutionContext, *, execution: Execution | None = None
 ) -> SecurityEvent:
-    """Store a refusal for the audit (kind from the error, default validation)."""
-    return SecurityEvent.objects.create(
+    """Store a refusal for the audit (kind from the error, default validation), through the
+    one audit writer (execution/audit.py: one shape, repeats aggregated)."""
+    caller = Caller(
+        user=context.user, source=context.source, client_ip=context.client_ip, agent=context.agent
+    )
+    return audit_refusal(
+        caller=caller,
         kind=error.kind or SecurityEvent.Kind.VALIDATION,
-        code=error.code[:64],
+        code=error.code,
         message=error.message,
-        user=context.user if context.user and context.user.is_authenticated else None,
-        agent=context.agent,
+        details=error.details,
         thread=context.thread,
         execution=execution,
-        source=context.source,
-        client_ip=context.client_ip,
-        details=error.details,
     )
 
 
@@ -223,12 +227,13 @@ class ToolExecutor:
         self, error: ToolError, context: ExecutionContext, *, code: object, language: object
     ) -> None:
         thread = context.thread
+        stored_code, stored_language = validation.refused_run_record(code, language)
         execution = Execution.objects.create(
             thread=thread,
             user=context.user,
             agent=context.agent,
-            language=str(language or "")[:16],
-            code=code if isinstance(code, str) else "",
+            language=stored_language,
+            code=stored_code,
             status=Status.REJECTED,
             source=context.source,
             client_ip=context.client_ip,
@@ -340,6 +345,10 @@ class ToolExecutor:
         self._validated(
             context, validation.validate_file_size, len(data),
             max_bytes=settings.EXECUTION_MAX_FILE_BYTES,
+        )  # fmt: skip
+        self._validated(
+            context, validation.validate_path_fits, path,
+            conflicts=workspace_path_conflicts(thread=thread, path=path),
         )  # fmt: skip
         with sessions.thread_lock(thread.id):
             thread.refresh_from_db(fields=["sandbox_id"])

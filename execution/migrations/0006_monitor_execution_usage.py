@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("execution", "0003_execution_cancel_requested"),
+        ("execution", "0005_edge_lossless_text"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
