@@ -61,6 +61,7 @@ from execution.api.parsers import loads_bounded
 from execution.api.throttles import ExecuteRateThrottle
 from execution.caller import Caller
 from execution.models import Execution, Source, Thread
+from execution.monitoring import metrics
 from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services.errors import ToolError
 from execution.services.events import execution_group, thread_group
@@ -368,10 +369,12 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         # Without a context of its own every consumer of the process shares one sync
         # thread for its database calls, so one slow query would stall every socket.
         # Django gives each HTTP request its own context the same way.
+        metrics.websocket_opened()
         async with ThreadSensitiveContext():
             try:
                 await super().__call__(scope, receive, send)
             finally:
+                metrics.websocket_closed()
                 await self._stop_watching()
 
     @property

@@ -39,6 +39,7 @@ from e2b import (
 from e2b_code_interpreter import E2B, AsyncSandbox, Context
 
 from execution.models import PackageInstall, Thread, WorkspaceFile
+from execution.monitoring import metrics
 from execution.services.errors import ToolError, sandbox_unavailable
 from execution.services.packages import run_install
 from execution.services.runtime import run_sandbox_call
@@ -190,6 +191,7 @@ class SandboxSessions:
                 sandbox = self._reconnect(thread.sandbox_id)
                 if sandbox is not None:
                     self._live[thread.id] = _Live(sandbox, time.monotonic())
+                    metrics.record_sandbox_session("reconnected")
                     return SandboxLease(sandbox)
             return self._create(thread)
 
@@ -244,6 +246,8 @@ class SandboxSessions:
             return SandboxLease(other)
         thread.sandbox_id, thread.context_ids = sandbox.sandbox_id, {}
         self._live[thread.id] = _Live(sandbox, time.monotonic())
+        # "restored": the thread had a sandbox before, its files and packages were put back.
+        metrics.record_sandbox_session("restored" if previous_id else "created")
         if previous_id:
             logger.info(
                 "thread %s: sandbox %s replaced by %s", thread.id, previous_id, sandbox.sandbox_id

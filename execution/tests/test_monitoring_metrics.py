@@ -185,3 +185,119 @@ def test_runs_in_two_workers_add_up_in_a_scrape_of_either(
         after = scrape(server)
         for status in ("succeeded", "failed", "timed_out", "rejected"):
             assert runs(after, status) == runs(before, status) + 2, (server.http_url, status)
+
+
+# --- the other Django metrics ----------------------------------------------------------------
+
+
+def scrape_here() -> Samples:
+    """What /metrics would serve now (this process and any other writing the same dir)."""
+    from execution.monitoring.metrics import exposition
+
+    return parse(exposition()[0].decode())
+
+
+@pytest.mark.django_db
+def test_a_budget_refusal_counts_one_429_by_its_reason(
+    jwt_client: Any, alice: Any, settings: Any
+) -> None:
+    from execution.models import Execution, Thread
+
+    settings.USER_DAILY_RUNS = 1
+    thread = Thread.objects.create(owner=alice)
+    Execution.objects.create(user=alice, thread=thread, language="python", code="1")
+    before = scrape_here()
+    response = jwt_client(alice).post(
+        EXECUTE, {"code": "print(1)", "language": "python"}, format="json"
+    )
+    assert response.status_code == 429
+    after = scrape_here()
+    reason = {"reason": "daily_run_budget"}
+    assert value(after, "atlaschat_refusals_429_total", **reason) == (
+        value(before, "atlaschat_refusals_429_total", **reason) + 1
+    )
+    assert value(after, "atlaschat_security_events_total", kind="quota") == (
+        value(before, "atlaschat_security_events_total", kind="quota") + 1
+    )
+
+
+@pytest.mark.django_db
+def test_a_refused_install_counts_by_its_outcome(jwt_client: Any, alice: Any) -> None:
+    labels = {"language": "python", "outcome": "rejected"}
+    before = value(scrape_here(), "atlaschat_package_installs_total", **labels)
+    response = jwt_client(alice).post(
+        "/api/code/install-packages",
+        {"language": "python", "packages": ["git+https://example.com/x.git"]},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert value(scrape_here(), "atlaschat_package_installs_total", **labels) == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_open_websocket_is_counted_until_it_closes(alice: Any) -> None:
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from accounts.testing import bearer_headers_for
+    from atlaschat.asgi import application
+    from execution.models import Thread
+
+    thread = await Thread.objects.acreate(owner=alice)
+    token = (await sync_to_async(bearer_headers_for)(alice))["Authorization"]
+    headers = [(b"origin", b"http://127.0.0.1"), (b"authorization", token.encode())]
+    gauge = "atlaschat_websocket_connections_open"
+    before = value(await sync_to_async(scrape_here)(), gauge)
+    communicator = WebsocketCommunicator(application, f"/ws/threads/{thread.id}/", headers)
+    try:
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        assert value(await sync_to_async(scrape_here)(), gauge) == before + 1
+    finally:
+        await communicator.disconnect()
+    assert value(await sync_to_async(scrape_here)(), gauge) == before
+
+
+@pytest.mark.sandboxd
+@pytest.mark.timeout(240)
+@pytest.mark.django_db(transaction=True)
+def test_sandbox_sessions_count_created_reconnected_and_restored(
+    jwt_client: Any, alice: Any, sandboxd: Any
+) -> None:
+    from e2b_code_interpreter import Sandbox
+
+    from execution.models import Thread
+    from execution.services.sandbox_sessions import sessions
+
+    api = jwt_client(alice)
+
+    def run(thread_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": "print(1)", "language": "python"}
+        if thread_id:
+            body["thread_id"] = thread_id
+        response = api.post(EXECUTE, body, format="json")
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    def sessions_counted() -> dict[str, float]:
+        samples = scrape_here()
+        return {
+            outcome: value(samples, "atlaschat_sandbox_sessions_total", outcome=outcome)
+            for outcome in ("created", "reconnected", "restored")
+        }
+
+    start = sessions_counted()
+    thread_id = run()["thread_id"]
+    assert sessions_counted() == {**start, "created": start["created"] + 1}
+    thread = Thread.objects.get(pk=thread_id)
+    sessions.forget(thread)  # as another server process would: it knows only the row
+    run(thread_id)
+    assert sessions_counted()["reconnected"] == start["reconnected"] + 1
+    Sandbox.kill(thread.sandbox_id, **sandboxd.sdk_options())
+    sessions.forget(thread)
+    run(thread_id)
+    assert sessions_counted() == {
+        "created": start["created"] + 1,
+        "reconnected": start["reconnected"] + 1,
+        "restored": start["restored"] + 1,
+    }
