@@ -23,8 +23,20 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.db.models import Case, Count, IntegerField, Max, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    F,
+    Func,
+    IntegerField,
+    Max,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -49,21 +61,43 @@ WINDOWS = {
     "week": Window("week", dt.timedelta(days=7), dt.timedelta(hours=1)),
 }
 TOP_N = 10
+# Runs whose duration counts in the percentiles: those that ran to an end in the sandbox.
+TIMED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT)
 # Duration bands in ms: the run-duration histogram's bounds, and +Inf.
 BAND_BOUNDS_MS = tuple(int(seconds * 1000) for seconds in DURATION_BUCKETS)
 SANDBOXD_TIMEOUT_SECONDS = 2.0
 
 
-def _bucket_start(moment: dt.datetime, window: Window) -> dt.datetime:
-    moment = moment.astimezone(dt.UTC)
-    if window.bucket == dt.timedelta(minutes=1):
-        return moment.replace(second=0, microsecond=0)
-    return moment.replace(minute=0, second=0, microsecond=0)
+class EpochBucket(Func):
+    """`created_at` as a whole number of `seconds`-long buckets since the epoch.
+
+    Computed by the database's own date functions (SQLite's strftime, PostgreSQL's extract):
+    Django's Trunc on SQLite calls a Python function for every row, which was most of the
+    week's page time with 100 000 rows (bench/bench_dashboard.py).
+    """
+
+    output_field = BigIntegerField()
+
+    def __init__(self, expression: Any, seconds: int) -> None:
+        super().__init__(expression, Value(seconds))
+
+    def _parts(self, compiler: Any) -> tuple[str, list[Any], int]:
+        column, seconds = self.get_source_expressions()
+        column_sql, params = compiler.compile(column)
+        return column_sql, list(params), int(seconds.value)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        column_sql, params, seconds = self._parts(compiler)
+        # '%%s': a literal % in SQL that Django passes through its parameter formatting.
+        return f"(CAST(strftime('%%s', {column_sql}) AS INTEGER) / {seconds})", params
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        column_sql, params, seconds = self._parts(compiler)
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column_sql}) / {seconds}) AS BIGINT)", params
 
 
-def _trunc(window: Window) -> Any:
-    truncate = TruncMinute if window.bucket == dt.timedelta(minutes=1) else TruncHour
-    return truncate("created_at", tzinfo=dt.UTC)
+def _bucket_number(moment: dt.datetime, window: Window) -> int:
+    return int(moment.timestamp()) // int(window.bucket.total_seconds())
 
 
 def _band_expression() -> Case:
@@ -94,68 +128,56 @@ def quantile_from_bands(counts: list[int], q: float) -> float | None:
     return float(BAND_BOUNDS_MS[-1])
 
 
-def _exact_quantile(durations: QuerySet[Execution], count: int, q: float) -> int | None:
-    if count == 0:
-        return None
-    offset = min(count - 1, int(q * count))
-    return durations.order_by("duration_ms").values_list("duration_ms", flat=True)[offset]
+def _rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
 
 
 def fleet_summary(window: Window, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Every number and series of the dashboard for `window`, JSON-ready."""
     now = now or timezone.now()
     since = now - window.length
-    runs = Execution.objects.filter(created_at__gte=since)
-    bucket = _trunc(window)
-
-    labels: list[dt.datetime] = []
-    start = _bucket_start(since, window)
-    while start <= now:
-        labels.append(start)
-        start += window.bucket
-    index = {moment: i for i, moment in enumerate(labels)}
-    size = len(labels)
+    # Both ends of the window: with a closed range SQLite reads the dashboard index (it
+    # covers every column used, counted with COUNT(*)); with `>=` alone it scanned another.
+    runs = Execution.objects.filter(created_at__gte=since, created_at__lte=now)
+    bucket_seconds = int(window.bucket.total_seconds())
+    first = _bucket_number(since, window)
+    size = _bucket_number(now, window) - first + 1
+    labels = [dt.datetime.fromtimestamp((first + i) * bucket_seconds, dt.UTC) for i in range(size)]
     series: dict[str, list[float]] = {
         name: [0] * size
         for name in ("total", "succeeded", "failed", "timed_out", "error", "other", "cpu_seconds")
     }
     series["memory_peak_mb"] = [0] * size
-
-    per_bucket = (
-        runs.annotate(bucket=bucket)
-        .values("bucket", "status")
-        .annotate(n=Count("pk"), cpu=Sum("cpu_time_ms"), peak=Max("memory_peak_bytes"))
-    )
-    totals: dict[str, int] = defaultdict(int)
-    for row in per_bucket:
-        i = index.get(_bucket_start(row["bucket"], window))
-        status = row["status"]
-        totals[status] += row["n"]
-        if i is None:
-            continue
-        key = status if status in series else "other"
-        series[key][i] += row["n"]
-        series["total"][i] += row["n"]
-        series["cpu_seconds"][i] += (row["cpu"] or 0) / 1000
-        series["memory_peak_mb"][i] = max(
-            series["memory_peak_mb"][i], (row["peak"] or 0) / (1024 * 1024)
-        )
-
     bands: dict[int, list[int]] = defaultdict(lambda: [0] * (len(BAND_BOUNDS_MS) + 1))
-    timed = runs.filter(duration_ms__isnull=False)
+    totals: dict[str, int] = defaultdict(int)
+
+    # One scan of the window (the dashboard index covers it): counts per bucket, status and
+    # duration band, with CPU time and the highest peak.
     for row in (
-        timed.annotate(bucket=bucket, band=_band_expression())
-        .values("bucket", "band")
-        .annotate(n=Count("pk"))
+        runs.annotate(bucket=EpochBucket("created_at", bucket_seconds), band=_band_expression())
+        .values("bucket", "status", "band")
+        .annotate(n=Count("*"), cpu=Sum("cpu_time_ms"), peak=Max("memory_peak_bytes"))
+        .order_by()
     ):
-        i = index.get(_bucket_start(row["bucket"], window))
-        if i is not None:
-            bands[i][row["band"]] += row["n"]
+        status, n = row["status"], row["n"]
+        totals[status] += n
+        i = row["bucket"] - first
+        if not 0 <= i < size:
+            continue
+        series[status if status in series else "other"][i] += n
+        series["total"][i] += n
+        series["cpu_seconds"][i] += (row["cpu"] or 0) / 1000
+        peak_mb = (row["peak"] or 0) / (1024 * 1024)
+        series["memory_peak_mb"][i] = max(series["memory_peak_mb"][i], peak_mb)
+        if status in TIMED_STATUSES:
+            bands[i][row["band"]] += n
     p50 = [quantile_from_bands(bands[i], 0.5) if i in bands else None for i in range(size)]
     p95 = [quantile_from_bands(bands[i], 0.95) if i in bands else None for i in range(size)]
 
     finished = sum(totals.values()) - totals.get(Status.QUEUED, 0) - totals.get(Status.RUNNING, 0)
-    timed_count = sum(sum(counts) for counts in bands.values())
+    # The window's p50/p95 from the same bands, summed (an ORDER BY over the window's rows
+    # cost more than everything else together on SQLite, which sorts them by a table scan).
+    window_bands = [sum(column) for column in zip(*bands.values(), strict=True)] or [0]
     minutes = window.bucket.total_seconds() / 60
 
     # The audit folds repeats of a refusal into one row with a count (execution/audit.py).
@@ -164,17 +186,6 @@ def fleet_summary(window: Window, *, now: dt.datetime | None = None) -> dict[str
         .values("kind", "code")
         .annotate(n=Sum("count"))
         .order_by("-n", "kind", "code")[: TOP_N * 2]
-    )
-    users = list(
-        runs.values("user__username")
-        .annotate(runs=Count("pk"), cpu_ms=Sum("cpu_time_ms"), failed=_failed_count())
-        .order_by("-runs", "user__username")[:TOP_N]
-    )
-    agents = list(
-        runs.filter(agent__isnull=False)
-        .values("agent__name", "agent__owner__username")
-        .annotate(runs=Count("pk"), cpu_ms=Sum("cpu_time_ms"), failed=_failed_count())
-        .order_by("-runs", "agent__name")[:TOP_N]
     )
     return {
         "window": window.name,
@@ -195,21 +206,59 @@ def fleet_summary(window: Window, *, now: dt.datetime | None = None) -> dict[str
             "failure_rate": _rate(totals.get(Status.FAILED, 0), finished),
             "timeout_rate": _rate(totals.get(Status.TIMED_OUT, 0), finished),
             "error_rate": _rate(totals.get(Status.ERROR, 0), finished),
-            "p50_ms": _exact_quantile(timed, timed_count, 0.5),
-            "p95_ms": _exact_quantile(timed, timed_count, 0.95),
+            "p50_ms": _rounded(quantile_from_bands(window_bands, 0.5)),
+            "p95_ms": _rounded(quantile_from_bands(window_bands, 0.95)),
             "cpu_seconds": round(sum(series["cpu_seconds"]), 3),
             "runs_per_minute": round(
                 sum(series["total"]) / (window.length.total_seconds() / 60), 2
             ),
         },
         "refusals": refusals,
-        "busiest_users": users,
-        "busiest_agents": agents,
+        "busiest_users": _busiest(runs, "user", "user__username", {}),
+        "busiest_agents": _busiest(
+            runs.filter(agent__isnull=False),
+            "agent",
+            "agent__name",
+            {"agent__owner__username": "agent__owner__username"},
+        ),
     }
 
 
+def _busiest(
+    runs: QuerySet[Execution], key: str, name: str, extra: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The TOP_N users (or agents) with the most runs: grouped by id over the index, then
+    names looked up for those few only (a join per row cost as much as the grouping)."""
+    # Grouped by `key + 0`, not the column: grouping by the column itself makes SQLite walk
+    # that column's index in order and fetch every row from the table; the expression makes
+    # it read the window from the dashboard index alone and sort the few groups.
+    # (Agents have UUID keys, and few runs: their own index serves them.)
+    group = F(f"{key}_id") + 0 if key == "user" else F(f"{key}_id")
+    top = list(
+        runs.annotate(group=group)
+        .values("group")
+        .annotate(runs=Count("*"), cpu_ms=Sum("cpu_time_ms"), failed=_failed_count())
+        .order_by("-runs", "group")[:TOP_N]
+    )
+    for row in top:
+        row[key] = row.pop("group")
+    model = Execution._meta.get_field(key).related_model
+    lookups = {name.split("__", 1)[1], *(v.split("__", 1)[1] for v in extra.values())}
+    names = {
+        row.pop("pk"): row
+        for row in model.objects.filter(pk__in=[r[key] for r in top]).values("pk", *lookups)
+    }
+    busiest = []
+    for row in top:
+        found = names.get(row.pop(key), {})
+        named = {name: found.get(name.split("__", 1)[1])}
+        named.update({label: found.get(path.split("__", 1)[1]) for label, path in extra.items()})
+        busiest.append({**named, **row})
+    return busiest
+
+
 def _failed_count() -> Count:
-    return Count("pk", filter=Q(status__in=(Status.FAILED, Status.TIMED_OUT, Status.ERROR)))
+    return Count("status", filter=Q(status__in=(Status.FAILED, Status.TIMED_OUT, Status.ERROR)))
 
 
 def _rate(part: int, whole: int) -> float | None:

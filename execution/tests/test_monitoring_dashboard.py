@@ -65,8 +65,10 @@ def test_the_summary_counts_the_seeded_hour(alice: Any, bob: Any) -> None:
     assert totals["by_status"] == {"failed": 2, "succeeded": 7, "timed_out": 1}
     assert totals["failure_rate"] == 0.2
     assert totals["timeout_rate"] == 0.1
-    # Durations sorted: 50 70 100 200 300 400 500 900 1200 5000.
-    assert (totals["p50_ms"], totals["p95_ms"]) == (400, 5000)
+    # Durations sorted: 50 70 100 200 300 400 500 900 1200 5000. The 5th of 10 falls in the
+    # band (250, 500] holding 300, 400, 500 as its 1st of 3: 250 + 250/3; the 9.5th in
+    # (2500, 5000] holding one: its middle. Interpolated in the bands, as Prometheus does.
+    assert (totals["p50_ms"], totals["p95_ms"]) == (333, 3750)
     assert sum(hour["series"]["total"]) == 10
     assert hour["busiest_users"][0]["user__username"] == "alice"
     assert hour["busiest_users"][0]["runs"] == 8
