@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from execution.models import Execution, SecurityEvent
 from execution.monitoring.metrics import DURATION_BUCKETS
+from execution.monitoring.sandboxd_api import sandboxd_request
 
 Status = Execution.Status
 
@@ -65,7 +66,6 @@ TOP_N = 10
 TIMED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT)
 # Duration bands in ms: the run-duration histogram's bounds, and +Inf.
 BAND_BOUNDS_MS = tuple(int(seconds * 1000) for seconds in DURATION_BUCKETS)
-SANDBOXD_TIMEOUT_SECONDS = 2.0
 
 
 class EpochBucket(Func):
@@ -278,11 +278,7 @@ def sandboxd_metrics() -> dict[str, Any]:
             "reason": "E2B's cloud: see E2B's dashboard for its sandboxes",
         }
     try:
-        response = httpx.get(
-            f"{settings.SANDBOXD_URL.rstrip('/')}/metrics",
-            headers={"X-API-KEY": settings.SANDBOXD_API_KEY},
-            timeout=SANDBOXD_TIMEOUT_SECONDS,
-        )
+        response = sandboxd_request("GET", "/metrics")
         response.raise_for_status()
     except httpx.HTTPError as exc:
         return {"available": False, "reason": f"sandboxd's /metrics: {type(exc).__name__}"}

@@ -20,6 +20,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from execution.monitoring.sandboxd_api import sandboxd_request
+
 # A readiness probe answers in about this long at worst (each network check's own limit).
 CHECK_TIMEOUT_SECONDS = 3.0
 # The doctor's sandbox run and install probe may take a cold sandbox start and a pip call.
@@ -109,11 +111,7 @@ def check_sandbox_backend() -> CheckResult:
         return _check_e2b()
     url = settings.SANDBOXD_URL.rstrip("/")
     try:
-        response = httpx.get(
-            f"{url}/health",
-            headers={"X-API-KEY": settings.SANDBOXD_API_KEY},
-            timeout=CHECK_TIMEOUT_SECONDS,
-        )
+        response = sandboxd_request("GET", "/health", timeout=CHECK_TIMEOUT_SECONDS)
         body = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         return CheckResult(

@@ -20,15 +20,14 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from execution.monitoring.sandboxd_api import sandboxd_request
+
 logger = logging.getLogger(__name__)
 
-READING_TIMEOUT_SECONDS = 2.0
 NOT_MEASURED_ON_E2B = (
     "not measured: E2B's cloud reports CPU and memory only as samples every few seconds, "
     "not per run"
 )
-
-_client = httpx.Client(timeout=READING_TIMEOUT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,9 @@ class RunUsage:
 
 
 def _reading(sandbox_id: str, *, reset: bool) -> dict[str, Any] | None:
-    url = f"{settings.SANDBOXD_URL.rstrip('/')}/sandboxes/{sandbox_id}/usage"
-    headers = {"X-API-KEY": settings.SANDBOXD_API_KEY}
+    path = f"/sandboxes/{sandbox_id}/usage" + ("/reset" if reset else "")
     try:
-        if reset:
-            response = _client.post(url + "/reset", headers=headers)
-        else:
-            response = _client.get(url, headers=headers)
+        response = sandboxd_request("POST" if reset else "GET", path)
         response.raise_for_status()
         return response.json()
     except (httpx.HTTPError, ValueError) as exc:

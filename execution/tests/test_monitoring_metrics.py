@@ -238,6 +238,7 @@ def test_a_refused_install_counts_by_its_outcome(jwt_client: Any, alice: Any) ->
 async def test_an_open_websocket_is_counted_until_it_closes(alice: Any) -> None:
     from asgiref.sync import sync_to_async
     from channels.testing import WebsocketCommunicator
+    from django.db import connections
 
     from accounts.testing import bearer_headers_for
     from atlaschat.asgi import application
@@ -256,6 +257,9 @@ async def test_an_open_websocket_is_counted_until_it_closes(alice: Any) -> None:
     finally:
         await communicator.disconnect()
     assert value(await sync_to_async(scrape_here)(), gauge) == before
+    # The async ORM call above opened a connection in asgiref's worker thread: close it, or
+    # PostgreSQL cannot drop the test database at the end of the run.
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.mark.sandboxd
