@@ -116,7 +116,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
             # Streaming output writes while pages read: wait for the lock, don't fail.
             # WAL lets readers and the writer proceed together, and with synchronous=NORMAL
             # a commit no longer waits for an fsync: a run stores each batch of output as
@@ -275,6 +275,14 @@ X_FRAME_OPTIONS = "DENY"
 # self-hosted E2B at E2B_DOMAIN.
 E2B_API_KEY = envstr("E2B_API_KEY", "")
 E2B_DOMAIN = envstr("E2B_DOMAIN", "")
+# How the execution services reach sandboxes (execution/sandbox/): the e2b SDK in production;
+# "execution.sandbox.memory.MemoryBackend" only in the fast test tier.
+SANDBOX_BACKEND = envstr("SANDBOX_BACKEND", "execution.sandbox.e2b.E2BBackend")
+# Background work (execution/services/runtime.py, workers.py): each server process renews its
+# worker lease this often; a worker silent for the lease (or whose process on this host is
+# gone) is dead, and the others mark its queued/running executions and installs.
+EXECUTION_WORKER_HEARTBEAT_SECONDS = envint("EXECUTION_WORKER_HEARTBEAT_SECONDS", 10, min_value=1)
+EXECUTION_WORKER_LEASE_SECONDS = envint("EXECUTION_WORKER_LEASE_SECONDS", 45, min_value=3)
 SANDBOXD_URL = envstr("SANDBOXD_URL", "http://127.0.0.1:49982")
 SANDBOXD_API_KEY = envstr("SANDBOXD_API_KEY", "")
 SANDBOX_TEMPLATE = envstr("SANDBOX_TEMPLATE", "code-interpreter-v1")
@@ -286,6 +294,9 @@ EXECUTION_DEFAULT_TIMEOUT = envfloat("EXECUTION_DEFAULT_TIMEOUT", 60.0, min_valu
 EXECUTION_MAX_TIMEOUT = envfloat("EXECUTION_MAX_TIMEOUT", 300.0, min_value=1.0)
 EXECUTION_MAX_CODE_BYTES = envint("EXECUTION_MAX_CODE_BYTES", 256 * 1024, min_value=1)
 EXECUTION_MAX_OUTPUT_BYTES = envint("EXECUTION_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024)
+# Rich results (images, HTML, …) of one run, together: a result that does not fit is stored
+# as a placeholder naming its MIME types and size, and the run is flagged truncated.
+EXECUTION_MAX_RESULT_BYTES = envint("EXECUTION_MAX_RESULT_BYTES", 32 * 1024 * 1024, min_value=1024)
 EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, min_value=1)
 # The largest request body read into memory: a file of EXECUTION_MAX_FILE_BYTES sent as
 # base64 in JSON (4/3 of it) plus room for the JSON around it. Django's own 2.5 MiB default
@@ -293,8 +304,16 @@ EXECUTION_MAX_FILE_BYTES = envint("EXECUTION_MAX_FILE_BYTES", 10 * 1024 * 1024, 
 EXECUTION_MAX_BODY_BYTES = EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = EXECUTION_MAX_BODY_BYTES
 EXECUTION_SYNC_MAX_FILES = envint("EXECUTION_SYNC_MAX_FILES", 200, min_value=0)
+# Fair use (execution/services/quotas.py): runs in flight per user and in all, live
+# sandboxes per user, open websockets per user and server process. The global default
+# matches sandboxd's capacity (SANDBOXD max_sandboxes, 16): every run needs a sandbox.
 EXECUTION_USER_CONCURRENCY = envint("EXECUTION_USER_CONCURRENCY", 4, min_value=1)
-EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 32, min_value=1)
+EXECUTION_GLOBAL_CONCURRENCY = envint("EXECUTION_GLOBAL_CONCURRENCY", 16, min_value=1)
+SANDBOX_USER_LIMIT = envint("SANDBOX_USER_LIMIT", 4, min_value=1)
+WEBSOCKET_USER_LIMIT = envint("WEBSOCKET_USER_LIMIT", 20, min_value=1)
+# Threads that carry the websockets' database work, shared by every socket of a process:
+# the most database connections sockets hold at once, however many are open.
+WEBSOCKET_DB_THREADS = envint("WEBSOCKET_DB_THREADS", 4, min_value=1)
 EXECUTION_DANGEROUS_PATTERNS = envregexlist("EXECUTION_DANGEROUS_PATTERNS", [])
 # Windows executables and scripts have no use in a Linux workspace; their arrival is audited.
 EXECUTION_SUSPICIOUS_EXTENSIONS = envlist(

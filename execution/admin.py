@@ -286,11 +286,11 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                 "fields": [
                     "started_at",
                     "finished_at",
-                    duration,
-                    cpu_time,
-                    memory_peak,
+                    duration,  # type: ignore[list-item]
+                    cpu_time,  # type: ignore[list-item]
+                    memory_peak,  # type: ignore[list-item]
                     "timeout_seconds",
-                    exit_code,
+                    exit_code,  # type: ignore[list-item]
                     "truncated",
                     "cancel_requested",
                 ]
@@ -303,7 +303,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         ("Details", {"fields": ["details_block", "last_seq"], "classes": ["collapse"]}),
     ]
     # Every field shown is read-only: the audit trail is never edited.
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]  # type: ignore[misc]
 
     @admin.display(description="code")
     def code_block(self, execution: Execution) -> SafeString:
@@ -413,7 +413,7 @@ class SecurityEventAdmin(StaffReadOnlyAdmin):
         "client_ip",
         "details_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="details")
     def details_block(self, event: SecurityEvent) -> SafeString:
@@ -438,7 +438,7 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         "status",
         "log_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="packages")
     def package_names(self, install: PackageInstall) -> str:
@@ -450,17 +450,22 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         return _pre(install.log)
 
 
+# django-stubs type `fields` and `readonly_fields` as names only; Django also takes the
+# display callables used here, and `readonly_fields = fields` reuses one list on purpose.
+# The ignores below say exactly that and nothing else.
+
+
 class ExecutionInline(StaffReadOnlyInline):
     model = Execution
-    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]
-    readonly_fields = fields
+    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]  # type: ignore[list-item]
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"executions (newest {INLINE_ROWS})"
 
 
 class WorkspaceFileInline(StaffReadOnlyInline):
     model = WorkspaceFile
     fields = ["path", "size", "sha256", "written_by", "updated_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     show_change_link = False  # files have no admin page of their own
     verbose_name_plural = f"files (first {INLINE_ROWS} by path)"
 
@@ -468,7 +473,7 @@ class WorkspaceFileInline(StaffReadOnlyInline):
 class PackageInstallInline(StaffReadOnlyInline):
     model = PackageInstall
     fields = ["created_at", "language", "packages", "status"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"package installs (newest {INLINE_ROWS})"
 
 
@@ -489,7 +494,7 @@ class ThreadAdmin(StaffReadOnlyAdmin):
         "context_ids",
         "all_executions",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     inlines = [ExecutionInline, WorkspaceFileInline, PackageInstallInline]
 
     @admin.display(description="history")

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from execution.models import Agent, Source
@@ -42,7 +42,7 @@ class Caller:
     """The user, their agent (None when the user acts directly), the entry point and the
     client's IP; `where` is the request path or tool name kept in the audit."""
 
-    user: AbstractBaseUser | AnonymousUser
+    user: User | AnonymousUser
     source: str = Source.API
     client_ip: str | None = None
     agent: Agent | None = None
@@ -75,10 +75,19 @@ class Caller:
         )
 
     @property
-    def authenticated_user(self) -> AbstractBaseUser | None:
+    def authenticated_user(self) -> User | None:
         """The user when signed in, else None (what an audit row's `user` holds)."""
         user = self.user
-        return user if user is not None and user.is_authenticated else None  # type: ignore[return-value]
+        return user if isinstance(user, User) and user.is_authenticated else None
+
+    @property
+    def account(self) -> User:
+        """The signed-in user, for what only a signed-in caller may do (every entry point
+        authenticates first; reaching here anonymous is a bug, refused as such)."""
+        user = self.authenticated_user
+        if user is None:
+            raise PermissionDenied("an anonymous caller reached an owner-scoped operation")
+        return user
 
     def acting_as(self, agent: Agent | None, *, source: str | None = None) -> Caller:
         """The same caller with `agent` acting (and, if given, another source)."""
@@ -89,7 +98,7 @@ class Caller:
         from execution.services.tool_executor import ExecutionContext
 
         return ExecutionContext(
-            user=self.user,  # type: ignore[arg-type]
+            user=self.account,
             thread=thread,
             agent=self.agent,
             source=self.source,

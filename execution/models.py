@@ -130,6 +130,21 @@ class Thread(models.Model):
         return self.title
 
 
+class Worker(models.Model):
+    """A server process that runs executions and installs. Its heartbeat is its lease: work
+    of a worker whose lease ran out (or whose process on this host is gone) is recovered by
+    the others (execution/services/workers.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+
 class Agent(models.Model):
     """A named agent; every tool call it makes is checked against `allowed_tools`."""
 
@@ -249,6 +264,8 @@ class Execution(models.Model):
     memory_peak_bytes = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Peak memory in the run (bytes)"
     )
+    # The Worker running it (no foreign key: a worker row may go once its work is recovered).
+    worker_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -373,6 +390,7 @@ class PackageInstall(models.Model):
     log = LosslessTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

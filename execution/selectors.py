@@ -49,7 +49,7 @@ def thread_get_owned(*, caller: Caller, thread_id: Any) -> Thread:
     pk = as_uuid(thread_id)
     if pk is None:
         raise not_found("thread")
-    thread = Thread.objects.filter(pk=pk, owner_id=caller.user.pk).first()
+    thread = Thread.objects.filter(pk=pk, owner=caller.account).first()
     if thread is None:
         raise _refuse_foreign(caller, "thread", Thread, pk)
     return thread
@@ -58,7 +58,7 @@ def thread_get_owned(*, caller: Caller, thread_id: Any) -> Thread:
 def thread_get_owned_or_new(*, caller: Caller, thread_id: Any) -> Thread:
     """The caller's thread with that id, or a new thread of theirs when no id is given."""
     if thread_id in (None, ""):
-        return Thread.objects.create(owner=caller.user)
+        return Thread.objects.create(owner=caller.account)
     return thread_get_owned(caller=caller, thread_id=thread_id)
 
 
@@ -71,7 +71,7 @@ def execution_get_owned(
     pk = as_uuid(execution_id)
     if pk is None:
         raise not_found("execution")
-    rows = Execution.objects.filter(pk=pk, user_id=caller.user.pk)
+    rows = Execution.objects.filter(pk=pk, user=caller.account)
     if thread is not None:
         rows = rows.filter(thread=thread)
     execution = rows.first()
@@ -85,7 +85,7 @@ def agent_get_owned(*, caller: Caller, agent_id: Any) -> Agent:
     pk = as_uuid(agent_id)
     if pk is None:
         raise not_found("agent")
-    agent = Agent.objects.filter(pk=pk, owner_id=caller.user.pk).first()
+    agent = Agent.objects.filter(pk=pk, owner=caller.account).first()
     if agent is None:
         raise _refuse_foreign(caller, "agent", Agent, pk)
     return agent

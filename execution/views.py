@@ -30,6 +30,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from atlaschat.views import home as landing_page
 from execution.api.throttles import InstallRateThrottle
@@ -60,6 +61,13 @@ from execution.throttling import check_rate
 
 logger = logging.getLogger(__name__)
 
+
+class HtmxHttpRequest(HttpRequest):
+    """A request as django-htmx's middleware leaves it (its documented typing pattern)."""
+
+    htmx: HtmxDetails
+
+
 # How many runs the history shows (newest first); older ones stay in the API and the admin.
 HISTORY_LENGTH = 50
 # Languages of the editor's select, with Monaco's name for each one's highlighting.
@@ -74,12 +82,12 @@ EDITOR_LANGUAGES = [
 # --- access -----------------------------------------------------------------------------------
 
 
-def page_caller(request: HttpRequest) -> Caller:
+def page_caller(request: HtmxHttpRequest) -> Caller:
     """The caller of a page request (source browser)."""
     return Caller.from_request(request, source=Source.BROWSER)
 
 
-def owned_thread(request: HttpRequest, thread_id: uuid.UUID) -> Thread:
+def owned_thread(request: HtmxHttpRequest, thread_id: uuid.UUID) -> Thread:
     """The user's thread with that id; Http404 for any other (the selector audits another
     user's, as every entry point does)."""
     try:
@@ -88,7 +96,7 @@ def owned_thread(request: HttpRequest, thread_id: uuid.UUID) -> Thread:
         raise Http404(error.message) from None
 
 
-def owned_execution(request: HttpRequest, thread: Thread, execution_id: uuid.UUID) -> Execution:
+def owned_execution(request: HtmxHttpRequest, thread: Thread, execution_id: uuid.UUID) -> Execution:
     """A run of the user's `thread`; Http404 otherwise (another user's run, or a run of
     another thread, is audited)."""
     try:
@@ -99,13 +107,13 @@ def owned_execution(request: HttpRequest, thread: Thread, execution_id: uuid.UUI
         raise Http404(error.message) from None
 
 
-def tool_context(request: HttpRequest, thread: Thread) -> ExecutionContext:
+def tool_context(request: HtmxHttpRequest, thread: Thread) -> ExecutionContext:
     """The ToolExecutor context of a page request: this user, this thread, source browser."""
     return page_caller(request).for_thread(thread)
 
 
 def page_or_partial(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     page: str,
     partial: str,
     context: dict[str, Any],
@@ -140,7 +148,7 @@ def search_threads(user: Any, query: str) -> QuerySet[Thread]:
 
 
 @require_safe
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HtmxHttpRequest) -> HttpResponse:
     """`/`: the thread list for a logged-in person; the landing page for anyone else."""
     if not request.user.is_authenticated:
         return landing_page(request)
@@ -149,7 +157,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_safe
-def thread_list(request: HttpRequest) -> HttpResponse:
+def thread_list(request: HtmxHttpRequest) -> HttpResponse:
     """The user's threads, most recently used first, filtered by `?q=`; the rows alone for htmx."""
     search = ThreadSearchForm(request.GET)
     query = search.cleaned_data["q"].strip() if search.is_valid() else ""
@@ -166,7 +174,7 @@ def thread_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_create(request: HttpRequest) -> HttpResponseBase:
+def thread_create(request: HtmxHttpRequest) -> HttpResponseBase:
     """Create a thread and open its workspace (htmx: by a client-side redirect)."""
     form = ThreadTitleForm(request.POST)
     if not form.is_valid():
@@ -191,7 +199,7 @@ def thread_create(request: HttpRequest) -> HttpResponseBase:
 
 
 @login_required
-def thread_rename(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def thread_rename(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """GET: the rename form. POST: rename; htmx gets the thread's row, a form post the list."""
     thread = owned_thread(request, thread_id)
     if request.method not in ("GET", "HEAD", "POST"):
@@ -214,7 +222,7 @@ def thread_rename(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponseBase:
+def thread_delete(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponseBase:
     """Delete a thread (its sandbox and files go; its runs stay in the audit).
 
     htmx gets an empty 200 that replaces the row; a plain form post goes back to the list.
@@ -227,9 +235,9 @@ def thread_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponseBas
 # --- the workspace ----------------------------------------------------------------------------
 
 
-def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
+def workspace_context(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
     """Everything the workspace page renders: editor, files, packages and history."""
-    last_run = Execution.objects.filter(thread=thread, user=request.user).first()
+    last_run = Execution.objects.filter(thread=thread, user=page_caller(request).account).first()
     return {
         "thread": thread,
         "languages": EDITOR_LANGUAGES,
@@ -246,7 +254,7 @@ def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
 
 @login_required
 @require_safe
-def workspace(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def workspace(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The workspace of one thread: editor, live output, files, packages, history."""
     thread = owned_thread(request, thread_id)
     return page_or_partial(
@@ -271,7 +279,7 @@ def files_context(thread: Thread, **forms: Any) -> dict[str, Any]:
 
 
 def render_files(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     thread: Thread,
     *,
     status: int = 200,
@@ -293,14 +301,14 @@ def render_files(
 
 @login_required
 @require_safe
-def files(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def files(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's files, with the forms to add, upload, download and delete them."""
     return render_files(request, owned_thread(request, thread_id))
 
 
 @login_required
 @require_POST
-def file_create(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_create(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Create an empty file (refused when one exists at that path) and open it in the editor."""
     thread = owned_thread(request, thread_id)
     form = NewFileForm(request.POST)
@@ -330,7 +338,7 @@ def file_create(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def file_save(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_save(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Save the editor's text to a path (created or replaced); answers the files panel."""
     thread = owned_thread(request, thread_id)
     form = SaveFileForm(request.POST)
@@ -352,7 +360,7 @@ def file_save(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def file_upload(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_upload(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Store an uploaded file at its own name or the path given."""
     thread = owned_thread(request, thread_id)
     form = UploadFileForm(request.POST, request.FILES)
@@ -373,7 +381,7 @@ def file_upload(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def file_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_delete(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Delete a workspace file (database and sandbox)."""
     thread = owned_thread(request, thread_id)
     form = FilePathForm(request.POST)
@@ -412,7 +420,7 @@ def packages_context(thread: Thread, form: PackageInstallForm | None = None) -> 
 
 
 def render_packages(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     thread: Thread,
     *,
     status: int = 200,
@@ -435,7 +443,7 @@ def render_packages(
 
 @login_required
 @require_safe
-def packages(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def packages(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's installs, newest first, with their status and log.
 
     `?after=<n>`: the client knows of n installs and expects one more, so the panel keeps
@@ -453,7 +461,7 @@ def packages(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def package_install(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Start installing packages (in the background); the panel polls until it is done.
 
     A request the policy refuses is refused here, at once, with its message; it is still
@@ -495,7 +503,7 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     return render_packages(request, thread, status=202, expect_after=known)
 
 
-def install_throttled(request: HttpRequest) -> ToolError | None:
+def install_throttled(request: HtmxHttpRequest) -> ToolError | None:
     """The audited 429 ToolError when the user reached INSTALL_THROTTLE_RATE, else None.
 
     The API's own throttle, with the same counter: installs from the page and from the API
@@ -569,14 +577,16 @@ def present_error(error: dict[str, Any] | None) -> dict[str, str] | None:
     }
 
 
-def history_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
-    runs = Execution.objects.filter(thread=thread, user=request.user).order_by("-created_at")
+def history_context(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
+    runs = Execution.objects.filter(thread=thread, user=page_caller(request).account).order_by(
+        "-created_at"
+    )
     return {"thread": thread, "runs": runs[:HISTORY_LENGTH]}
 
 
 @login_required
 @require_safe
-def history(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def history(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's runs, newest first, with status, language and duration."""
     thread = owned_thread(request, thread_id)
     return page_or_partial(
@@ -589,7 +599,9 @@ def history(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_safe
-def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UUID) -> HttpResponse:
+def run_detail(
+    request: HtmxHttpRequest, thread_id: uuid.UUID, execution_id: uuid.UUID
+) -> HttpResponse:
     """One run: its code and its stored output (stdout, stderr, results, error, status)."""
     thread = owned_thread(request, thread_id)
     execution = owned_execution(request, thread, execution_id)

@@ -5,8 +5,8 @@ plus its code interpreter (``sandboxd.interpreter``) and envd (``sandboxd.envd``
 its end time (``set_timeout`` moves it), on ``kill``, and with the server (``close``).
 
 New sandboxes come from a small pool of pre-started ones (jail created and the default
-Python context warmed), so the first ``run_code`` of a new sandbox does not wait for a kernel
-start; the pool refills in the background. Pooled sandboxes do not count against
+Python and JavaScript contexts warmed), so the first ``run_code`` of a new sandbox does not
+wait for a kernel start; the pool refills in the background. Pooled sandboxes do not count against
 ``max_sandboxes``, which caps what clients hold.
 
 Errors are ``ControlError`` values carrying the HTTP status and message E2B's API would send.
@@ -345,7 +345,7 @@ class ControlPlane:
     # --- the pool ---------------------------------------------------------------------------
 
     async def _prepare(self, sandbox_id: str, *, warm: bool) -> Prepared:
-        """Start a jail with its interpreter and envd; warm the default Python context."""
+        """Start a jail with its interpreter and envd; warm the default contexts."""
         jail = await self._manager.create(sandbox_id, limits=self._limits)
         try:
             interpreter = Interpreter(jail)

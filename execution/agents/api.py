@@ -30,7 +30,6 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from execution.agents.calls import (
-    TOOL_THROTTLES,
     call_tool,
     find_agent,
     require_active,
@@ -140,7 +139,8 @@ def _agent_of(request: Request, agent_id: Any) -> Agent:
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401)}),
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401, 404)}),
     post=extend_schema(responses={201: AgentSerializer, **errors(400, 401)}),
 )
 class AgentListView(generics.ListCreateAPIView):
@@ -149,10 +149,11 @@ class AgentListView(generics.ListCreateAPIView):
     serializer_class = AgentSerializer
 
     def get_queryset(self) -> QuerySet[Agent]:
-        return Agent.objects.filter(owner=self.request.user).order_by("name", "id")
+        caller = Caller.from_request(self.request, source=Source.API)
+        return Agent.objects.filter(owner=caller.account).order_by("name", "id")
 
-    def perform_create(self, serializer: AgentSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        serializer.save(owner=Caller.from_request(self.request, source=Source.API).account)
 
 
 @extend_schema_view(
@@ -183,7 +184,7 @@ class _ToolFormatIsNotARenderer:
 
 
 class ToolDialectNegotiation(DefaultContentNegotiation):
-    settings = _ToolFormatIsNotARenderer()
+    settings = _ToolFormatIsNotARenderer()  # type: ignore[assignment]  # duck-typed on purpose
 
 
 class AgentToolsView(APIView):
@@ -226,7 +227,8 @@ class AgentToolCallView(APIView):
         # The same request-rate limits as the REST endpoints the tools mirror. Reading the
         # body here is safe: DRF parses it once and keeps it for the view.
         name = self.request.data.get("name") if isinstance(self.request.data, dict) else None
-        throttle_class = TOOL_THROTTLES.get(name) if isinstance(name, str) else None
+        spec = TOOLS.get(name) if isinstance(name, str) else None
+        throttle_class = spec.throttle if spec is not None else None
         return [throttle_class()] if throttle_class is not None else []
 
     def check_throttles(self, request: Request) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from accounts.middleware import authorization_header, user_from_authorization_header
 from execution.agents.calls import (
     RequestOrigin,
-    ToolCallOutcome,
     call_tool,
     check_tool_rate,
     find_agent,
     require_active,
 )
+from execution.agents.runners import ToolCallOutcome
 from execution.agents.tools import allowed_tool_specs, serializer_json_schema
 from execution.api.limits import max_body_bytes
 from execution.caller import Caller
@@ -226,7 +227,7 @@ def _host_allowed(scope: Scope) -> bool:
 
 
 async def _send_error(
-    send: Any, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] = ()
+    send: Any, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
     await send(

@@ -93,7 +93,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             headers["WWW-Authenticate"] = auth_header
         if isinstance(exc, exceptions.Throttled):
             # The one 429 of every entry point (execution/throttling.py), audited once.
-            error = throttled_error(exc.wait)
+            error = throttled_error(getattr(exc, "wait", None))
             if request is not None:
                 audit_throttled(_caller(request), error)
             return error_response(error.code, error.message, 429, error.details, error.headers)

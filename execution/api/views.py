@@ -7,13 +7,15 @@ Views parse and shape; the services decide.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import uuid
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -25,6 +27,7 @@ from rest_framework import generics, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from execution.api.limits import refuse_oversized_body
@@ -63,13 +66,14 @@ from execution.selectors import (
     thread_get_owned,
     thread_get_owned_or_new,
 )
-from execution.services.errors import ToolError, execution_failure
+from execution.services.errors import ToolError, execution_failure, not_found
 from execution.services.tool_executor import (
     ExecutionContext,
     ToolExecutor,
     record_security_event,
 )
 from execution.services.validation import validate_file_size
+from execution.stream import BINARY_FORMATS, RESULT_MIME_TYPES
 
 # --- access -----------------------------------------------------------------------------------
 
@@ -253,7 +257,8 @@ class InstallPackagesView(APIView):
 
 
 @extend_schema_view(
-    get=extend_schema(responses={200: ThreadSerializer, **errors(401)}),
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: ThreadSerializer, **errors(401, 404)}),
     post=extend_schema(responses={201: ThreadSerializer, **errors(400, 401)}),
 )
 class ThreadListView(generics.ListCreateAPIView):
@@ -262,10 +267,12 @@ class ThreadListView(generics.ListCreateAPIView):
     serializer_class = ThreadSerializer
 
     def get_queryset(self) -> QuerySet[Thread]:
-        return Thread.objects.filter(owner=self.request.user).order_by("-updated_at", "-id")
+        return Thread.objects.filter(owner=api_caller(self.request).account).order_by(
+            "-updated_at", "-id"
+        )
 
-    def perform_create(self, serializer: ThreadSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        serializer.save(owner=api_caller(self.request).account)
 
 
 @extend_schema_view(
@@ -283,7 +290,7 @@ class ThreadDetailView(generics.RetrieveUpdateDestroyAPIView):
         return owned_thread(self.request, self.kwargs["thread_id"])
 
     def perform_destroy(self, instance: Thread) -> None:
-        ToolExecutor().delete_thread(thread=instance, user=self.request.user)
+        ToolExecutor().delete_thread(thread=instance, user=api_caller(self.request).account)
 
 
 # --- executions -------------------------------------------------------------------------------
@@ -305,7 +312,7 @@ class ThreadExecutionListView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Execution]:
         thread = owned_thread(self.request, self.kwargs["thread_id"])
-        queryset = Execution.objects.filter(thread=thread, user=self.request.user)
+        queryset = Execution.objects.filter(thread=thread, user=api_caller(self.request).account)
         status_filter = self.request.query_params.get("status")
         if status_filter is not None:
             if status_filter not in Execution.Status.values:
@@ -337,6 +344,42 @@ class ExecutionDetailView(generics.RetrieveAPIView):
         )
 
 
+class ExecutionResultView(APIView):
+    """One rich result of one of your executions: its JSON, or with `?part=` one format's
+    content (base64 formats such as png served decoded). Websocket frames refer here for a
+    result too large to travel inline (execution/stream.py). Not `?format=`: DRF reserves
+    that name for choosing a renderer."""
+
+    @extend_schema(
+        operation_id="execution_result",
+        parameters=[OpenApiParameter("part", str, description="e.g. png, svg, html, text")],
+        responses={200: OpenApiTypes.OBJECT, **errors(401, 404)},
+    )
+    def get(self, request: Request, execution_id: uuid.UUID, index: int) -> HttpResponse:
+        execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
+        results = execution.results or []
+        if index >= len(results):
+            raise not_found("result")
+        result = results[index]
+        wanted = request.query_params.get("part")
+        if not wanted:
+            return Response(result)
+        value = result.get(wanted)
+        if value is None or wanted not in RESULT_MIME_TYPES:
+            raise not_found("result")
+        if wanted in BINARY_FORMATS:
+            content: bytes = base64.b64decode(value)
+        elif isinstance(value, str):
+            content = value.encode("utf-8")
+        else:
+            content = json.dumps(value).encode("utf-8")
+        response = HttpResponse(content, content_type=RESULT_MIME_TYPES[wanted])
+        # Never rendered as a page of this origin: HTML or SVG from user code stays inert.
+        response["Content-Security-Policy"] = "default-src 'none'; img-src data:; sandbox"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 class ExecutionCancelView(APIView):
     """Cancel one of your queued or running executions."""
 
@@ -351,7 +394,9 @@ class ExecutionCancelView(APIView):
     )
     def post(self, request: Request, execution_id: uuid.UUID) -> Response:
         execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
-        execution = ToolExecutor().cancel_execution(execution_id=execution.id, user=request.user)
+        execution = ToolExecutor().cancel_execution(
+            execution_id=execution.id, user=api_caller(request).account
+        )
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
 
 

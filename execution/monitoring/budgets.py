@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -55,7 +55,7 @@ def day_bounds(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def limits_for(user: AbstractBaseUser) -> tuple[int | None, int | None]:
+def limits_for(user: User) -> tuple[int | None, int | None]:
     """(runs per day, CPU seconds per day) for `user`; None where there is no limit."""
     runs, cpu = settings.USER_DAILY_RUNS, settings.USER_DAILY_CPU_SECONDS
     own = UserBudget.objects.filter(user=user).values("daily_runs", "daily_cpu_seconds").first()
@@ -67,7 +67,7 @@ def limits_for(user: AbstractBaseUser) -> tuple[int | None, int | None]:
     return (runs or None), (cpu or None)
 
 
-def daily_usage(user: AbstractBaseUser, *, now: dt.datetime | None = None) -> DailyUsage:
+def daily_usage(user: User, *, now: dt.datetime | None = None) -> DailyUsage:
     start, resets_at = day_bounds(now or timezone.now())
     totals = (
         Execution.objects.filter(user=user, created_at__gte=start)
@@ -98,7 +98,7 @@ def _budget_error(code: str, message: str, usage: DailyUsage, limit: int, used: 
     )
 
 
-def check_daily_budget(user: AbstractBaseUser) -> None:
+def check_daily_budget(user: User) -> None:
     """Raise ToolError 429 when `user` has spent today's runs or CPU seconds."""
     if not (settings.USER_DAILY_RUNS or settings.USER_DAILY_CPU_SECONDS) and not (
         UserBudget.objects.filter(user=user).exists()

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -40,11 +41,12 @@ from django.db.models import (
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from execution.models import Execution, SecurityEvent
+from execution.models import Agent, Execution, SecurityEvent
 from execution.monitoring.metrics import DURATION_BUCKETS
 from execution.monitoring.sandboxd_api import sandboxd_request
 
 Status = Execution.Status
+User = get_user_model()
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,20 @@ class EpochBucket(Func):
         column_sql, params = compiler.compile(column)
         return column_sql, list(params), int(seconds.value)
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         column_sql, params, seconds = self._parts(compiler)
         # '%%s': a literal % in SQL that Django passes through its parameter formatting.
         return f"(CAST(strftime('%%s', {column_sql}) AS INTEGER) / {seconds})", params
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sql(
+        self,
+        compiler: Any,
+        connection: Any,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> Any:
         column_sql, params, seconds = self._parts(compiler)
         return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column_sql}) / {seconds}) AS BIGINT)", params
 
@@ -214,45 +224,45 @@ def fleet_summary(window: Window, *, now: dt.datetime | None = None) -> dict[str
             ),
         },
         "refusals": refusals,
-        "busiest_users": _busiest(runs, "user", "user__username", {}),
+        "busiest_users": _busiest(
+            runs, "user", User.objects.values("pk", user__username=F("username"))
+        ),
         "busiest_agents": _busiest(
             runs.filter(agent__isnull=False),
             "agent",
-            "agent__name",
-            {"agent__owner__username": "agent__owner__username"},
+            Agent.objects.values(
+                "pk", agent__name=F("name"), agent__owner__username=F("owner__username")
+            ),
         ),
     }
 
 
 def _busiest(
-    runs: QuerySet[Execution], key: str, name: str, extra: dict[str, str]
+    runs: QuerySet[Execution],
+    key: str,
+    names: QuerySet[Any, Any],
 ) -> list[dict[str, Any]]:
-    """The TOP_N users (or agents) with the most runs: grouped by id over the index, then
-    names looked up for those few only (a join per row cost as much as the grouping)."""
+    """The TOP_N users (or agents) with the most runs, each row with the `names` row (a
+    values() queryset with "pk") of its key: grouped by id over the index, then names looked
+    up for those few only (a join per row cost as much as the grouping)."""
     # Grouped by `key + 0`, not the column: grouping by the column itself makes SQLite walk
     # that column's index in order and fetch every row from the table; the expression makes
     # it read the window from the dashboard index alone and sort the few groups.
     # (Agents have UUID keys, and few runs: their own index serves them.)
     group = F(f"{key}_id") + 0 if key == "user" else F(f"{key}_id")
-    top = list(
-        runs.annotate(group=group)
+    top: list[dict[str, Any]] = [
+        dict(row)
+        for row in runs.annotate(group=group)
         .values("group")
         .annotate(runs=Count("*"), cpu_ms=Sum("cpu_time_ms"), failed=_failed_count())
         .order_by("-runs", "group")[:TOP_N]
-    )
-    for row in top:
-        row[key] = row.pop("group")
-    model = Execution._meta.get_field(key).related_model
-    lookups = {name.split("__", 1)[1], *(v.split("__", 1)[1] for v in extra.values())}
-    names = {
-        row.pop("pk"): row
-        for row in model.objects.filter(pk__in=[r[key] for r in top]).values("pk", *lookups)
+    ]
+    found: dict[Any, dict[str, Any]] = {
+        row["pk"]: dict(row) for row in names.filter(pk__in=[r["group"] for r in top])
     }
     busiest = []
     for row in top:
-        found = names.get(row.pop(key), {})
-        named = {name: found.get(name.split("__", 1)[1])}
-        named.update({label: found.get(path.split("__", 1)[1]) for label, path in extra.items()})
+        named = {k: v for k, v in found.get(row.pop("group"), {}).items() if k != "pk"}
         busiest.append({**named, **row})
     return busiest
 
@@ -283,7 +293,7 @@ def sandboxd_metrics() -> dict[str, Any]:
     except httpx.HTTPError as exc:
         return {"available": False, "reason": f"sandboxd's /metrics: {type(exc).__name__}"}
     live = pooled = oom = 0.0
-    sandboxes: dict[str, dict[str, float]] = defaultdict(dict)
+    sandboxes: dict[str, dict[str, Any]] = defaultdict(dict)
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name == "sandboxd_sandboxes_live":
@@ -300,7 +310,7 @@ def sandboxd_metrics() -> dict[str, Any]:
                 )
     ordered = sorted(
         ({"sandbox_id": key, **values} for key, values in sandboxes.items()),
-        key=lambda row: row.get("memory_mb", 0),
+        key=lambda row: float(row.get("memory_mb", 0)),
         reverse=True,
     )
     return {

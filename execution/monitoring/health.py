@@ -9,6 +9,7 @@ the package indexes reachable from a sandbox), for an operator at a terminal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from execution.monitoring.sandboxd_api import sandboxd_request
+from execution.sandbox import get_backend
+from execution.sandbox.base import Sandbox, SandboxEvent
+from execution.services.runtime import run_sandbox_call
 
 # A readiness probe answers in about this long at worst (each network check's own limit).
 CHECK_TIMEOUT_SECONDS = 3.0
@@ -67,7 +71,7 @@ def check_database() -> CheckResult:
 def check_channel_layer() -> CheckResult:
     """Send a message to a fresh channel and receive it back (Redis: a real round trip)."""
     layer = get_channel_layer()
-    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+    backend = str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1]
     if layer is None:
         return CheckResult(
             "channel_layer",
@@ -169,36 +173,46 @@ def _check_e2b() -> CheckResult:
     return CheckResult("sandbox_backend", True, detail=f"E2B at {domain}")
 
 
-def check_sandbox_run() -> CheckResult:
-    """Create a sandbox, run `print(1)` in it, kill it."""
-    from e2b_code_interpreter import Sandbox
-
-    from execution.services.sandbox_sessions import sandbox_client_options
-
+def _new_sandbox(check: str) -> tuple[Sandbox | None, CheckResult | None]:
+    """A fresh sandbox through the sandbox contract, or the failed `check` saying why."""
     try:
-        sandbox = Sandbox.create(timeout=120, **sandbox_client_options())
+        sandbox = run_sandbox_call(
+            get_backend().create(metadata={"atlaschat_doctor": check}, lifetime=120),
+            SANDBOX_RUN_TIMEOUT_SECONDS,
+        )
     except Exception as exc:
-        return CheckResult(
-            "sandbox_run",
+        return None, CheckResult(
+            check,
             False,
             problem=f"a sandbox could not be created: {type(exc).__name__}: {exc}",
             fix="sandboxd's log (var/log/sandboxd.log) says why; `python -m sandboxd doctor` "
             "checks bubblewrap, cgroups and the sandbox environment (`make setup` builds it)",
         )
+    return sandbox, None
+
+
+def _kill(sandbox: Sandbox) -> None:
+    with contextlib.suppress(Exception):
+        run_sandbox_call(sandbox.kill(), CHECK_TIMEOUT_SECONDS)
+
+
+def check_sandbox_run() -> CheckResult:
+    """Create a sandbox, run `print(1)` in it, kill it."""
+    sandbox, failed = _new_sandbox("sandbox_run")
+    if sandbox is None:
+        assert failed is not None
+        return failed
+    events: list[SandboxEvent] = []
     try:
-        execution = sandbox.run_code("print(1)", timeout=SANDBOX_RUN_TIMEOUT_SECONDS)
-        printed = "".join(execution.logs.stdout)
-        if execution.error is not None or printed != "1\n":
-            error = execution.error
-            return CheckResult(
-                "sandbox_run",
-                False,
-                problem=f"print(1) gave {printed!r}"
-                + (f" and {error.name}: {error.value}" if error else ""),
-                fix="the sandbox's Python environment is broken: rebuild it with "
-                "`rm -rf var/sandbox-env && make setup`",
-            )
-        return CheckResult("sandbox_run", True, detail=f"print(1) ran in {sandbox.sandbox_id}")
+        run_sandbox_call(
+            sandbox.run_code(
+                "print(1)",
+                language="python",
+                time_limit=SANDBOX_RUN_TIMEOUT_SECONDS,
+                on_event=events.append,
+            ),
+            SANDBOX_RUN_TIMEOUT_SECONDS + 5,
+        )
     except Exception as exc:
         return CheckResult(
             "sandbox_run",
@@ -207,38 +221,42 @@ def check_sandbox_run() -> CheckResult:
             fix="the kernel did not start or answer: see var/log/sandboxd.log",
         )
     finally:
-        sandbox.kill()
+        _kill(sandbox)
+    printed = "".join(str(e.get("text", "")) for e in events if e["kind"] == "stdout")
+    errors = [e.get("error") for e in events if e["kind"] == "error"]
+    if printed != "1\n" or errors:
+        return CheckResult(
+            "sandbox_run",
+            False,
+            problem=f"print(1) gave {printed!r}" + (f" and {errors[0]}" if errors else ""),
+            fix="the sandbox's Python environment is broken: rebuild it with "
+            "`rm -rf var/sandbox-env && make setup`",
+        )
+    return CheckResult("sandbox_run", True, detail=f"print(1) ran in {sandbox.sandbox_id}")
 
 
 def check_package_egress() -> CheckResult:
-    """From inside a sandbox, ask pip's index for a page through the install proxy."""
-    from e2b_code_interpreter import Sandbox
-
-    from execution.services.sandbox_sessions import sandbox_client_options
-
+    """From inside a sandbox, have pip fetch a tiny wheel from its index through the install
+    proxy (the path an install takes; nothing is installed, the sandbox is thrown away)."""
+    sandbox, failed = _new_sandbox("package_egress")
+    if sandbox is None:
+        assert failed is not None
+        return failed
+    argv = [
+        "python3", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "-d", "doctor-download", "six",
+    ]  # fmt: skip
     try:
-        sandbox = Sandbox.create(timeout=120, **sandbox_client_options())
-    except Exception as exc:
-        return CheckResult(
-            "package_egress",
-            False,
-            problem=f"no sandbox to test from: {type(exc).__name__}: {exc}",
-            fix="fix sandbox_run first",
+        result = run_sandbox_call(
+            sandbox.run_command(argv, cwd="/home/user", time_limit=SANDBOX_RUN_TIMEOUT_SECONDS),
+            SANDBOX_RUN_TIMEOUT_SECONDS + 5,
         )
-    try:
-        # `pip download` of a tiny, dependency-free wheel: the same path an install takes
-        # (the index pip is configured with, through the sandbox's proxy), nothing installed.
-        result = sandbox.commands.run(
-            "python3 -m pip download --quiet --no-deps --only-binary=:all: -d /tmp/doctor "
-            "six 2>&1 | tail -n 3; echo exit=$?",
-            timeout=SANDBOX_RUN_TIMEOUT_SECONDS,
-        )
-        output = result.stdout.strip()
+        ok, output = result.exit_code == 0, (result.stdout + result.stderr).strip()
     except Exception as exc:
-        output = f"{type(exc).__name__}: {exc}"
+        ok, output = False, f"{type(exc).__name__}: {exc}"
     finally:
-        sandbox.kill()
-    if "exit=0" in output and "ERROR" not in output:
+        _kill(sandbox)
+    if ok:
         return CheckResult("package_egress", True, detail="pip reached its package index")
     return CheckResult(
         "package_egress",

@@ -24,6 +24,8 @@ from execution.monitoring.sandboxd_api import sandboxd_request
 
 logger = logging.getLogger(__name__)
 
+# The production backend (execution/sandbox/e2b.py): sandboxd, or E2B's cloud when keyed.
+SANDBOXD_BACKEND = "execution.sandbox.e2b.E2BBackend"
 NOT_MEASURED_ON_E2B = (
     "not measured: E2B's cloud reports CPU and memory only as samples every few seconds, "
     "not per run"
@@ -54,6 +56,15 @@ def _reading(sandbox_id: str, *, reset: bool) -> dict[str, Any] | None:
         return None
 
 
+def not_measurable() -> str:
+    """Why runs cannot be measured with the configured sandboxes ("" when they can)."""
+    if settings.SANDBOX_BACKEND != SANDBOXD_BACKEND:
+        return f"not measured: {settings.SANDBOX_BACKEND} gives no usage readings"
+    if settings.E2B_API_KEY:
+        return NOT_MEASURED_ON_E2B
+    return ""
+
+
 class RunUsageMeter:
     """`start()` before a run, `stop()` after it, on the same sandbox."""
 
@@ -62,14 +73,15 @@ class RunUsageMeter:
         self._before: dict[str, Any] | None = None
 
     def start(self) -> None:
-        if not settings.E2B_API_KEY:
+        if not not_measurable():
             self._before = _reading(self.sandbox_id, reset=True)
 
     def stop(self, *, sandbox_id: str | None = None) -> RunUsage:
         """The run's usage. `sandbox_id`: the sandbox the run ended in, if it was replaced
         during the run (then its share cannot be told apart: unknown)."""
-        if settings.E2B_API_KEY:
-            return RunUsage(note=NOT_MEASURED_ON_E2B)
+        reason = not_measurable()
+        if reason:
+            return RunUsage(note=reason)
         if sandbox_id is not None and sandbox_id != self.sandbox_id:
             return RunUsage(note="not measured: the sandbox was replaced during the run")
         before = self._before

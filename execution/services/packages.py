@@ -1,10 +1,9 @@
 """Running pip and npm inside a sandbox, never through a shell with user text in it.
 
-The SDK's `commands.run` takes one command line that the sandbox runs with `bash -c`. The
-specs reaching here were validated (validation.py: names and versions only, no shell
-characters) and are then quoted one by one with `shlex.join`, so even a spec that slipped
-through could only ever be one argv element. `--` ends the installer's options for the same
-reason: a spec can never become a flag.
+The specs reaching here were validated (validation.py: names and versions only, no shell
+characters) and go to the sandbox as one argv (the contract's `run_command`, which quotes
+each element), so even a spec that slipped through could only ever be one argument. `--`
+ends the installer's options for the same reason: a spec can never become a flag.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from e2b import CommandExitException
-from e2b_code_interpreter import AsyncSandbox
-
+from execution.sandbox.base import Sandbox
 from execution.services.validation import WORKSPACE_ROOT
 
 # Logs are kept whole up to this size; beyond it the middle is cut and marked.
@@ -55,15 +52,11 @@ def _clip(log: str) -> str:
 
 
 async def run_install(
-    sandbox: AsyncSandbox, manager: str, specs: list[str], *, time_limit: float
+    sandbox: Sandbox, manager: str, specs: list[str], *, time_limit: float
 ) -> InstallOutcome:
     """Install `specs` in the sandbox and return the outcome; a failed install (non-zero exit)
-    is an outcome, not an exception. Sandbox and transport errors propagate."""
-    command = shlex.join(install_argv(manager, specs))
-    try:
-        result = await sandbox.commands.run(command, cwd=WORKSPACE_ROOT, timeout=time_limit)
-    except CommandExitException as exc:
-        log = f"$ {command}\n{exc.stdout or ''}{exc.stderr or ''}"
-        return InstallOutcome(False, exc.exit_code, _clip(log))
-    log = f"$ {command}\n{result.stdout or ''}{result.stderr or ''}"
+    is an outcome, not an exception. The contract's failures propagate."""
+    argv = install_argv(manager, specs)
+    result = await sandbox.run_command(argv, cwd=WORKSPACE_ROOT, time_limit=time_limit)
+    log = f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}"
     return InstallOutcome(result.exit_code == 0, result.exit_code, _clip(log))

@@ -20,35 +20,32 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db.models import F, Value
+from django.db.models import F, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
-from e2b import (
-    NotFoundException,
-    SandboxNotRunningException,
-    SandboxUnreachableException,
-    TimeoutException,
-)
-from e2b_code_interpreter import AsyncSandbox, Context
-from e2b_code_interpreter.models import ExecutionError, OutputMessage, Result
 
 from execution.models import Execution, Thread, WorkspaceFile
 from execution.monitoring.runs import run_finished
 from execution.monitoring.usage import RunUsage, RunUsageMeter
+from execution.sandbox.base import (
+    FileEntry,
+    RunTimedOut,
+    Sandbox,
+    SandboxError,
+    SandboxEvent,
+    SandboxGone,
+    SandboxUnavailable,
+)
 from execution.services.errors import ToolError
 from execution.services.events import EventPublisher
 from execution.services.file_sync import SYNC_DEPTH, sync_workspace_back
-from execution.services.runtime import service_loop
-from execution.services.sandbox_sessions import (
-    SANDBOX_GONE_ERRORS,
-    SandboxLease,
-    is_unavailability,
-    sessions,
-)
+from execution.services.runtime import service_portal
+from execution.services.sandbox_sessions import SandboxLease, sessions
 from execution.services.validation import WORKSPACE_ROOT
+from execution.stream import result_mime_types, result_reference, result_size, split_text
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +56,6 @@ RUN_GRACE_SECONDS = 5.0
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 # How often a running execution looks for a cancel asked through another process.
 CANCEL_POLL_SECONDS = 1.0
-# Result fields kept from the SDK's Result (the E2B result formats).
-RESULT_FORMATS = (
-    "text", "html", "markdown", "svg", "png", "jpeg", "pdf", "latex", "json", "javascript",
-    "data", "extra",
-)  # fmt: skip
-
-
-def result_as_dict(result: Result) -> dict[str, Any]:
-    """The JSON form of one rich result: the formats it has and `is_main_result`."""
-    data: dict[str, Any] = {}
-    for name in RESULT_FORMATS:
-        value = getattr(result, name, None)
-        if value:
-            data[name] = value
-    data["is_main_result"] = bool(result.is_main_result)
-    return data
 
 
 def _utf8_size(text: str) -> int:
@@ -111,6 +92,9 @@ class EventSink:
         self.output_budget = settings.EXECUTION_MAX_OUTPUT_BYTES - _utf8_size(
             execution.stdout + execution.stderr
         )
+        self.result_budget = settings.EXECUTION_MAX_RESULT_BYTES - sum(
+            result_size(r) for r in self.results
+        )
         self.truncated = execution.truncated
         self.error: dict[str, Any] | None = execution.error
 
@@ -134,6 +118,27 @@ class EventSink:
         if granted < size:
             self.truncated = True
         return granted
+
+    def _store_result(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep `result` within the run's result budget: whole when it fits, else a stated
+        placeholder (its MIME types and size; the run is flagged truncated), else — once
+        even placeholders no longer fit — nothing. Returns what was stored."""
+        size = result_size(result)
+        if size > self.result_budget:
+            self.truncated = True
+            mime_types = result_mime_types(result)
+            result = {
+                "text": f"[{', '.join(mime_types) or 'result'} of {size} bytes omitted: over "
+                f"the limit of {settings.EXECUTION_MAX_RESULT_BYTES} bytes per run]",
+                "omitted": {"mime_types": mime_types, "size": size},
+                "is_main_result": bool(result.get("is_main_result")),
+            }
+            size = result_size(result)
+            if size > self.result_budget:
+                return None
+        self.result_budget -= size
+        self.results.append(result)
+        return result
 
     def running(self) -> bool:
         """queued → running (conditional, so a cancel that won the race is respected)."""
@@ -163,15 +168,15 @@ class EventSink:
                     continue
                 text = payload if granted == size else _utf8_prefix(payload, granted)
                 appended[kind] += text
-                events.append(self._event(kind, text=text))
+                # One line may be megabytes: frames stay under the transport's limit.
+                events.extend(self._event(kind, text=piece) for piece in split_text(text))
             elif kind == "result":
-                size = sum(len(str(v)) for v in payload.values())
-                if self._spend(size) < size:
-                    # A rich result is never cut in half: it is dropped whole and flagged.
+                stored = self._store_result(payload)
+                if stored is None:
                     continue
-                self.results.append(payload)
                 results_changed = True
-                events.append(self._event("result", result=payload))
+                reference = result_reference(self.execution.id, len(self.results) - 1, stored)
+                events.append(self._event("result", result=reference))
             elif kind == "error":
                 self.error = payload
                 error_changed = True
@@ -183,7 +188,7 @@ class EventSink:
             if text:
                 # The column's own field, so the text is stored as the column stores any
                 # text (NUL and lone surrogates escaped: models.LosslessTextField).
-                field = Execution._meta.get_field(stream)
+                field = cast(TextField, Execution._meta.get_field(stream))
                 update[stream] = Concat(
                     F(stream), Value(text, output_field=field), output_field=field
                 )
@@ -273,85 +278,72 @@ _active_lock = threading.Lock()
 
 
 def active_run(execution_id: uuid.UUID) -> RunHandle | None:
-    """The handle of an execution running in this process, or None."""
+    """The handle of an execution running (or about to run) in this process, or None."""
     with _active_lock:
         return _active.get(execution_id)
 
 
-def _is_execution_timeout(exc: BaseException, elapsed: float, timeout: float) -> bool:
-    if isinstance(exc, SandboxNotRunningException | SandboxUnreachableException):
-        return False
-    if isinstance(exc, TimeoutError):
-        return True
-    return isinstance(exc, TimeoutException) and (
-        "Execution timed out" in str(exc) or elapsed >= timeout * 0.95
-    )
+def register_run(execution_id: uuid.UUID) -> RunHandle:
+    """The handle of an execution this process is going to run, registered now: a wait or a
+    cancel that comes before its background work starts still finds it."""
+    with _active_lock:
+        handle = _active.get(execution_id)
+        if handle is None:
+            handle = _active[execution_id] = RunHandle()
+        return handle
 
 
 async def _stream_run(
-    sandbox: AsyncSandbox,
+    sandbox: Sandbox,
     code: str,
-    context: Context,
+    language: str,
     time_limit: float,
     push: queue.SimpleQueue[tuple[str, Any]],
 ) -> None:
-    """Run the code through the SDK, pushing ("stdout"|…, payload) items and finally
+    """Run the code through the contract, pushing ("stdout"|…, payload) items and finally
     ("end", RunOutcome). Never raises: cancellation is an outcome too."""
     received = False
 
-    def on_text(kind: str):
-        def handler(message: OutputMessage) -> None:
-            nonlocal received
-            received = True
-            push.put((kind, message.line))
-
-        return handler
-
-    def on_result(result: Result) -> None:
+    def on_event(event: SandboxEvent) -> None:
         nonlocal received
         received = True
-        push.put(("result", result_as_dict(result)))
-
-    def on_error(error: ExecutionError) -> None:
-        nonlocal received
-        received = True
-        push.put(
-            ("error", {"name": error.name, "value": error.value, "traceback": error.traceback})
-        )
+        if event["kind"] == "result":
+            push.put(("result", event["result"]))
+        elif event["kind"] == "error":
+            push.put(("error", event["error"]))
+        else:
+            push.put((event["kind"], event["text"]))
 
     started = time.monotonic()
     outcome = RunOutcome("ok")
     try:
         async with asyncio.timeout(time_limit + RUN_GRACE_SECONDS):
             await sandbox.run_code(
-                code, context=context, timeout=time_limit,
-                on_stdout=on_text("stdout"), on_stderr=on_text("stderr"),
-                on_result=on_result, on_error=on_error,
-            )  # fmt: skip
+                code, language=language, time_limit=time_limit, on_event=on_event
+            )
         # List the workspace for file sync here, while the worker thread is still storing
         # the last output: the round trip overlaps the database writes.
         try:
-            entries = await sandbox.files.list(WORKSPACE_ROOT, depth=SYNC_DEPTH)
-            push.put(("listing", entries))
-        except Exception as exc:
-            push.put(("listing", exc))
+            push.put(("listing", await sandbox.list_files(WORKSPACE_ROOT, depth=SYNC_DEPTH)))
+        except SandboxError:
+            logger.info("listing the workspace after a run failed", exc_info=True)
     except asyncio.CancelledError:
         outcome = RunOutcome("cancelled")
-    except BaseException as exc:
-        elapsed = time.monotonic() - started
-        if _is_execution_timeout(exc, elapsed, time_limit):
+    except (RunTimedOut, TimeoutError) as exc:
+        outcome = RunOutcome("timeout", str(exc))
+    except SandboxGone as exc:
+        if time.monotonic() - started >= time_limit * 0.95:
+            # A sandbox that stops answering right at the time limit was ended by it.
             outcome = RunOutcome("timeout", str(exc))
-        elif not received and isinstance(exc, NotFoundException | TimeoutException):
-            # Refused before anything ran (unknown context or sandbox, or the proxy's
-            # "not found"/502): safe to recover and run once more.
-            outcome = RunOutcome("gone", f"{type(exc).__name__}: {exc}")
-        elif isinstance(exc, (*SANDBOX_GONE_ERRORS, TimeoutException)):
-            outcome = RunOutcome("lost", f"{type(exc).__name__}: {exc}")
-        elif is_unavailability(exc):
-            outcome = RunOutcome("unavailable", f"{type(exc).__name__}: {exc}")
         else:
-            logger.exception("run failed unexpectedly")
-            outcome = RunOutcome("unavailable", f"{type(exc).__name__}: {exc}")
+            # Refused before anything ran (unknown sandbox): safe to recover and run once
+            # more; otherwise it died under the run.
+            outcome = RunOutcome("lost" if received else "gone", str(exc))
+    except SandboxUnavailable as exc:
+        outcome = RunOutcome("unavailable", exc.reason)
+    except Exception as exc:
+        logger.exception("run failed unexpectedly")
+        outcome = RunOutcome("unavailable", f"{type(exc).__name__}: {exc}")
     outcome.received_events = received
     push.put(("end", outcome))
 
@@ -384,13 +376,11 @@ class ExecutionRunner:
         self.publisher = publisher
         # The row just created by the caller (inline runs), to save reading it back.
         self.execution = execution
-        # The workspace listing taken right after the run (or the error listing it).
-        self.listing: Any = None
+        # The workspace listing taken right after the run.
+        self.listing: list[FileEntry] | None = None
 
     def run(self) -> None:
-        handle = RunHandle()
-        with _active_lock:
-            _active[self.execution_id] = handle
+        handle = register_run(self.execution_id)
         try:
             self._run(handle)
         except Exception:
@@ -424,9 +414,7 @@ class ExecutionRunner:
                 sink.finish(Status.CANCELLED)
                 return
             try:
-                lease, context = self._acquire(
-                    thread, execution.language, fresh=self.execution is not None
-                )
+                lease = self._acquire(thread, fresh=self.execution is not None)
             except ToolError as exc:
                 sink.finish(
                     Status.ERROR,
@@ -443,12 +431,12 @@ class ExecutionRunner:
             timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT
             meter = RunUsageMeter(lease.sandbox.sandbox_id)
             meter.start()
-            outcome = self._stream(handle, sink, lease.sandbox, context, execution, timeout)
+            outcome = self._stream(handle, sink, lease.sandbox, execution, timeout)
             if outcome.kind == "gone":
                 # Nothing ran: the sandbox or the context is unknown to the server (killed
                 # behind our back, server restarted). Recover once, then run for real.
                 try:
-                    outcome, lease, context, details = self._recover_and_rerun(
+                    outcome, lease, details = self._recover_and_rerun(
                         handle, sink, thread, execution, timeout, details
                     )
                 except ToolError as exc:
@@ -477,14 +465,13 @@ class ExecutionRunner:
         self,
         handle: RunHandle,
         sink: EventSink,
-        sandbox: AsyncSandbox,
-        context: Context,
+        sandbox: Sandbox,
         execution: Execution,
         timeout: float,
     ) -> RunOutcome:
         items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        handle.future = service_loop().submit(
-            _stream_run(sandbox, execution.code, context, timeout, items)
+        handle.future = service_portal().submit(
+            _stream_run(sandbox, execution.code, execution.language, timeout, items)
         )
         if handle.cancel.is_set():
             handle.future.cancel()
@@ -516,22 +503,18 @@ class ExecutionRunner:
                 return end
 
     @staticmethod
-    def _acquire(
-        thread: Thread, language: str, *, fresh: bool = False
-    ) -> tuple[SandboxLease, Context]:
-        """The thread's sandbox and its context for `language`. A sandbox that vanishes
-        between the two steps (killed, expired) is replaced once. Raises ToolError (503)."""
+    def _acquire(thread: Thread, *, fresh: bool = False) -> SandboxLease:
+        """The thread's sandbox. One that vanishes while it is being got (killed, expired)
+        is replaced once. Raises ToolError (503)."""
         for attempt in range(2):
             try:
-                lease = sessions.get_or_create(thread, fresh=fresh and attempt == 0)
-                return lease, sessions.context_for(thread, lease.sandbox, language)
-            except SANDBOX_GONE_ERRORS as exc:
+                return sessions.get_or_create(thread, fresh=fresh and attempt == 0)
+            except SandboxGone as exc:
                 sessions.forget(thread)
-                sessions.forget_context(thread, language)
                 if attempt == 1:
                     raise ToolError(
                         "sandbox_lost", "The sandbox vanished while it was being prepared.", 503,
-                        {"reason": f"{type(exc).__name__}: {exc}"}, headers={"Retry-After": "5"},
+                        {"reason": str(exc)}, headers={"Retry-After": "5"},
                     ) from exc  # fmt: skip
         raise AssertionError("unreachable")
 
@@ -543,20 +526,19 @@ class ExecutionRunner:
         execution: Execution,
         timeout: float,
         details: dict[str, Any],
-    ) -> tuple[RunOutcome, SandboxLease, Context, dict[str, Any]]:
-        sessions.forget_context(thread, execution.language)
-        cached = sessions.get_or_create(thread)  # reconnects, or recreates and restores
+    ) -> tuple[RunOutcome, SandboxLease, dict[str, Any]]:
+        cached = self._acquire(thread)  # reconnects, or recreates and restores
         if not sessions.is_running(cached.sandbox):
             sessions.forget(thread)
-        lease, context = self._acquire(thread, execution.language)
+        lease = self._acquire(thread)
         if lease.sandbox.sandbox_id != details.get("sandbox_id"):
             details = {**details, "sandbox_id": lease.sandbox.sandbox_id, "recreated": True}
             if lease.restored is not None:
                 details["restored"] = lease.restored.as_dict()
-        outcome = self._stream(handle, sink, lease.sandbox, context, execution, timeout)
+        outcome = self._stream(handle, sink, lease.sandbox, execution, timeout)
         if outcome.kind == "gone":
             outcome.kind = "lost"
-        return outcome, lease, context, details
+        return outcome, lease, details
 
     def _finish(
         self,
@@ -607,29 +589,6 @@ class ExecutionRunner:
 
 
 def wait_for_background_runs(timeout: float = 60.0) -> bool:
-    """Wait until no execution runs in this process (tests, orderly shutdown); True if none is
-    left running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with _active_lock:
-            handles = list(_active.values())
-        if not handles:
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        handles[0].done.wait(remaining)
-
-
-def mark_interrupted_executions(*, reason: str = "The server stopped during the run.") -> int:
-    """Mark every queued or running execution `error` (for use when a server starts, before it
-    accepts runs: nothing can still be running them). Returns how many were marked."""
-    now = timezone.now()
-    count = 0
-    for execution in Execution.objects.filter(status__in=(Status.QUEUED, Status.RUNNING)):
-        error = infra_error("server_restarted", reason)
-        updated = Execution.objects.filter(pk=execution.pk, status=execution.status).update(
-            status=Status.ERROR, error=error, finished_at=now, last_seq=F("last_seq") + 1
-        )
-        count += updated
-    return count
+    """Wait until no background work runs in this process (tests, orderly shutdown); True if
+    none is left running."""
+    return service_portal().wait_idle(timeout)

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from e2b import FileNotFoundException, NotFoundException
 
 from execution.audit import audit_refusal
 from execution.caller import Caller
@@ -43,14 +42,17 @@ from execution.models import (
     WorkspaceFile,
 )
 from execution.monitoring.budgets import check_daily_budget
+from execution.sandbox.base import SandboxFileNotFound, SandboxGone
 from execution.selectors import workspace_path_conflicts
 from execution.services import validation
 from execution.services.errors import ToolError, not_found
-from execution.services.events import EventPublisher, caller_event_loop
+from execution.services.events import EventPublisher, server_event_loop
 from execution.services.packages import run_install
 from execution.services.quotas import check_run_concurrency
-from execution.services.runs import ExecutionRunner, active_run
-from execution.services.sandbox_sessions import SANDBOX_GONE_ERRORS, sessions
+from execution.services.runs import ExecutionRunner, active_run, register_run
+from execution.services.runtime import service_portal
+from execution.services.sandbox_sessions import sessions
+from execution.services.workers import current_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class ExecutionContext:
     """Who is calling and where: the user (owner of everything touched), the thread (None:
     a new one for runs), the agent acting for the user, the source and the client's IP."""
 
-    user: AbstractBaseUser
+    user: User
     thread: Thread | None = None
     agent: Agent | None = None
     source: str = Source.API
@@ -136,8 +138,8 @@ class ToolExecutor:
         context: ExecutionContext,
         timeout: float | None = None,
     ) -> Execution:
-        """Validate, create `Execution(queued)`, publish its `execution` event and run it in a
-        background thread owned by the service; return the queued row at once.
+        """Validate, create `Execution(queued)`, publish its `execution` event and run it as
+        the service portal's background work (runtime.py); return the queued row at once.
 
         Raises ToolError: a validation refusal (after storing a `rejected` Execution and a
         SecurityEvent), 403 for an agent without the tool, 404 for another user's thread,
@@ -146,13 +148,11 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
-        worker = threading.Thread(
-            target=self._run_in_background,
-            args=(execution.id, publisher),
+        register_run(execution.id)
+        service_portal().start_background(
+            functools.partial(self._run_in_background, execution.id, publisher),
             name=f"execution-{execution.id.hex[:8]}",
-            daemon=True,
         )
-        worker.start()
         return execution
 
     def _create_execution(
@@ -187,13 +187,13 @@ class ToolExecutor:
             record_security_event(error, context)
             raise
         thread = execution.thread
-        publisher = EventPublisher(caller_event_loop())
+        publisher = EventPublisher(server_event_loop())
         publisher.publish(
             execution_id=execution.id,
-            thread_id=thread.id,
+            thread_id=execution.thread_id,
             event={
                 "type": "execution", "execution_id": str(execution.id),
-                "thread_id": str(thread.id), "status": Status.QUEUED,
+                "thread_id": str(execution.thread_id), "status": Status.QUEUED,
                 "language": language, "seq": 0,
             },
         )  # fmt: skip
@@ -213,6 +213,7 @@ class ToolExecutor:
             thread=thread, user=context.user, agent=context.agent, language=language,
             code=code, status=Status.QUEUED, source=context.source,
             client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
+            worker_id=current_worker_id(),
         )  # fmt: skip
 
     @staticmethod
@@ -269,9 +270,7 @@ class ToolExecutor:
         handle = active_run(execution_id)
         return True if handle is None else handle.done.wait(timeout)
 
-    def cancel_execution(
-        self, *, execution_id: uuid.UUID | str, user: AbstractBaseUser
-    ) -> Execution:
+    def cancel_execution(self, *, execution_id: uuid.UUID | str, user: User) -> Execution:
         """Cancel a queued or running execution of `user` and return it.
 
         A queued one is cancelled at once; a running one is interrupted (the kernel stops, its
@@ -297,7 +296,7 @@ class ToolExecutor:
         )
         if cancelled_queued:
             execution.refresh_from_db()
-            EventPublisher(caller_event_loop()).publish(
+            EventPublisher(server_event_loop()).publish(
                 execution_id=execution.id,
                 thread_id=execution.thread_id,
                 event={
@@ -357,7 +356,7 @@ class ToolExecutor:
                 # its sandbox is created (restore), so no sandbox is started just for this.
                 lease = sessions.get_or_create(thread)
                 sessions.call(
-                    lease.sandbox.files.write(f"{validation.WORKSPACE_ROOT}/{path}", data)
+                    lease.sandbox.write_files({f"{validation.WORKSPACE_ROOT}/{path}": data})
                 )
             row = WorkspaceFile.objects.filter(thread=thread, path=path).first()
             if row is None:
@@ -386,14 +385,14 @@ class ToolExecutor:
             lease = sessions.get_or_create(thread)
             full = f"{validation.WORKSPACE_ROOT}/{path}"
             try:
-                info = sessions.call(lease.sandbox.files.get_info(full))
-                if info.type is None or info.type.value != "file":
+                info = sessions.call(lease.sandbox.file_info(full))
+                if info.type != "file":
                     raise not_found("file")
                 validation.validate_file_size(
                     info.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES
                 )
-                data = bytes(sessions.call(lease.sandbox.files.read(full, format="bytes")))
-            except (FileNotFoundException, NotFoundException):
+                data = sessions.call(lease.sandbox.read_file(full))
+            except SandboxFileNotFound:
                 raise not_found("file") from None
         return path, data
 
@@ -417,8 +416,8 @@ class ToolExecutor:
             thread.refresh_from_db(fields=["sandbox_id"])
             if thread.sandbox_id:
                 lease = sessions.get_or_create(thread)
-                with contextlib.suppress(FileNotFoundException, NotFoundException):
-                    sessions.call(lease.sandbox.files.remove(f"{validation.WORKSPACE_ROOT}/{path}"))
+                with contextlib.suppress(SandboxFileNotFound):
+                    sessions.call(lease.sandbox.remove_file(f"{validation.WORKSPACE_ROOT}/{path}"))
             row.content.delete(save=False)
             row.delete()
 
@@ -459,7 +458,7 @@ class ToolExecutor:
             raise
         install = PackageInstall.objects.create(
             thread=thread, user=context.user, agent=context.agent, language=language,
-            packages=specs, status=PackageInstall.Status.RUNNING,
+            packages=specs, status=PackageInstall.Status.RUNNING, worker_id=current_worker_id(),
         )  # fmt: skip
         try:
             with sessions.thread_lock(thread.id):
@@ -474,7 +473,7 @@ class ToolExecutor:
                 install, PackageInstall.Status.FAILED, f"{error.code}: {error.message}"
             )
             raise
-        except SANDBOX_GONE_ERRORS as exc:
+        except SandboxGone as exc:
             sessions.forget(thread)
             self._finish_install(install, PackageInstall.Status.FAILED, f"sandbox_lost: {exc}")
             raise ToolError(
@@ -493,7 +492,7 @@ class ToolExecutor:
 
     # --- threads ------------------------------------------------------------------------
 
-    def delete_thread(self, *, thread: Thread, user: AbstractBaseUser) -> None:
+    def delete_thread(self, *, thread: Thread, user: User) -> None:
         """Cancel the thread's active runs, kill its sandbox and delete it with its files and
         packages (executions stay, detached, as history). A sandbox that cannot be reached is
         left to expire by its own timeout rather than blocking the deletion."""
@@ -509,7 +508,9 @@ class ToolExecutor:
             sessions.kill(thread)
         except ToolError:
             logger.warning("thread %s: sandbox not reachable for kill; it will expire", thread.id)
-        storage_names = [f.content.name for f in WorkspaceFile.objects.filter(thread=thread)]
+        storage_names = [
+            f.content.name for f in WorkspaceFile.objects.filter(thread=thread) if f.content.name
+        ]
         thread.delete()
         for name in storage_names:
             with contextlib.suppress(Exception):

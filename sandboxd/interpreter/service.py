@@ -211,6 +211,10 @@ def _check_env_mapping(value: Any, field: str) -> dict[str, str]:
     return checked
 
 
+# Languages whose default context a pooled sandbox starts ahead of its first run.
+WARM_LANGUAGES = ("python", "javascript")
+
+
 class Interpreter:
     """The contexts of one sandbox and the HTTP API over them (see the module doc)."""
 
@@ -225,8 +229,11 @@ class Interpreter:
     # --- the Python API (SP's pool and lifecycle) ---------------------------------------
 
     async def warm(self) -> None:
-        """Start the default Python context so the first run finds a live kernel."""
-        await self._default_context("python")
+        """Start the default Python and JavaScript contexts, one after the other, so the first
+        run of either finds a live kernel (clients such as AtlasChat run a new thread's code in
+        the default contexts: no kernel start on their request path)."""
+        for language in WARM_LANGUAGES:
+            await self._default_context(language)
 
     async def set_envs(self, envs: Mapping[str, str]) -> None:
         """Sandbox-level variables: applied to the live contexts and every later one."""

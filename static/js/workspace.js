@@ -207,6 +207,16 @@
 
   RunView.prototype.result = function (result) {
     const n = this.results.children.length + 1;
+    if (result.ref) {
+      // Too large for a websocket frame: the server sent where to GET it (same session).
+      const image = ["png", "jpeg", "svg"].find((format) => result.formats.indexOf(format) >= 0);
+      if (image) {
+        this.results.append(el("img", { class: "result-image", src: result.ref + "?part=" + image, alt: "Image output " + n }));
+      } else {
+        this.results.append(el("p", { class: "result-text" }, el("a", { href: result.ref }, "Result " + n + " (" + result.size + " bytes)")));
+      }
+      return;
+    }
     if (result.png || result.jpeg) {
       const type = result.png ? "png" : "jpeg";
       this.results.append(el("img", { class: "result-image", src: "data:image/" + type + ";base64," + result[type], alt: "Image output " + n }));

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("execution", "0005_edge_lossless_text"),
+        ("execution", "0006_runpath_worker_lease"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
