@@ -331,6 +331,8 @@ class ControlPlane:
     async def _destroy_prepared(self, prepared: Prepared) -> None:
         """Stop the kernels (bounded), then destroy the jail, which ends everything else."""
         began = time.monotonic()
+        # Read before the jail goes: its cgroup, and the count in it, go with it.
+        oom_kills = prepared.jail.oom_kills()
         try:
             await asyncio.wait_for(prepared.interpreter.close(), INTERPRETER_CLOSE_SECONDS)
         except Exception:
@@ -340,7 +342,7 @@ class ControlPlane:
         except Exception:
             log.exception("destroying sandbox %s failed", prepared.jail.sandbox_id)
         await prepared.envd.close()
-        metrics.observe_destroy(prepared.jail, time.monotonic() - began)
+        metrics.observe_destroy(prepared.jail, time.monotonic() - began, oom_kills=oom_kills)
 
     # --- the pool ---------------------------------------------------------------------------
 

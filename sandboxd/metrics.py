@@ -96,11 +96,12 @@ LAG_INTERVAL = 0.5
 _oom_kills_of_gone = 0
 
 
-def observe_destroy(jail: Jail, seconds: float) -> None:
-    """A sandbox was destroyed: its destroy time, and its OOM kills kept past its cgroup."""
+def observe_destroy(jail: Jail, seconds: float, *, oom_kills: int) -> None:
+    """A sandbox was destroyed: its destroy time, and its OOM kills (read before its cgroup
+    was removed) kept past it."""
     global _oom_kills_of_gone
     SANDBOX_DESTROY_SECONDS.observe(seconds)
-    _oom_kills_of_gone += jail.oom_kills()
+    _oom_kills_of_gone += oom_kills
     _meters.pop(jail, None)
 
 

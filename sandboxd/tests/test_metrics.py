@@ -181,3 +181,21 @@ def test_the_usage_route_needs_the_api_key(sandboxd: RunningSandboxd, sandbox: S
     assert httpx.get(url, timeout=30).status_code == 401
     bearer = {"Authorization": f"Bearer {sandboxd.api_key}"}
     assert httpx.get(url, headers=bearer, timeout=30).status_code == 401
+
+
+def test_an_oom_kill_is_counted_and_stays_counted_after_its_sandbox_is_gone(
+    sandboxd: RunningSandboxd,
+) -> None:
+    before = value(scrape(sandboxd), "sandboxd_oom_kills_total")
+    box = Sandbox.create(timeout=120, **sandboxd.sdk_options())
+    try:
+        # A command (not the kernel) past the sandbox's memory limit (1024 MiB by default):
+        # the kernel's OOM killer ends it, the sandbox lives on.
+        result = box.commands.run(
+            "python3 -c \"block = b'x' * (1600 << 20)\"; echo exit=$?", timeout=120
+        )
+        assert "exit=137" in result.stdout
+        assert value(scrape(sandboxd), "sandboxd_oom_kills_total") == before + 1
+    finally:
+        box.kill()
+    assert value(scrape(sandboxd), "sandboxd_oom_kills_total") == before + 1
