@@ -70,6 +70,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a request id for every request, and its JSON log line (execution/monitoring/logs.py).
+    "execution.monitoring.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -241,7 +243,8 @@ STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 FRONTEND_VENDOR_DIRS = {
     "htmx.org": "dist",
     "monaco-editor": "min",
-    # The workspace's output and terminal (static/js/output.js, static/js/terminal.js).
+    # The workspace's output and terminal (static/js/output.js, static/js/terminal.js) and
+    # the staff dashboard's charts (static/js/dashboard.js).
     "@xterm/xterm": "",
     "@xterm/addon-fit": "lib",
     "ansi_up": "",
@@ -340,12 +343,32 @@ SECURITY_EVENT_WINDOW_SECONDS = envint("SECURITY_EVENT_WINDOW_SECONDS", 60, min_
 # Time allowed for one pip/npm install inside the sandbox.
 PACKAGE_INSTALL_TIMEOUT = envint("PACKAGE_INSTALL_TIMEOUT", 300, min_value=10)
 
+# LOG_FORMAT=json: one JSON object per line, one line per request and per run with their ids
+# (execution/monitoring/logs.py); text (default): plain lines.
+LOG_FORMAT = envchoice("LOG_FORMAT", "text", ("text", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "json": {"()": "execution.monitoring.logs.JsonFormatter"},
+        "text": {"format": "%(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {
         "handlers": ["console"],
         "level": envchoice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     },
 }
+
+# --- Monitoring (execution/monitoring) ---
+# A bearer token that lets a Prometheus server scrape /metrics (staff sessions may too);
+# empty: only staff sessions. Never public.
+METRICS_TOKEN = envstr("METRICS_TOKEN", "")
+# Daily budgets per user (UTC days; 0: no limit), overridable per user in the admin
+# (execution/monitoring/budgets.py). Over budget, runs get 429 saying when it resets.
+USER_DAILY_RUNS = envint("USER_DAILY_RUNS", 0, min_value=0)
+USER_DAILY_CPU_SECONDS = envint("USER_DAILY_CPU_SECONDS", 0, min_value=0)
+# Under pytest, metrics use prometheus_client's multiprocess mode as `make run` does, in a
+# directory of this test process's own (it must be set before prometheus_client is imported).
+if "PYTEST_VERSION" in os.environ and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="atlaschat-metrics-")

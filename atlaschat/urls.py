@@ -15,6 +15,8 @@ urlpatterns = [
     # for anyone else), then each thread's workspace.
     path("", include("execution.urls")),
     path("healthz", healthz, name="healthz"),
+    # /metrics (Prometheus, staff or METRICS_TOKEN), /readyz, the staff dashboard
+    path("", include("execution.monitoring.urls")),
     # login/logout pages and /api/auth/… (JWT, who-am-I)
     path("", include("accounts.urls")),
     # The OpenAPI schema and Swagger UI (served from our own static files, see settings). The

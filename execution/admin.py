@@ -24,6 +24,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -35,6 +36,7 @@ from execution.models import (
     SecurityEvent,
     TerminalSession,
     Thread,
+    UserBudget,
     WorkspaceFile,
 )
 from execution.terminal import strip_ansi
@@ -191,6 +193,21 @@ def duration(execution: Execution) -> str:
     return f"{execution.duration_ms / 1000:.1f} s"
 
 
+@admin.display(description="CPU", ordering="cpu_time_ms")
+def cpu_time(execution: Execution) -> str:
+    """The run's CPU time in its sandbox; "-" when not measured (details say why)."""
+    if execution.cpu_time_ms is None:
+        return "-"
+    return f"{execution.cpu_time_ms} ms"
+
+
+@admin.display(description="peak memory", ordering="memory_peak_bytes")
+def memory_peak(execution: Execution) -> str:
+    if execution.memory_peak_bytes is None:
+        return "-"
+    return filesizeformat(execution.memory_peak_bytes)
+
+
 @admin.display(description="exit", ordering="exit_code")
 def exit_code(execution: Execution) -> str:
     return "-" if execution.exit_code is None else str(execution.exit_code)
@@ -207,6 +224,8 @@ CSV_COLUMNS = (
     "status",
     "client_ip",
     "duration_ms",
+    "cpu_time_ms",
+    "memory_peak_bytes",
     "exit_code",
     "truncated",
     "code",
@@ -226,6 +245,8 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         "language",
         "status",
         duration,
+        cpu_time,
+        memory_peak,
         exit_code,
     ]
     list_display_links = ["created_at"]
@@ -267,6 +288,8 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                     "started_at",
                     "finished_at",
                     duration,  # type: ignore[list-item]
+                    cpu_time,  # type: ignore[list-item]
+                    memory_peak,  # type: ignore[list-item]
                     "timeout_seconds",
                     exit_code,  # type: ignore[list-item]
                     "truncated",
@@ -350,6 +373,8 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                 execution.status,
                 execution.client_ip,
                 execution.duration_ms,
+                execution.cpu_time_ms,
+                execution.memory_peak_bytes,
                 execution.exit_code,
                 execution.truncated,
                 execution.code,
@@ -533,3 +558,13 @@ class AgentAdmin(admin.ModelAdmin):
     def tools(self, agent: Agent) -> str:
         tools = agent.allowed_tools
         return ", ".join(map(str, tools)) if isinstance(tools, list) and tools else "-"
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    """Per-user daily budgets (CPU seconds, runs) overriding USER_DAILY_CPU_SECONDS and
+    USER_DAILY_RUNS; editable by staff with the change permission, like agents."""
+
+    list_display = ["user", "daily_cpu_seconds", "daily_runs", "updated_at"]
+    search_fields = ["user__username"]
+    raw_id_fields = ["user"]

@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from execution.models import Execution, SecurityEvent, Thread
+from execution.monitoring import metrics
 
 if TYPE_CHECKING:
     from execution.caller import Caller
@@ -43,6 +44,7 @@ def audit_refusal(
     thread delete) does not fail the request: the row is stored without the link, and the
     id stays in `details`.
     """
+    metrics.record_refusal(kind=kind, code=code[:64])
     now = timezone.now()
     user = caller.authenticated_user
     details = dict(details or {})

@@ -60,6 +60,7 @@ from accounts.middleware import authorization_header
 from execution.api.throttles import ExecuteRateThrottle
 from execution.caller import Caller
 from execution.models import Execution, Source, Thread
+from execution.monitoring import metrics
 from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services.errors import ToolError
 from execution.services.events import execution_group, thread_group
@@ -166,9 +167,11 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         self.groups_joined: list[str] = []
         self.watcher: asyncio.Task[None] | None = None
         self.slot_user_id: int | None = None
+        metrics.websocket_opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            metrics.websocket_closed()
             await self._stop_watching()
             if self.slot_user_id is not None:
                 release_websocket_slot(self.slot_user_id)

@@ -316,6 +316,14 @@ class Execution(models.Model):
     # n characters of stdout), `e<n>` (of stderr), `r` (the next result), `x` (the error).
     # See `ordered_output`; empty for runs stored before it existed.
     output_order = models.TextField(blank=True, default="")
+    # What the run cost in its sandbox, from the sandbox's cgroup (execution/monitoring/
+    # usage.py); empty when not measured, with details["usage_note"] saying why.
+    cpu_time_ms = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="CPU time used in the run (ms)"
+    )
+    memory_peak_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Peak memory in the run (bytes)"
+    )
     # The Worker running it (no foreign key: a worker row may go once its work is recovered).
     worker_id = models.UUIDField(null=True, blank=True, db_index=True)
 
@@ -326,6 +334,20 @@ class Execution(models.Model):
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["status"]),
             models.Index(fields=["agent", "-created_at"]),
+            # Covers every column the staff dashboard aggregates over a time window, so its
+            # queries read the index alone, not the wide rows (bench/bench_dashboard.py).
+            models.Index(
+                fields=[
+                    "created_at",
+                    "status",
+                    "duration_ms",
+                    "cpu_time_ms",
+                    "memory_peak_bytes",
+                    "user",
+                    "agent",
+                ],
+                name="execution_dashboard_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -575,3 +597,27 @@ class TerminalSession(models.Model):
 
     def __str__(self) -> str:
         return f"terminal {self.id} of {self.user_id} in {self.thread_id}"
+
+
+class UserBudget(models.Model):
+    """A user's own daily budgets, overriding USER_DAILY_CPU_SECONDS and USER_DAILY_RUNS.
+
+    A field left empty keeps the site's default; 0 means no limit for this user.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+    daily_cpu_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="CPU seconds per UTC day; empty: default; 0: no limit"
+    )
+    daily_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs per UTC day; empty: default; 0: no limit"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "daily budget"
+
+    def __str__(self) -> str:
+        return f"daily budget of {self.user}"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sandboxd import prometheus
 from sandboxd.envd import Envd
 from sandboxd.interpreter import RO_BINDS, Interpreter
 from sandboxd.jail import JailManager, Limits
@@ -167,8 +168,10 @@ class ControlPlane:
             )
         self._reserved += 1
         prepared: Prepared | None = None
+        began = time.monotonic()
         try:
             prepared = self._take_from_pool()
+            origin = "pool" if prepared is not None else "cold"
             if prepared is None:
                 prepared = await self._prepare(new_sandbox_id(), warm=False)
             if env_vars:
@@ -205,6 +208,7 @@ class ControlPlane:
         self._sandboxes[sandbox.sandbox_id] = sandbox
         sandbox.metrics.start()
         self._schedule_end(sandbox, lifetime)
+        prometheus.SANDBOX_CREATE_SECONDS.labels(origin).observe(time.monotonic() - began)
         log.info("sandbox %s created (template %s)", sandbox.sandbox_id, template_id)
         return sandbox
 
@@ -333,6 +337,9 @@ class ControlPlane:
 
     async def _destroy_prepared(self, prepared: Prepared) -> None:
         """Stop the kernels (bounded), then destroy the jail, which ends everything else."""
+        began = time.monotonic()
+        # Read before the jail goes: its cgroup, and the count in it, go with it.
+        oom_kills = prepared.jail.oom_kills()
         try:
             await asyncio.wait_for(prepared.interpreter.close(), INTERPRETER_CLOSE_SECONDS)
         except Exception:
@@ -342,6 +349,7 @@ class ControlPlane:
         except Exception:
             log.exception("destroying sandbox %s failed", prepared.jail.sandbox_id)
         await prepared.envd.close()
+        prometheus.observe_destroy(prepared.jail, time.monotonic() - began, oom_kills=oom_kills)
 
     # --- the pool ---------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@
 #   4. serves the site with daphne on HOST:PORT (default 127.0.0.1:8000) — WORKERS daphne
 #      processes sharing one listening socket when WORKERS > 1 (which needs REDIS_URL, and
 #      DATABASE_URL for PostgreSQL) — and every 5 minutes releases the sandboxes of idle
-#      threads (manage.py reap_sandboxes).
+#      threads (manage.py reap_sandboxes);
+#   5. keeps the web workers' Prometheus metrics in PROMETHEUS_MULTIPROC_DIR (var/prometheus),
+#      emptied at each start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +36,13 @@ if [ "$WORKERS" -gt 1 ]; then
   [ -n "${DATABASE_URL:-}" ] || echo "run: WORKERS=$WORKERS on SQLite works but serialises writes; set DATABASE_URL for PostgreSQL" >&2
 fi
 mkdir -p "$VAR_DIR/log"
+
+# Prometheus metrics of every web worker, merged by /metrics (execution/monitoring/metrics.py):
+# each process writes its samples here. Emptied at each start: the files of processes that
+# are gone would otherwise be counted again on top of the new ones.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$VAR_DIR/prometheus}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -type f -delete
 
 # A secret kept in a file readable by this user only, created once with a random value.
 secret_from_file() {

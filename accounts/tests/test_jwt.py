@@ -59,7 +59,9 @@ def test_the_access_token_authenticates_on_me(
     tokens = obtain(api_client, "alice", TEST_PASSWORD)
     status, body = me_with(tokens["access"])
     assert status == 200
+    usage = body.pop("usage")
     assert body == {"id": alice.pk, "username": "alice", "email": alice.email, "is_staff": False}
+    assert (usage["runs"], usage["runs_limit"]) == (0, None)  # no budget set
 
 
 def test_me_refuses_an_anonymous_request(api_client: APIClient) -> None:

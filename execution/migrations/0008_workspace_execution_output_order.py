@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("execution", "0006_runpath_worker_lease"),
+        ("execution", "0007_monitor_execution_usage"),
     ]
 
     operations = [

@@ -125,6 +125,10 @@ def _entry(info: EntryInfo) -> FileEntry:
     kind = {FileType.FILE: "file", FileType.DIR: "dir", FileType.SYMLINK: "symlink"}.get(
         info.type, "other"
     ) if info.type is not None else "other"  # fmt: skip
+    # envd (E2B's, and sandboxd's since parity) reports a link as the type of its target,
+    # with symlink_target set: it is a link all the same, never synced as a file.
+    if getattr(info, "symlink_target", None):
+        kind = "symlink"
     return FileEntry(path=info.path, type=kind, size=info.size, modified_time=info.modified_time)  # type: ignore[arg-type]
 
 

@@ -28,6 +28,8 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from execution.models import Execution, Thread, WorkspaceFile, output_order_tokens
+from execution.monitoring.runs import run_finished
+from execution.monitoring.usage import RunUsage, RunUsageMeter
 from execution.sandbox import get_backend
 from execution.sandbox.base import (
     FileEntry,
@@ -278,6 +280,7 @@ class EventSink:
         error: dict[str, Any] | None = None,
         exit_code: int | None = None,
         details: dict[str, Any] | None = None,
+        usage: RunUsage | None = None,
     ) -> None:
         """Store the final status with the output not stored yet (and an infra `error` if
         given) in one UPDATE, then publish every event since the last publication and
@@ -299,6 +302,8 @@ class EventSink:
         duration_ms = int((now - started).total_seconds() * 1000) if started else None
         merged = {**self.details, **(details or {})}
         merged.pop("input_request", None)  # nothing waits once the run is over
+        if usage is not None and usage.note:
+            merged["usage_note"] = usage.note
         self.unsaved.append(
             self._event(
                 "done", status=status, duration_ms=duration_ms, exit_code=exit_code,
@@ -313,12 +318,19 @@ class EventSink:
         ).update(
             status=status, finished_at=now, duration_ms=duration_ms, exit_code=exit_code,
             truncated=self.truncated, details=merged, last_seq=self.seq, **changes,
+            **(usage.as_fields() if usage is not None else {}),
         )  # fmt: skip
         if updated:
-            self.execution.status = status
             self.unpublished.extend(self.unsaved)
+            self.execution.status, self.execution.duration_ms = status, duration_ms
+            self.execution.error, self.execution.details = self.error, merged
+            if usage is not None:
+                self.execution.cpu_time_ms = usage.cpu_time_ms
+                self.execution.memory_peak_bytes = usage.memory_peak_bytes
         self.unsaved = []
         self._publish()
+        if updated:
+            run_finished(self.execution)
 
 
 @dataclass
@@ -526,6 +538,8 @@ class ExecutionRunner:
                 return
             since = timezone.now()
             timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT
+            meter = RunUsageMeter(lease.sandbox.sandbox_id)
+            meter.start()
             outcome = self._stream(handle, sink, lease.sandbox, execution, timeout)
             if outcome.kind == "gone":
                 # Nothing ran: the sandbox or the context is unknown to the server (killed
@@ -542,13 +556,14 @@ class ExecutionRunner:
                         details={**details, "reason": exc.details.get("reason", "")},
                     )
                     return
+            usage = meter.stop(sandbox_id=lease.sandbox.sandbox_id)
             if outcome.kind in ("ok", "timeout", "cancelled"):
                 details["file_sync"] = self._sync_files(sink, thread, lease, execution, since)
             now = timezone.now()
             # Idle reaping needs minutes, not milliseconds: skip the write on busy threads.
             if thread.last_used_at is None or now - thread.last_used_at > LAST_USED_RESOLUTION:
                 Thread.objects.filter(pk=thread.pk).update(last_used_at=now)
-            self._finish(sink, outcome, timeout, details, thread)
+            self._finish(sink, outcome, timeout, details, thread, usage)
 
     def _sync_files(
         self,
@@ -672,6 +687,7 @@ class ExecutionRunner:
         timeout: float,
         details: dict[str, Any],
         thread: Thread,
+        usage: RunUsage,
     ) -> None:
         if outcome.kind == "ok":
             failed = sink.error is not None
@@ -679,6 +695,7 @@ class ExecutionRunner:
                 Status.FAILED if failed else Status.SUCCEEDED,
                 exit_code=_exit_code(sink.error) if failed else 0,
                 details=details,
+                usage=usage,
             )
         elif outcome.kind == "timeout":
             sink.finish(
@@ -690,9 +707,10 @@ class ExecutionRunner:
                     "code": "execution_timeout",
                 },
                 details=details,
+                usage=usage,
             )
         elif outcome.kind == "cancelled":
-            sink.finish(Status.CANCELLED, details=details)
+            sink.finish(Status.CANCELLED, details=details, usage=usage)
         else:
             # The sandbox died or its server failed mid-run: the next run starts afresh.
             sessions.forget(thread)

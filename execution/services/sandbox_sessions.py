@@ -31,6 +31,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from execution.models import PackageInstall, Thread, WorkspaceFile
+from execution.monitoring import metrics
 from execution.sandbox import get_backend
 from execution.sandbox.base import (
     FileEntry,
@@ -148,6 +149,7 @@ class SandboxSessions:
                 sandbox = self._reconnect(thread.sandbox_id)
                 if sandbox is not None:
                     self._live[thread.id] = _Live(sandbox, time.monotonic())
+                    metrics.record_sandbox_session("reconnected")
                     return SandboxLease(sandbox)
             return self._create(thread)
 
@@ -223,6 +225,8 @@ class SandboxSessions:
             return SandboxLease(other)
         thread.sandbox_id = sandbox.sandbox_id
         self._live[thread.id] = _Live(sandbox, time.monotonic())
+        # "restored": the thread had a sandbox before, its files and packages were put back.
+        metrics.record_sandbox_session("restored" if previous_id else "created")
         if previous_id:
             logger.info(
                 "thread %s: sandbox %s replaced by %s", thread.id, previous_id, sandbox.sandbox_id

@@ -43,6 +43,7 @@ from execution.models import (
     Thread,
     WorkspaceFile,
 )
+from execution.monitoring.budgets import check_daily_budget
 from execution.sandbox.base import SandboxFileNotFound, SandboxGone, SandboxUnavailable
 from execution.selectors import workspace_path_conflicts
 from execution.services import validation
@@ -198,6 +199,7 @@ class ToolExecutor:
             # The count and the insert share one transaction (see quotas.py).
             with transaction.atomic():
                 check_run_concurrency(context.user)
+                check_daily_budget(context.user)
                 execution = self._insert_execution(thread, context, language, code, timeout)
         except ToolError as error:
             # Recorded outside the rolled-back transaction, or the audit entry would vanish.

@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sandboxd import prometheus
 from sandboxd.interpreter import events
 
 if TYPE_CHECKING:
@@ -204,7 +205,9 @@ class KernelContext(ABC):
             if self.alive:
                 return
             if self._start_task is None or self._start_task.done():
-                self._start_task = asyncio.create_task(self._start())
+                self._start_task = asyncio.create_task(
+                    prometheus.timed_kernel_start(self.language, self._start())
+                )
             task = self._start_task
             try:
                 # shield: a client giving up must not cancel a start others may be waiting on.
