@@ -14,13 +14,16 @@ SANDBOX_ENV := $(VAR)/sandbox-env
 # Where `make run` serves; scripts/run.sh reads them (e.g. `make run PORT=8080`).
 HOST ?= 127.0.0.1
 PORT ?= 8000
-export HOST PORT
+# Web worker processes (`make run WORKERS=4`; more than one needs REDIS_URL).
+WORKERS ?= 1
+export HOST PORT WORKERS
 
-.PHONY: help setup system-packages test-system-packages run test lint bench
+.PHONY: help setup system-packages test-system-packages run test test-fast lint bench
 
 help:
 	@echo "make run    - set up everything and serve on http://$(HOST):$(PORT)"
 	@echo "make test   - set up everything and run ruff and the whole test suite"
+	@echo "make test-fast - only the fast tier (in-memory sandboxes; no root, seconds)"
 	@echo "make bench  - run the benchmarks under bench/"
 
 # --- set-up -------------------------------------------------------------------------------
@@ -55,12 +58,18 @@ setup: system-packages $(VENV)/.requirements.stamp $(SANDBOX_ENV)/.stamp
 run: setup
 	@bash scripts/run.sh
 
+# ruff, then mypy over the Django side ([tool.mypy] in pyproject.toml; the settings it loads
+# need a key, any key).
 lint: $(VENV)/.requirements.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	SECRET_KEY=type-checking-only $(VENV)/bin/mypy
 
 test: setup test-system-packages lint
 	@bash scripts/test.sh
+
+test-fast: $(VENV)/.requirements.stamp
+	@bash scripts/test.sh fast
 
 bench: setup
 	@bash scripts/bench.sh

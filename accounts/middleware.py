@@ -31,8 +31,9 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 Scope = dict[str, Any]
 
 
-def _authorization_header(scope: Scope) -> bytes | None:
-    """Return the raw value of the handshake's Authorization header, if it has one."""
+def authorization_header(scope: Scope) -> bytes | None:
+    """Return the raw value of a scope's Authorization header, if it has one: the one
+    reader of that header for websockets, the MCP endpoint and token expiry."""
     for name, value in scope.get("headers", ()):
         if name.lower() == b"authorization":
             return value
@@ -62,7 +63,7 @@ class _ResolveUser(BaseMiddleware):
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         scope = dict(scope)
-        header = _authorization_header(scope)
+        header = authorization_header(scope)
         if header is not None:
             scope["user"] = await user_from_authorization_header(header)
             scope["auth_method"] = "jwt" if scope["user"].is_authenticated else None

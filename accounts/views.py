@@ -3,10 +3,15 @@ docs) and who-am-I."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.serializers import TokenVerifySerializer
 from rest_framework_simplejwt.views import (
     TokenBlacklistView,
     TokenObtainPairView,
@@ -14,7 +19,19 @@ from rest_framework_simplejwt.views import (
     TokenVerifyView,
 )
 
+from accounts.lockout import lockout_error
 from accounts.serializers import MeSerializer
+
+
+class TokenCheckSerializer(TokenVerifySerializer):
+    """simplejwt's verify, with a blacklisted token answered like any invalid one (401):
+    simplejwt raises a 400 validation error for it, as if the request were malformed."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return super().validate(attrs)
+        except ValidationError as exc:
+            raise InvalidToken("Token is blacklisted") from exc
 
 
 @extend_schema_view(
@@ -25,7 +42,17 @@ from accounts.serializers import MeSerializer
     )
 )
 class TokenObtainView(TokenObtainPairView):
-    """Exchange a username and password for a token pair."""
+    """Exchange a username and password for a token pair; 429 while locked out."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except AuthenticationFailed:
+            # django-axes refused before checking the password: it marks the request it
+            # was given (DRF's, here) as locked out.
+            if getattr(request, "axes_locked_out", False):
+                raise lockout_error() from None
+            raise
 
 
 @extend_schema_view(
@@ -40,7 +67,9 @@ class TokenRotateView(TokenRefreshView):
 
 @extend_schema_view(post=extend_schema(summary="Check that a token is valid"))
 class TokenCheckView(TokenVerifyView):
-    """Return 200 for a valid token, 401 otherwise."""
+    """Return 200 for a valid token, 401 otherwise (a blacklisted one included)."""
+
+    serializer_class = TokenCheckSerializer
 
 
 @extend_schema_view(

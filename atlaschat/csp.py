@@ -5,7 +5,9 @@ each looser directive is for:
 
 * `style-src 'unsafe-inline'`: the Monaco editor writes `<style>` elements and `style=""`
   attributes at run time (its themes, the cursor, the minimap), and Swagger UI's page has an
-  inline `<style>`. Styles cannot run code; scripts stay strict.
+  inline `<style>`; ansi_up colours terminal text and KaTeX places glyphs with `style=""`
+  (the output's own HTML and Markdown lose theirs to DOMPurify). Styles cannot run code;
+  scripts stay strict.
 * `img-src data: blob:`: images produced by code (matplotlib PNGs, SVGs) are shown as
   `data:` URLs; Monaco draws some icons from `data:` URLs.
 * `font-src data:`: Monaco's codicon font is inlined as a `data:` URL in its CSS.

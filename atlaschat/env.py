@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -113,3 +114,38 @@ def envchoice(
     if value not in choices:
         raise ImproperEnvValue(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+# DRF's rate syntax: "<count>/<period>", where DRF reads only the period's first letter.
+_RATE_PERIODS = ("s", "m", "h", "d")
+
+
+def envrate(name: str, default: str, *, env: Mapping[str, str] | None = None) -> str:
+    """Return a request rate in DRF's form "N/second|minute|hour|day" (N >= 1).
+
+    DRF parses a rate on the first request it throttles; checking it here makes a typo stop
+    the start instead of failing that request.
+    """
+    value = envstr(name, default, env=env)
+    count, _, period = value.partition("/")
+    if not count.strip().isdigit() or int(count) < 1 or period.strip()[:1] not in _RATE_PERIODS:
+        raise ImproperEnvValue(
+            f"{name} must be a rate like 120/minute (N/second|minute|hour|day), got {value!r}"
+        )
+    return value
+
+
+def envregexlist(
+    name: str, default: list[str], *, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Return a comma-separated list of regular expressions, each one compiled once here so
+    that a malformed pattern stops the start (the list keeps the source strings)."""
+    patterns = envlist(name, default, env=env)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ImproperEnvValue(
+                f"{name} has a malformed regular expression {pattern!r}: {exc}"
+            ) from None
+    return patterns

@@ -16,7 +16,6 @@ import base64
 import binascii
 import csv
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,11 +24,22 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
+from execution.models import (
+    Agent,
+    Execution,
+    PackageInstall,
+    SecurityEvent,
+    TerminalSession,
+    Thread,
+    UserBudget,
+    WorkspaceFile,
+)
+from execution.terminal import strip_ansi
 
 # How many rows of each kind a thread's page shows inline; the rest are one link away.
 INLINE_ROWS = 50
@@ -42,8 +52,6 @@ _IMAGE_SIGNATURES = {
 }
 # Result formats shown as (escaped) text, in this order.
 _TEXT_FORMATS = ("text", "json", "html", "markdown", "latex", "javascript")
-# Terminal colour codes in Jupyter tracebacks: noise in a web page.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # A spreadsheet treats a cell starting with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -185,6 +193,21 @@ def duration(execution: Execution) -> str:
     return f"{execution.duration_ms / 1000:.1f} s"
 
 
+@admin.display(description="CPU", ordering="cpu_time_ms")
+def cpu_time(execution: Execution) -> str:
+    """The run's CPU time in its sandbox; "-" when not measured (details say why)."""
+    if execution.cpu_time_ms is None:
+        return "-"
+    return f"{execution.cpu_time_ms} ms"
+
+
+@admin.display(description="peak memory", ordering="memory_peak_bytes")
+def memory_peak(execution: Execution) -> str:
+    if execution.memory_peak_bytes is None:
+        return "-"
+    return filesizeformat(execution.memory_peak_bytes)
+
+
 @admin.display(description="exit", ordering="exit_code")
 def exit_code(execution: Execution) -> str:
     return "-" if execution.exit_code is None else str(execution.exit_code)
@@ -201,6 +224,8 @@ CSV_COLUMNS = (
     "status",
     "client_ip",
     "duration_ms",
+    "cpu_time_ms",
+    "memory_peak_bytes",
     "exit_code",
     "truncated",
     "code",
@@ -220,6 +245,8 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         "language",
         "status",
         duration,
+        cpu_time,
+        memory_peak,
         exit_code,
     ]
     list_display_links = ["created_at"]
@@ -260,9 +287,11 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                 "fields": [
                     "started_at",
                     "finished_at",
-                    duration,
+                    duration,  # type: ignore[list-item]
+                    cpu_time,  # type: ignore[list-item]
+                    memory_peak,  # type: ignore[list-item]
                     "timeout_seconds",
-                    exit_code,
+                    exit_code,  # type: ignore[list-item]
                     "truncated",
                     "cancel_requested",
                 ]
@@ -275,7 +304,7 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
         ("Details", {"fields": ["details_block", "last_seq"], "classes": ["collapse"]}),
     ]
     # Every field shown is read-only: the audit trail is never edited.
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]  # type: ignore[misc]
 
     @admin.display(description="code")
     def code_block(self, execution: Execution) -> SafeString:
@@ -302,21 +331,17 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
 
     @admin.display(description="error")
     def error_block(self, execution: Execution) -> SafeString:
-        error = execution.error
+        error = execution.error_data  # parsed in one place: models.parse_run_error
         if not error:
             return _pre("")
-        if not isinstance(error, dict):
-            return _json_pre(error)
         # A code error: {"name", "value", "traceback"}; a rejection: {"code", "message"}.
         heading = ": ".join(
-            str(error[key]) for key in ("name", "value", "code", "message") if error.get(key)
+            error[key] for key in ("name", "value", "code", "message") if error.get(key)
         )
-        traceback = error.get("traceback") or ""
+        traceback = error.get("traceback", "")
         if isinstance(traceback, list):
             traceback = "\n".join(str(line) for line in traceback)
-        return format_html(
-            "<strong>{}</strong>{}", heading, _pre(_ANSI_ESCAPE.sub("", str(traceback)))
-        )
+        return format_html("<strong>{}</strong>{}", heading, _pre(strip_ansi(str(traceback))))
 
     @admin.display(description="details")
     def details_block(self, execution: Execution) -> SafeString:
@@ -348,6 +373,8 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
                 execution.status,
                 execution.client_ip,
                 execution.duration_ms,
+                execution.cpu_time_ms,
+                execution.memory_peak_bytes,
                 execution.exit_code,
                 execution.truncated,
                 execution.code,
@@ -385,11 +412,26 @@ class SecurityEventAdmin(StaffReadOnlyAdmin):
         "client_ip",
         "details_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="details")
     def details_block(self, event: SecurityEvent) -> SafeString:
         return _json_pre(event.details)
+
+
+@admin.register(TerminalSession)
+class TerminalSessionAdmin(StaffReadOnlyAdmin):
+    """Terminals opened in sandboxes from the workspace: who, where, when, how it ended."""
+
+    list_display = ["started_at", "user", "thread", "ended_at", "end_reason", "client_ip"]
+    list_display_links = ["started_at"]
+    list_filter = [("user", admin.RelatedOnlyFieldListFilter), "started_at"]
+    date_hierarchy = "started_at"
+    list_select_related = ["user", "thread"]
+    readonly_fields = (
+        "started_at", "ended_at", "end_reason", "user", "thread", "sandbox_id", "client_ip",
+    )  # fmt: skip
+    fields = readonly_fields
 
 
 @admin.register(PackageInstall)
@@ -410,7 +452,7 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         "status",
         "log_block",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
 
     @admin.display(description="packages")
     def package_names(self, install: PackageInstall) -> str:
@@ -422,17 +464,22 @@ class PackageInstallAdmin(StaffReadOnlyAdmin):
         return _pre(install.log)
 
 
+# django-stubs type `fields` and `readonly_fields` as names only; Django also takes the
+# display callables used here, and `readonly_fields = fields` reuses one list on purpose.
+# The ignores below say exactly that and nothing else.
+
+
 class ExecutionInline(StaffReadOnlyInline):
     model = Execution
-    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]
-    readonly_fields = fields
+    fields = ["created_at", "user", "agent", "language", "status", duration, exit_code]  # type: ignore[list-item]
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"executions (newest {INLINE_ROWS})"
 
 
 class WorkspaceFileInline(StaffReadOnlyInline):
     model = WorkspaceFile
     fields = ["path", "size", "sha256", "written_by", "updated_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     show_change_link = False  # files have no admin page of their own
     verbose_name_plural = f"files (first {INLINE_ROWS} by path)"
 
@@ -440,7 +487,7 @@ class WorkspaceFileInline(StaffReadOnlyInline):
 class PackageInstallInline(StaffReadOnlyInline):
     model = PackageInstall
     fields = ["created_at", "language", "packages", "status"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     verbose_name_plural = f"package installs (newest {INLINE_ROWS})"
 
 
@@ -461,7 +508,7 @@ class ThreadAdmin(StaffReadOnlyAdmin):
         "context_ids",
         "all_executions",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]
     inlines = [ExecutionInline, WorkspaceFileInline, PackageInstallInline]
 
     @admin.display(description="history")
@@ -511,3 +558,13 @@ class AgentAdmin(admin.ModelAdmin):
     def tools(self, agent: Agent) -> str:
         tools = agent.allowed_tools
         return ", ".join(map(str, tools)) if isinstance(tools, list) and tools else "-"
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    """Per-user daily budgets (CPU seconds, runs) overriding USER_DAILY_CPU_SECONDS and
+    USER_DAILY_RUNS; editable by staff with the change permission, like agents."""
+
+    list_display = ["user", "daily_cpu_seconds", "daily_runs", "updated_at"]
+    search_fields = ["user__username"]
+    raw_id_fields = ["user"]

@@ -3,10 +3,11 @@
 Two routes (see `execution.routing` and the README's "Websocket protocol"):
 
 * `ws/threads/<uuid>/` (`ThreadConsumer`): the client sends
-  `{"type": "execute", "code", "language", "timeout"?}` or
-  `{"type": "cancel", "execution_id"}`; the server forwards every live event of the
+  `{"type": "execute", "code", "language", "timeout"?}`,
+  `{"type": "cancel", "execution_id"}` or `{"type": "input", "execution_id", "value"}` (the
+  answer to a run's `input_request` event); the server forwards every live event of the
   thread's executions (`execution`, `status`, `stdout`, `stderr`, `result`, `error`,
-  `done`), whichever client started them.
+  `input_request`, `done`), whichever client started them.
 * `ws/executions/<uuid>/` (`ExecutionConsumer`): replays what the row stores, then
   follows the live events until `done`, then closes.
 
@@ -40,269 +41,50 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from asgiref.sync import ThreadSensitiveContext
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connections
 from django.utils import timezone
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.middleware import authorization_header
 from execution.api.throttles import ExecuteRateThrottle
+from execution.caller import Caller
 from execution.models import Execution, Source, Thread
-from execution.services.errors import ToolError, not_found
+from execution.monitoring import metrics
+from execution.selectors import execution_get_owned, thread_get_owned
+from execution.services.errors import ToolError
 from execution.services.events import execution_group, thread_group
-from execution.services.tool_executor import (
-    ExecutionContext,
-    ToolExecutor,
-    record_security_event,
+from execution.services.quotas import acquire_websocket_slot, release_websocket_slot
+from execution.services.tool_executor import ToolExecutor
+from execution.stream import (
+    CancelRequest,
+    ExecuteRequest,
+    InputRequest,
+    ProtocolError,
+    StreamCursor,
+    error_frame,
+    parse_thread_message,
 )
+from execution.throttling import audit_throttled, check_rate
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Application close codes (4000-4999 are ours by RFC 6455), mirroring the HTTP statuses.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-
-# Upper bound on a client frame: code size is checked by the execution service against
-# EXECUTION_MAX_CODE_BYTES; this only stops a client from making us parse megabytes of JSON.
-MAX_CLIENT_FRAME_CHARS = 4 * 1024 * 1024
-
-
-class ProtocolError(Exception):
-    """A client frame that is not a valid request; answered with an error frame."""
-
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or {}
-
-
-@dataclass(frozen=True)
-class ExecuteRequest:
-    """`{"type": "execute", "code", "language", "timeout"?}`."""
-
-    code: str
-    language: str
-    timeout: float | None
-
-
-@dataclass(frozen=True)
-class CancelRequest:
-    """`{"type": "cancel", "execution_id"}`."""
-
-    execution_id: uuid.UUID
-
-
-def error_frame(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the frame that refuses a client request (the API's error shape, typed)."""
-    return {"type": "error", "error": {"code": code, "message": message, "details": details or {}}}
-
-
-def parse_thread_message(text: str | None, binary: bytes | None) -> ExecuteRequest | CancelRequest:
-    """Parse one client frame of `ws/threads/<id>/`.
-
-    Checks only the shape of the request (types and presence of fields); what the values
-    may be (languages, code size, timeout bounds) is decided by the execution service's
-    validation, so the websocket and the REST API refuse exactly the same things.
-    Raises ProtocolError with a stable code.
-    """
-    if text is None:
-        raise ProtocolError("invalid_json", "Frames must be JSON text, not binary.")
-    if len(text) > MAX_CLIENT_FRAME_CHARS:
-        raise ProtocolError(
-            "invalid_message",
-            "The frame is too large.",
-            {"max_chars": MAX_CLIENT_FRAME_CHARS},
-        )
-    try:
-        message = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError("invalid_json", f"The frame is not valid JSON: {exc}.") from exc
-    if not isinstance(message, dict):
-        raise ProtocolError("invalid_message", "The frame must be a JSON object.")
-    kind = message.get("type")
-    if kind == "execute":
-        code = _required_str(message, "code")
-        language = _required_str(message, "language")
-        timeout = message.get("timeout")
-        # Only the type here; its range is the service's rule (timeout_out_of_range).
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-        ):
-            raise ProtocolError(
-                "invalid_message", "`timeout` must be a number of seconds.", {"field": "timeout"}
-            )
-        return ExecuteRequest(
-            code=code, language=language, timeout=None if timeout is None else float(timeout)
-        )
-    if kind == "cancel":
-        raw_id = _required_str(message, "execution_id")
-        try:
-            execution_id = uuid.UUID(raw_id)
-        except ValueError as exc:
-            raise ProtocolError(
-                "invalid_message",
-                "`execution_id` must be a UUID.",
-                {"field": "execution_id"},
-            ) from exc
-        return CancelRequest(execution_id=execution_id)
-    raise ProtocolError(
-        "unknown_type",
-        f"Unknown message type {kind!r}; expected 'execute' or 'cancel'.",
-        {"allowed": ["execute", "cancel"]},
-    )
-
-
-def _required_str(message: dict[str, Any], field: str) -> str:
-    value = message.get(field)
-    if not isinstance(value, str):
-        raise ProtocolError(
-            "invalid_message", f"`{field}` is required and must be a string.", {"field": field}
-        )
-    return value
-
-
-@dataclass
-class StreamCursor:
-    """How much of one execution a socket has sent, so it can catch up from the row.
-
-    The service stores each event's effect (and `last_seq`) before publishing it, so the
-    row always holds at least every published event. A socket that missed events (it
-    joined late, or a full channel dropped some) sends, from the row, exactly what lies
-    beyond this cursor, then carries on with live events newer than the row: every line
-    once, none lost. Counters follow the row's shape: output texts are appended, results
-    listed in order, one error, one final status.
-    """
-
-    execution_id: str
-    seq: int = -1
-    sent_execution: bool = False
-    sent_running: bool = False
-    stdout_chars: int = 0
-    stderr_chars: int = 0
-    results: int = 0
-    sent_error: bool = False
-    done: bool = False
-
-    def classify(self, event: dict[str, Any]) -> str:
-        """ "forward" (the next event), "duplicate" (already covered) or "gap" (some missed)."""
-        seq = event.get("seq", -1)
-        if seq <= self.seq:
-            return "duplicate"
-        if seq > self.seq + 1:
-            return "gap"
-        return "forward"
-
-    def advance(self, event: dict[str, Any]) -> None:
-        """Account for a live event that is being sent."""
-        kind = event.get("type")
-        self.seq = event.get("seq", self.seq)
-        if kind == "execution":
-            self.sent_execution = True
-        elif kind == "status":
-            self.sent_running = True
-        elif kind == "stdout":
-            self.stdout_chars += len(event.get("text", ""))
-        elif kind == "stderr":
-            self.stderr_chars += len(event.get("text", ""))
-        elif kind == "result":
-            self.results += 1
-        elif kind == "error":
-            self.sent_error = True
-        elif kind == "done":
-            self.done = True
-
-    def catch_up(self, execution: Execution) -> list[dict[str, Any]]:
-        """Return the frames for what `execution`'s row holds beyond this cursor, and move
-        the cursor to the row's `last_seq`.
-
-        The frames carry `seq = last_seq` and `"replay": true`. Output comes as one
-        `stdout` and one `stderr` frame (the row keeps the streams apart, so their
-        interleaving is not rebuilt); results, the error and `done` follow as stored.
-        Nothing when the cursor is already at or past the row.
-        """
-        seq = execution.last_seq
-        if seq <= self.seq:
-            return []
-        execution_id = str(execution.id)
-
-        def frame(kind: str, **fields: Any) -> dict[str, Any]:
-            return {
-                "type": kind,
-                "execution_id": execution_id,
-                **fields,
-                "seq": seq,
-                "replay": True,
-            }
-
-        frames: list[dict[str, Any]] = []
-        if not self.sent_execution:
-            thread_id = str(execution.thread_id) if execution.thread_id else None
-            frames.append(
-                frame(
-                    "execution",
-                    thread_id=thread_id,
-                    status=execution.status,
-                    language=execution.language,
-                )
-            )
-            self.sent_execution = True
-        if not self.sent_running and execution.started_at is not None:
-            frames.append(frame("status", status=Execution.Status.RUNNING))
-            self.sent_running = True
-        stdout = execution.stdout[self.stdout_chars :]
-        if stdout:
-            frames.append(frame("stdout", text=stdout))
-            self.stdout_chars += len(stdout)
-        stderr = execution.stderr[self.stderr_chars :]
-        if stderr:
-            frames.append(frame("stderr", text=stderr))
-            self.stderr_chars += len(stderr)
-        for result in (execution.results or [])[self.results :]:
-            frames.append(frame("result", result=result))
-            self.results += 1
-        if execution.error and not self.sent_error:
-            frames.append(frame("error", error=execution.error))
-            self.sent_error = True
-        if execution.is_final and not self.done:
-            frames.append(done_frame(execution, replay=True))
-            self.done = True
-        self.seq = seq
-        return frames
-
-
-def done_frame(execution: Execution, *, replay: bool = False) -> dict[str, Any]:
-    """Return the `done` frame of a finished execution, built from its row."""
-    frame: dict[str, Any] = {
-        "type": "done",
-        "execution_id": str(execution.id),
-        "status": execution.status,
-        "duration_ms": execution.duration_ms,
-        "exit_code": execution.exit_code,
-        "truncated": execution.truncated,
-        "seq": execution.last_seq,
-    }
-    if replay:
-        frame["replay"] = True
-    return frame
-
-
-def client_ip(scope: dict[str, Any]) -> str | None:
-    """Return the peer address daphne put in the scope (already proxy-resolved if asked)."""
-    client = scope.get("client")
-    return client[0] if client else None
+# The user has WEBSOCKET_USER_LIMIT sockets open already (the 429 of websockets).
+CLOSE_OVER_LIMIT = 4429
 
 
 def authenticated_user(scope: dict[str, Any]) -> AbstractBaseUser | None:
@@ -319,10 +101,7 @@ def token_expiry(scope: dict[str, Any]) -> datetime | None:
     """
     if scope.get("auth_method") != "jwt":
         return None
-    header = next(
-        (value for name, value in scope.get("headers", ()) if name.lower() == b"authorization"),
-        None,
-    )
+    header = authorization_header(scope)
     authentication = JWTAuthentication()
     try:
         raw_token = authentication.get_raw_token(header) if header else None
@@ -332,33 +111,6 @@ def token_expiry(scope: dict[str, Any]) -> datetime | None:
     except (InvalidToken, TokenError):
         return timezone.now()
     return datetime.fromtimestamp(int(token["exp"]), tz=UTC)
-
-
-class _ThrottleSubject:
-    """What DRF's throttles read from a request, for a websocket request."""
-
-    def __init__(self, user: AbstractBaseUser, ip: str | None) -> None:
-        self.user = user
-        self.META = {"REMOTE_ADDR": ip or ""}
-
-
-def check_execute_rate(user: AbstractBaseUser, ip: str | None) -> None:
-    """Apply the REST execute throttle (EXECUTION_THROTTLE_RATE) to a websocket run.
-
-    Same class, same per-user counter: a client gets no more runs per minute by switching
-    from REST to the websocket. Raises ToolError 429 `throttled` with `retry_after`.
-    """
-    throttle = ExecuteRateThrottle()
-    if throttle.allow_request(_ThrottleSubject(user, ip), None):
-        return
-    retry_after = max(1, math.ceil(throttle.wait() or 1))
-    raise ToolError(
-        "throttled",
-        f"Too many runs; try again in {retry_after} s.",
-        429,
-        {"retry_after": retry_after},
-        kind="quota",
-    )
 
 
 class PatientChannelLayer:
@@ -385,8 +137,22 @@ class PatientChannelLayer:
                 logger.debug("channel layer read timed out on %s; reading again", channel)
 
 
+# The database work of every socket of this process runs on these few threads, so sockets
+# hold no database connection each: at most WEBSOCKET_DB_THREADS connections however many
+# sockets are open (an idle socket holds none), and a slow query holds up only its thread.
+_db_threads = ThreadPoolExecutor(
+    max_workers=settings.WEBSOCKET_DB_THREADS, thread_name_prefix="websocket-db"
+)
+
+
+def on_db_threads(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """`func` as a coroutine run on the sockets' database threads (channels' connection
+    housekeeping before and after, as database_sync_to_async does)."""
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_db_threads)
+
+
 class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
-    """Common ground: one sync thread per socket, JSON frames, refusals, and live events
+    """Common ground: the per-user socket cap, JSON frames, refusals, and live events
     forwarded through a `StreamCursor` per execution so that none is lost or repeated."""
 
     # Every so often a socket re-reads the rows of the runs it follows and are not over: an
@@ -400,14 +166,36 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         self.cursors: dict[str, StreamCursor] = {}
         self.groups_joined: list[str] = []
         self.watcher: asyncio.Task[None] | None = None
-        # Without a context of its own every consumer of the process shares one sync
-        # thread for its database calls, so one slow query would stall every socket.
-        # Django gives each HTTP request its own context the same way.
-        async with ThreadSensitiveContext():
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                await self._stop_watching()
+        self.slot_user_id: int | None = None
+        metrics.websocket_opened()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            metrics.websocket_closed()
+            await self._stop_watching()
+            if self.slot_user_id is not None:
+                release_websocket_slot(self.slot_user_id)
+
+    async def admit(self, user: AbstractBaseUser) -> bool:
+        """Take one of the user's open-socket slots (quotas.py); when they are all taken,
+        audit the refusal, close with 4429 and return False."""
+        try:
+            acquire_websocket_slot(user.pk)
+        except ToolError as error:
+            await on_db_threads(audit_throttled)(
+                Caller.from_scope({**self.scope, "user": user}), error
+            )
+            await self.refuse(CLOSE_OVER_LIMIT)
+            return False
+        self.slot_user_id = user.pk
+        return True
+
+    @property
+    def caller(self) -> Caller:
+        """Who is on this socket (user, client IP; source browser for a session socket, the
+        workspace page, and websocket for a program's JWT socket)."""
+        source = Source.BROWSER if self.scope.get("auth_method") == "session" else Source.WEBSOCKET
+        return Caller.from_scope({**self.scope, "user": self.user}, source=source)
 
     @property
     def channel_layer(self) -> Any:
@@ -443,9 +231,6 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         await self._stop_watching()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
-        # This socket's sync thread goes away with it: close its database connection
-        # rather than leaving it to garbage collection.
-        await database_sync_to_async(connections.close_all)()
 
     # --- live events --------------------------------------------------------------------
 
@@ -520,7 +305,7 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         for key in finished[: max(0, len(self.cursors) - self.max_cursors)]:
             del self.cursors[key]
 
-    @database_sync_to_async
+    @on_db_threads
     def _load_rows(self, execution_ids: list[str]) -> dict[str, Execution]:
         rows = Execution.objects.filter(id__in=execution_ids, user=self.user)
         return {str(row.id): row for row in rows}
@@ -534,13 +319,16 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
-        thread = await self._get_thread(user, self.scope["url_route"]["kwargs"]["thread_id"])
+        if not await self.admit(user):
+            return
+        self.user = user
+        thread = await self._get_thread(self.scope["url_route"]["kwargs"]["thread_id"])
         if thread is None:
             await self.refuse(CLOSE_NOT_FOUND)
             return
         self.user = user
         self.thread = thread
-        self.expires_at = await database_sync_to_async(token_expiry)(self.scope)
+        self.expires_at = await on_db_threads(token_expiry)(self.scope)
         self.expired = False
         # Join before accepting: once the client sees the handshake, no event is missed.
         await self.join(thread_group(thread.id))
@@ -556,6 +344,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
             request = parse_thread_message(text_data, bytes_data)
             if isinstance(request, ExecuteRequest):
                 await self._execute(request)
+            elif isinstance(request, InputRequest):
+                await self._send_input(request)
             else:
                 await self._cancel(request)
         except ProtocolError as exc:
@@ -601,43 +391,47 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         # start_execution validates, creates the row and publishes the "execution" event,
         # then returns while the run proceeds in the service's own worker; its events
         # reach this socket through the thread group joined at connect.
-        await database_sync_to_async(self._start_execution)(request)
+        await on_db_threads(self._start_execution)(request)
 
     def _start_execution(self, request: ExecuteRequest) -> Execution:
-        context = ExecutionContext(
-            user=self.user,
-            thread=self.thread,
-            agent=None,
-            source=Source.WEBSOCKET,
-            client_ip=client_ip(self.scope),
-        )
-        try:
-            check_execute_rate(self.user, context.client_ip)
-        except ToolError as error:
-            record_security_event(error, context)
-            raise
+        # The REST execute throttle, same counter: no more runs by switching doors.
+        check_rate(throttle_class=ExecuteRateThrottle, caller=self.caller)
         return ToolExecutor().start_execution(
             code=request.code,
             language=request.language,
-            context=context,
+            context=self.caller.for_thread(self.thread),
             timeout=request.timeout,
         )
 
+    async def _send_input(self, request: InputRequest) -> None:
+        await on_db_threads(self._send_run_input)(request)
+
+    def _send_run_input(self, request: InputRequest) -> None:
+        # Only runs of this thread, as for cancel.
+        execution_get_owned(
+            caller=self.caller, execution_id=request.execution_id, thread=self.thread
+        )
+        ToolExecutor().send_run_input(
+            execution_id=request.execution_id, value=request.value, user=self.caller.account
+        )
+
     async def _cancel(self, request: CancelRequest) -> None:
-        await database_sync_to_async(self._cancel_execution)(request)
+        await on_db_threads(self._cancel_execution)(request)
 
     def _cancel_execution(self, request: CancelRequest) -> None:
         # Only runs of this thread: a socket is a view of one thread, and its client
-        # would never see the `done` of a run elsewhere.
-        if not Execution.objects.filter(
-            id=request.execution_id, thread=self.thread, user=self.user
-        ).exists():
-            raise not_found("execution")
-        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.user)
+        # would never see the `done` of a run elsewhere (another user's run is audited).
+        execution_get_owned(
+            caller=self.caller, execution_id=request.execution_id, thread=self.thread
+        )
+        ToolExecutor().cancel_execution(execution_id=request.execution_id, user=self.caller.account)
 
-    @database_sync_to_async
-    def _get_thread(self, user: AbstractBaseUser, thread_id: uuid.UUID) -> Thread | None:
-        return Thread.objects.filter(id=thread_id, owner=user).first()
+    @on_db_threads
+    def _get_thread(self, thread_id: uuid.UUID) -> Thread | None:
+        try:
+            return thread_get_owned(caller=self.caller, thread_id=thread_id)
+        except ToolError:
+            return None
 
 
 class ExecutionConsumer(OwnedWebsocketConsumer):
@@ -648,6 +442,8 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
         if user is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
+        if not await self.admit(user):
+            return
         self.user = user
         execution_id = str(self.scope["url_route"]["kwargs"]["execution_id"])
         # Join the group FIRST, then read the row. The service stores each event's effect
@@ -655,7 +451,7 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
         # row shows is published after this join and reaches us: no gap. Events the row
         # already holds come in with seq <= last_seq and are dropped: no duplicate.
         await self.join(execution_group(execution_id))
-        rows = await self._load_rows([execution_id])
+        rows = await self._load_owned_row(execution_id)
         if execution_id not in rows:
             await self.refuse(CLOSE_NOT_FOUND)
             return
@@ -667,6 +463,15 @@ class ExecutionConsumer(OwnedWebsocketConsumer):
             await self.execution_finished(cursor)
         else:
             self.start_watching()
+
+    @on_db_threads
+    def _load_owned_row(self, execution_id: str) -> dict[str, Execution]:
+        # Through the selector, so another user's run is audited like everywhere else.
+        try:
+            row = execution_get_owned(caller=self.caller, execution_id=execution_id)
+        except ToolError:
+            return {}
+        return {str(row.id): row}
 
     def cursor_for(self, execution_id: str) -> StreamCursor | None:
         return self.cursors.get(execution_id)  # only the one execution of the URL

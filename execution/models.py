@@ -3,12 +3,148 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import models, transaction
+
+# --- text any program may print -------------------------------------------------------------
+#
+# Output, errors and results are whatever a program wrote: they may hold NUL, which neither
+# PostgreSQL text nor jsonb can store, and lone surrogates (a str can hold them; JavaScript
+# strings often do), which no UTF-8 database or driver accepts. Rather than lose or mangle
+# them, the columns below store them with a stated, reversible escaping, applied on the way
+# in and undone on the way out, identically on SQLite and PostgreSQL, so Python code always
+# sees the program's exact text:
+#
+#   U+E000 (a private-use character, the escape)  →  U+E000 U+E000
+#   U+0000 (NUL)                                  →  U+E000 "0"
+#   a lone surrogate U+D800..U+DFFF               →  U+E000 U+E800..U+EFFF (same offset)
+#
+# Text without these characters (nearly all of it) is stored unchanged.
+
+_ESCAPE = "\ue000"
+_UNSTORABLE = re.compile("[\x00\ue000\ud800-\udfff]")
+_ESCAPED = re.compile("\ue000(.)", re.DOTALL)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    if char == "\x00":
+        return _ESCAPE + "0"
+    if char == _ESCAPE:
+        return _ESCAPE + _ESCAPE
+    return _ESCAPE + chr(0xE800 + ord(char) - 0xD800)
+
+
+def _unescape_char(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if code == "0":
+        return "\x00"
+    if 0xE800 <= ord(code) <= 0xEFFF:
+        return chr(0xD800 + ord(code) - 0xE800)
+    return code  # the escape itself (and, defensively, anything else after it)
+
+
+def escape_text(value: str) -> str:
+    """`value` in the storable form described above (unchanged when nothing needs it)."""
+    return _UNSTORABLE.sub(_escape_char, value) if _UNSTORABLE.search(value) else value
+
+
+def unescape_text(value: str) -> str:
+    """The exact text `escape_text` stored."""
+    return _ESCAPED.sub(_unescape_char, value) if _ESCAPE in value else value
+
+
+def _map_strings(value: Any, convert: Any) -> Any:
+    # Keys too: a result's dict may be keyed by program output.
+    if isinstance(value, str):
+        return convert(value)
+    if isinstance(value, dict):
+        return {_map_strings(k, convert): _map_strings(v, convert) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_strings(item, convert) for item in value]
+    return value
+
+
+class LosslessTextField(models.TextField):
+    """A TextField that stores any str, NUL and lone surrogates included (see above)."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        return escape_text(value) if isinstance(value, str) else value
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return unescape_text(value) if isinstance(value, str) else value
+
+
+class LosslessJSONField(models.JSONField):
+    """A JSONField whose strings may hold NUL and lone surrogates (see above)."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        return super().get_prep_value(_map_strings(value, escape_text))
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return _map_strings(super().from_db_value(value, expression, connection), unescape_text)
+
+
+# --- what the JSON columns of a run hold, parsed in one place ---------------------------------
+
+
+class RunError(TypedDict, total=False):
+    """`Execution.error`: what the code raised (`name`, `value`, `traceback`; `code` too when
+    the service ended the run), or for a refused run its `code` and `message`."""
+
+    name: str
+    value: str
+    traceback: str
+    code: str
+    message: str
+
+
+class RunDetails(TypedDict, total=False):
+    """`Execution.details`: facts about the run beyond its output (all optional)."""
+
+    reason: str  # why the sandbox service failed it
+    restored: dict[str, Any]  # what a new sandbox got back (files, packages, failures)
+    file_sync: dict[str, Any]  # files synced back after the run, and those skipped
+    # the input() the running code waits in (`prompt`, `password`, `seq` of its event)
+    input_request: dict[str, Any]
+
+
+_RUN_ERROR_KEYS = ("name", "value", "traceback", "code", "message")
+
+
+def parse_run_error(value: Any) -> RunError | None:
+    """`Execution.error` as a RunError (its text fields as str), or None when there is none.
+    Rows written by older code may hold other shapes: anything else is kept as its text."""
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        return RunError(message=str(value))
+    parsed = RunError()
+    for key in _RUN_ERROR_KEYS:
+        if value.get(key) not in (None, ""):
+            parsed[key] = str(value[key])  # type: ignore[literal-required]
+    return parsed
+
+
+def parse_run_details(value: Any) -> RunDetails:
+    """`Execution.details` as RunDetails (an empty one for anything that is not a dict)."""
+    if not isinstance(value, dict):
+        return RunDetails()
+    parsed = RunDetails()
+    if isinstance(value.get("reason"), str):
+        parsed["reason"] = value["reason"]
+    for key in ("restored", "file_sync", "input_request"):
+        if isinstance(value.get(key), dict):
+            parsed[key] = value[key]
+    return parsed
 
 
 class Language(models.TextChoices):
@@ -47,6 +183,21 @@ class Thread(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class Worker(models.Model):
+    """A server process that runs executions and installs. Its heartbeat is its lease: work
+    of a worker whose lease ran out (or whose process on this host is gone) is recovered by
+    the others (execution/services/workers.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
 
 
 class Agent(models.Model):
@@ -131,17 +282,19 @@ class Execution(models.Model):
     agent = models.ForeignKey(
         Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="executions"
     )
-    language = models.CharField(max_length=16, choices=Language.choices)
-    code = models.TextField()
+    # Blank only for a run refused for its language: the unknown value is kept in the audit,
+    # never here, so the column only ever holds one of the languages (or nothing).
+    language = models.CharField(max_length=16, choices=Language.choices, blank=True)
+    code = LosslessTextField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
-    stdout = models.TextField(blank=True, default="")
-    stderr = models.TextField(blank=True, default="")
+    stdout = LosslessTextField(blank=True, default="")
+    stderr = LosslessTextField(blank=True, default="")
     # Rich results as the sandbox gave them: [{"text": …, "png": …, "html": …}, …]
-    results = models.JSONField(default=list, blank=True)
+    results = LosslessJSONField(default=list, blank=True)
     # {"name": …, "value": …, "traceback": …} or, for a rejection, {"code": …, "message": …}
-    error = models.JSONField(null=True, blank=True)
+    error = LosslessJSONField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     truncated = models.BooleanField(default=False)
     timeout_seconds = models.FloatField(null=True, blank=True)
@@ -154,10 +307,25 @@ class Execution(models.Model):
     # a websocket replay from the row plus live events with seq > last_seq has no gap or dup.
     last_seq = models.PositiveIntegerField(default=0)
     # Facts about the run that are not output: files not synced back, sandbox id, … (JSON).
-    details = models.JSONField(default=dict, blank=True)
+    details = LosslessJSONField(default=dict, blank=True)
     # Set by a cancel request; the process running the execution watches it, so a cancel
     # reaches the run even when it was asked through another server process.
     cancel_requested = models.BooleanField(default=False)
+    # The order in which the run produced its output, which stdout, stderr, results and error
+    # alone cannot tell: space-separated tokens appended as output is stored, `o<n>` (the next
+    # n characters of stdout), `e<n>` (of stderr), `r` (the next result), `x` (the error).
+    # See `ordered_output`; empty for runs stored before it existed.
+    output_order = models.TextField(blank=True, default="")
+    # What the run cost in its sandbox, from the sandbox's cgroup (execution/monitoring/
+    # usage.py); empty when not measured, with details["usage_note"] saying why.
+    cpu_time_ms = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="CPU time used in the run (ms)"
+    )
+    memory_peak_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Peak memory in the run (bytes)"
+    )
+    # The Worker running it (no foreign key: a worker row may go once its work is recovered).
+    worker_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -166,10 +334,34 @@ class Execution(models.Model):
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["status"]),
             models.Index(fields=["agent", "-created_at"]),
+            # Covers every column the staff dashboard aggregates over a time window, so its
+            # queries read the index alone, not the wide rows (bench/bench_dashboard.py).
+            models.Index(
+                fields=[
+                    "created_at",
+                    "status",
+                    "duration_ms",
+                    "cpu_time_ms",
+                    "memory_peak_bytes",
+                    "user",
+                    "agent",
+                ],
+                name="execution_dashboard_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.language} run {self.id} ({self.status})"
+
+    @property
+    def error_data(self) -> RunError | None:
+        """The error column, parsed (see RunError)."""
+        return parse_run_error(self.error)
+
+    @property
+    def details_data(self) -> RunDetails:
+        """The details column, parsed (see RunDetails)."""
+        return parse_run_details(self.details)
 
     @property
     def is_final(self) -> bool:
@@ -183,6 +375,71 @@ class Execution(models.Model):
         if not self.can_transition_to(status):
             raise ValueError(f"execution {self.id}: {self.status} -> {status} is not allowed")
         self.status = status
+
+    def ordered_output(self) -> list[OutputPiece]:
+        """The run's output as it was produced: stdout and stderr pieces, results and the
+        error, each once, in order. Text a token names but the row lacks (a token written
+        with a batch a reader saw only half of cannot happen, as both go in one UPDATE) is
+        cut to what the row holds. A row without `output_order` (older runs) gives stdout,
+        stderr, the results and the error, in that order."""
+        pieces: list[OutputPiece] = []
+        offsets = {"stdout": 0, "stderr": 0}
+        results = list(self.results or [])
+        next_result = 0
+        error_shown = False
+        for token in self.output_order.split():
+            kind, count = token[0], token[1:]
+            if kind in ("o", "e") and count.isdigit():
+                stream = "stdout" if kind == "o" else "stderr"
+                start = offsets[stream]
+                text = getattr(self, stream)[start : start + int(count)]
+                offsets[stream] = start + len(text)
+                if text:
+                    pieces.append(OutputPiece(stream, start, text=text))
+            elif kind == "r" and next_result < len(results):
+                pieces.append(OutputPiece("result", next_result, result=results[next_result]))
+                next_result += 1
+            elif kind == "x" and self.error and not error_shown:
+                pieces.append(OutputPiece("error", 0, error=self.error))
+                error_shown = True
+        # Whatever no token covers (older rows; an error stored without output): at the end.
+        for stream in ("stdout", "stderr"):
+            rest = getattr(self, stream)[offsets[stream] :]
+            if rest:
+                pieces.append(OutputPiece(stream, offsets[stream], text=rest))
+        for index in range(next_result, len(results)):
+            pieces.append(OutputPiece("result", index, result=results[index]))
+        if self.error and not error_shown:
+            pieces.append(OutputPiece("error", 0, error=self.error))
+        return pieces
+
+
+@dataclass(frozen=True)
+class OutputPiece:
+    """One piece of a run's ordered output: `kind` is stdout, stderr, result or error;
+    `position` is where it starts (the character offset in its stream, the result's index)."""
+
+    kind: str
+    position: int
+    text: str = ""
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+def output_order_tokens(items: list[tuple[str, Any]]) -> str:
+    """The `output_order` tokens of stored output items, ("stdout"|"stderr", text),
+    ("result", …) and ("error", …), adjacent text of one stream merged; ends with a space."""
+    tokens: list[list[Any]] = []
+    for kind, payload in items:
+        letter = {"stdout": "o", "stderr": "e", "result": "r", "error": "x"}[kind]
+        if letter in "oe":
+            if tokens and tokens[-1][0] == letter:
+                tokens[-1][1] += len(payload)
+            else:
+                tokens.append([letter, len(payload)])
+        else:
+            tokens.append([letter, None])
+    return "".join(f"{letter}{'' if n is None else n} " for letter, n in tokens)
 
 
 def workspace_file_upload_to(instance: WorkspaceFile, filename: str) -> str:
@@ -265,9 +522,10 @@ class PackageInstall(models.Model):
     language = models.CharField(max_length=16, choices=Language.choices)
     packages = models.JSONField(default=list)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    log = models.TextField(blank=True, default="")
+    log = LosslessTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -290,7 +548,7 @@ class SecurityEvent(models.Model):
     code = models.CharField(
         max_length=64, help_text="Stable error code, e.g. path_outside_workspace"
     )
-    message = models.TextField()
+    message = LosslessTextField()
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
@@ -299,8 +557,12 @@ class SecurityEvent(models.Model):
     execution = models.ForeignKey(Execution, on_delete=models.SET_NULL, null=True, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
-    details = models.JSONField(default=dict, blank=True)
+    details = LosslessJSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Repeats of the same refusal within SECURITY_EVENT_WINDOW_SECONDS count up on one row
+    # (execution/audit.py): how many there were, and when the last one came.
+    count = models.PositiveIntegerField(default=1)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -308,3 +570,54 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.code}"
+
+
+class TerminalSession(models.Model):
+    """One terminal opened in a thread's sandbox from the workspace
+    (execution/sandbox_terminal.py): who, where, from which address, when it started and
+    ended and why. The audit of terminals; what was typed is not recorded."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="terminal_sessions"
+    )
+    thread = models.ForeignKey(
+        Thread, on_delete=models.SET_NULL, null=True, blank=True, related_name="terminals"
+    )
+    sandbox_id = models.CharField(max_length=128, blank=True, default="")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Why it ended: "closed" (the browser left), "exited" (the shell ended), "failed: …".
+    end_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["user", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"terminal {self.id} of {self.user_id} in {self.thread_id}"
+
+
+class UserBudget(models.Model):
+    """A user's own daily budgets, overriding USER_DAILY_CPU_SECONDS and USER_DAILY_RUNS.
+
+    A field left empty keeps the site's default; 0 means no limit for this user.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+    daily_cpu_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="CPU seconds per UTC day; empty: default; 0: no limit"
+    )
+    daily_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs per UTC day; empty: default; 0: no limit"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "daily budget"
+
+    def __str__(self) -> str:
+        return f"daily budget of {self.user}"

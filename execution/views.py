@@ -2,21 +2,20 @@
 
 Every GET view renders the whole page, or only its partial when htmx asks (`request.htmx`),
 so each link keeps a real href and works without JavaScript. Every object is reached through
-`owned_thread` / `owned_execution`: another user's thread or run is a 404, as if it did not
-exist. Writes go through the ToolExecutor, the same service the API and agents use; a
-ToolError it raises (validation, quota, sandbox unavailable) comes back to the person as a
-form error with the service's own message and the matching HTTP status, never as a trace.
+the selectors (execution/selectors.py): another user's thread or run is a 404, as if it did
+not exist, audited there. Writes go through the ToolExecutor, the same service the API and
+agents use; a ToolError it raises (validation, quota, sandbox unavailable) comes back to the
+person as a form error with the service's own message and the matching HTTP status, never
+as a trace.
 Live output does not pass through these views: the page's script talks to the websocket
 `ws/threads/<id>/` (see static/js/workspace.js).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
-import re
-import threading
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -27,13 +26,15 @@ from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from atlaschat.views import home as landing_page
 from execution.api.throttles import InstallRateThrottle
+from execution.caller import Caller
 from execution.forms import (
     FilePathForm,
     NewFileForm,
@@ -47,20 +48,29 @@ from execution.models import (
     Execution,
     Language,
     PackageInstall,
-    SecurityEvent,
+    RunError,
     Source,
     Thread,
     WorkspaceFile,
 )
+from execution.sandbox import get_backend
+from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services import validation
 from execution.services.errors import ToolError
-from execution.services.tool_executor import (
-    ExecutionContext,
-    ToolExecutor,
-    record_security_event,
-)
+from execution.services.runtime import service_portal
+from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.stream import result_reference
+from execution.terminal import strip_ansi
+from execution.throttling import check_rate
 
 logger = logging.getLogger(__name__)
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request as django-htmx's middleware leaves it (its documented typing pattern)."""
+
+    htmx: HtmxDetails
+
 
 # How many runs the history shows (newest first); older ones stay in the API and the admin.
 HISTORY_LENGTH = 50
@@ -76,47 +86,38 @@ EDITOR_LANGUAGES = [
 # --- access -----------------------------------------------------------------------------------
 
 
-def owned_thread(request: HttpRequest, thread_id: uuid.UUID) -> Thread:
-    """The user's thread with that id; Http404 for any other (someone else's is 'not found',
-    and the attempt is audited as the API audits it)."""
-    thread = Thread.objects.filter(pk=thread_id, owner=request.user).first()
-    if thread is None:
-        if Thread.objects.filter(pk=thread_id).exists():
-            audit_foreign_access(request, "thread", thread_id)
-        raise Http404("No such thread.")
-    return thread
+def page_caller(request: HtmxHttpRequest) -> Caller:
+    """The caller of a page request (source browser)."""
+    return Caller.from_request(request, source=Source.BROWSER)
 
 
-def owned_execution(request: HttpRequest, thread: Thread, execution_id: uuid.UUID) -> Execution:
-    """A run of the user's `thread`; Http404 otherwise."""
-    return get_object_or_404(Execution, pk=execution_id, thread=thread, user=request.user)
+def owned_thread(request: HtmxHttpRequest, thread_id: uuid.UUID) -> Thread:
+    """The user's thread with that id; Http404 for any other (the selector audits another
+    user's, as every entry point does)."""
+    try:
+        return thread_get_owned(caller=page_caller(request), thread_id=thread_id)
+    except ToolError as error:
+        raise Http404(error.message) from None
 
 
-def audit_foreign_access(request: HttpRequest, kind: str, object_id: uuid.UUID) -> None:
-    """Record that a page asked for another user's object (it was answered 404)."""
-    SecurityEvent.objects.create(
-        kind=SecurityEvent.Kind.AUTHORIZATION,
-        code=f"{kind}_not_owned",
-        message=f"Access to another user's {kind} was refused (answered 404).",
-        user=request.user,
-        source=Source.BROWSER,
-        client_ip=request.META.get("REMOTE_ADDR") or None,
-        details={"object_id": str(object_id), "path": request.path[:300]},
-    )
+def owned_execution(request: HtmxHttpRequest, thread: Thread, execution_id: uuid.UUID) -> Execution:
+    """A run of the user's `thread`; Http404 otherwise (another user's run, or a run of
+    another thread, is audited)."""
+    try:
+        return execution_get_owned(
+            caller=page_caller(request), execution_id=execution_id, thread=thread
+        )
+    except ToolError as error:
+        raise Http404(error.message) from None
 
 
-def tool_context(request: HttpRequest, thread: Thread) -> ExecutionContext:
+def tool_context(request: HtmxHttpRequest, thread: Thread) -> ExecutionContext:
     """The ToolExecutor context of a page request: this user, this thread, source browser."""
-    return ExecutionContext(
-        user=request.user,  # type: ignore[arg-type]
-        thread=thread,
-        source=Source.BROWSER,
-        client_ip=request.META.get("REMOTE_ADDR") or None,
-    )
+    return page_caller(request).for_thread(thread)
 
 
 def page_or_partial(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     page: str,
     partial: str,
     context: dict[str, Any],
@@ -151,7 +152,7 @@ def search_threads(user: Any, query: str) -> QuerySet[Thread]:
 
 
 @require_safe
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HtmxHttpRequest) -> HttpResponse:
     """`/`: the thread list for a logged-in person; the landing page for anyone else."""
     if not request.user.is_authenticated:
         return landing_page(request)
@@ -160,7 +161,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_safe
-def thread_list(request: HttpRequest) -> HttpResponse:
+def thread_list(request: HtmxHttpRequest) -> HttpResponse:
     """The user's threads, most recently used first, filtered by `?q=`; the rows alone for htmx."""
     search = ThreadSearchForm(request.GET)
     query = search.cleaned_data["q"].strip() if search.is_valid() else ""
@@ -177,7 +178,7 @@ def thread_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_create(request: HttpRequest) -> HttpResponseBase:
+def thread_create(request: HtmxHttpRequest) -> HttpResponseBase:
     """Create a thread and open its workspace (htmx: by a client-side redirect)."""
     form = ThreadTitleForm(request.POST)
     if not form.is_valid():
@@ -202,7 +203,7 @@ def thread_create(request: HttpRequest) -> HttpResponseBase:
 
 
 @login_required
-def thread_rename(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def thread_rename(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """GET: the rename form. POST: rename; htmx gets the thread's row, a form post the list."""
     thread = owned_thread(request, thread_id)
     if request.method not in ("GET", "HEAD", "POST"):
@@ -225,7 +226,7 @@ def thread_rename(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponseBase:
+def thread_delete(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponseBase:
     """Delete a thread (its sandbox and files go; its runs stay in the audit).
 
     htmx gets an empty 200 that replaces the row; a plain form post goes back to the list.
@@ -238,9 +239,25 @@ def thread_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponseBas
 # --- the workspace ----------------------------------------------------------------------------
 
 
-def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
+# The time limits the page offers, in seconds; those above EXECUTION_MAX_TIMEOUT are left out
+# and the default and the maximum are always offered.
+TIMEOUT_CHOICES = (10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def timeout_choices() -> list[dict[str, Any]]:
+    """The page's time-limit choices: each `seconds` and a label such as "30 s" or "5 min"."""
+    ceiling = settings.EXECUTION_MAX_TIMEOUT
+    seconds: set[float] = {s for s in TIMEOUT_CHOICES if s <= ceiling}
+    seconds |= {settings.EXECUTION_DEFAULT_TIMEOUT, ceiling}
+    return [
+        {"seconds": s, "label": f"{s / 60:g} min" if s >= 60 else f"{s:g} s"}
+        for s in sorted(seconds)
+    ]
+
+
+def workspace_context(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
     """Everything the workspace page renders: editor, files, packages and history."""
-    last_run = Execution.objects.filter(thread=thread, user=request.user).first()
+    last_run = Execution.objects.filter(thread=thread, user=page_caller(request).account).first()
     return {
         "thread": thread,
         "languages": EDITOR_LANGUAGES,
@@ -248,7 +265,15 @@ def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
         "initial_code": last_run.code if last_run else "",
         # A run still going when the page loads (a reload mid-run): the page catches it up.
         "active_run": last_run if last_run and not last_run.is_final else None,
+        # Else the last run's output is where it was left.
+        "last_output": run_output_context(request, thread, last_run, in_workspace=True)
+        if last_run and last_run.is_final
+        else None,
         "max_timeout": settings.EXECUTION_MAX_TIMEOUT,
+        "timeout_choices": timeout_choices(),
+        "default_timeout": settings.EXECUTION_DEFAULT_TIMEOUT,
+        # sandboxd's Python kernel takes input(); E2B's cloud kernels take none.
+        "input_available": get_backend().accepts_input,
         **files_context(thread),
         **packages_context(thread),
         **history_context(request, thread),
@@ -257,7 +282,7 @@ def workspace_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
 
 @login_required
 @require_safe
-def workspace(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def workspace(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The workspace of one thread: editor, live output, files, packages, history."""
     thread = owned_thread(request, thread_id)
     return page_or_partial(
@@ -282,7 +307,7 @@ def files_context(thread: Thread, **forms: Any) -> dict[str, Any]:
 
 
 def render_files(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     thread: Thread,
     *,
     status: int = 200,
@@ -304,14 +329,14 @@ def render_files(
 
 @login_required
 @require_safe
-def files(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def files(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's files, with the forms to add, upload, download and delete them."""
     return render_files(request, owned_thread(request, thread_id))
 
 
 @login_required
 @require_POST
-def file_create(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_create(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Create an empty file (refused when one exists at that path) and open it in the editor."""
     thread = owned_thread(request, thread_id)
     form = NewFileForm(request.POST)
@@ -341,7 +366,7 @@ def file_create(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def file_save(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_save(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Save the editor's text to a path (created or replaced); answers the files panel."""
     thread = owned_thread(request, thread_id)
     form = SaveFileForm(request.POST)
@@ -363,7 +388,7 @@ def file_save(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def file_upload(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_upload(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Store an uploaded file at its own name or the path given."""
     thread = owned_thread(request, thread_id)
     form = UploadFileForm(request.POST, request.FILES)
@@ -384,7 +409,7 @@ def file_upload(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def file_delete(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def file_delete(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Delete a workspace file (database and sandbox)."""
     thread = owned_thread(request, thread_id)
     form = FilePathForm(request.POST)
@@ -423,7 +448,7 @@ def packages_context(thread: Thread, form: PackageInstallForm | None = None) -> 
 
 
 def render_packages(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     thread: Thread,
     *,
     status: int = 200,
@@ -435,18 +460,19 @@ def render_packages(
     # the background): keep polling, as `?after=<known>`, until it shows up and finishes.
     context["installing"] = context["installing"] or expect_after is not None
     context["expect_after"] = expect_after
-    return page_or_partial(
-        request,
-        "execution/packages.html",
-        "execution/partials/packages.html",
-        context,
-        status=status,
+    # The list's own poll (`?part=list`) gets the list alone: the form is never re-rendered
+    # under a person typing in it.
+    partial = (
+        "execution/partials/install_list.html"
+        if request.GET.get("part") == "list"
+        else "execution/partials/packages.html"
     )
+    return page_or_partial(request, "execution/packages.html", partial, context, status=status)
 
 
 @login_required
 @require_safe
-def packages(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def packages(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's installs, newest first, with their status and log.
 
     `?after=<n>`: the client knows of n installs and expects one more, so the panel keeps
@@ -464,7 +490,7 @@ def packages(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def package_install(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """Start installing packages (in the background); the panel polls until it is done.
 
     A request the policy refuses is refused here, at once, with its message; it is still
@@ -480,7 +506,6 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     context = tool_context(request, thread)
     throttled = install_throttled(request)
     if throttled is not None:
-        record_security_event(throttled, context)
         add_tool_error(form, throttled, "packages")
         response = render_packages(request, thread, status=throttled.status, form=form)
         for name, value in throttled.headers.items():
@@ -497,40 +522,33 @@ def package_install(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
             add_tool_error(form, error, "packages")
             return render_packages(request, thread, status=error.status, form=form)
     known = PackageInstall.objects.filter(thread=thread).count()
-    worker = threading.Thread(
-        target=_install_in_background,
-        kwargs={"packages": specs, "language": language, "context": context},
+    # The service portal's background work, like a run started without waiting.
+    service_portal().start_background(
+        functools.partial(
+            _install_in_background, packages=specs, language=language, context=context
+        ),
         name=f"install-{thread.id.hex[:8]}",
-        daemon=True,
     )
-    worker.start()
     return render_packages(request, thread, status=202, expect_after=known)
 
 
-def install_throttled(request: HttpRequest) -> ToolError | None:
-    """A 429 ToolError when the user reached INSTALL_THROTTLE_RATE, else None.
+def install_throttled(request: HtmxHttpRequest) -> ToolError | None:
+    """The audited 429 ToolError when the user reached INSTALL_THROTTLE_RATE, else None.
 
     The API's own throttle, with the same counter: installs from the page and from the API
     share one limit per user.
     """
-    throttle = InstallRateThrottle()
-    if throttle.allow_request(request, None):  # type: ignore[arg-type]
-        return None
-    retry_after = max(1, math.ceil(throttle.wait() or 1))
-    return ToolError(
-        "throttled",
-        f"Too many installs in a short time; try again in {retry_after} s.",
-        429,
-        {"retry_after": retry_after},
-        kind="quota",
-        headers={"Retry-After": str(retry_after)},
-    )
+    try:
+        check_rate(throttle_class=InstallRateThrottle, caller=page_caller(request))
+    except ToolError as error:
+        return error
+    return None
 
 
 def _install_in_background(
     *, packages: list[str], language: str, context: ExecutionContext
 ) -> None:
-    """Run one install to its end in a thread of its own; the PackageInstall row is its record
+    """Run one install to its end in a background worker; the PackageInstall row is its record
     (a sandbox failure is stored there as `failed` with the reason)."""
     close_old_connections()
     try:
@@ -544,14 +562,6 @@ def _install_in_background(
 
 
 # --- history ----------------------------------------------------------------------------------
-
-# Terminal colour codes in tracebacks (Jupyter kernels colour them); the page shows plain text.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def strip_ansi(text: str) -> str:
-    """`text` without terminal escape sequences."""
-    return _ANSI_ESCAPE.sub("", text)
 
 
 def present_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -577,7 +587,7 @@ def present_result(result: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "text", "text": ""}
 
 
-def present_error(error: dict[str, Any] | None) -> dict[str, str] | None:
+def present_error(error: RunError | None) -> dict[str, str] | None:
     """A run's error as name, message and traceback (a refusal has code and message)."""
     if not error:
         return None
@@ -596,14 +606,16 @@ def present_error(error: dict[str, Any] | None) -> dict[str, str] | None:
     }
 
 
-def history_context(request: HttpRequest, thread: Thread) -> dict[str, Any]:
-    runs = Execution.objects.filter(thread=thread, user=request.user).order_by("-created_at")
+def history_context(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
+    runs = Execution.objects.filter(thread=thread, user=page_caller(request).account).order_by(
+        "-created_at"
+    )
     return {"thread": thread, "runs": runs[:HISTORY_LENGTH]}
 
 
 @login_required
 @require_safe
-def history(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
+def history(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's runs, newest first, with status, language and duration."""
     thread = owned_thread(request, thread_id)
     return page_or_partial(
@@ -614,9 +626,48 @@ def history(request: HttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     )
 
 
+def run_output_context(
+    request: HttpRequest, thread: Thread, execution: Execution, *, in_workspace: bool
+) -> dict[str, Any]:
+    """What templates/execution/partials/run_output.html renders for one stored run."""
+    pieces = execution.ordered_output()
+    return {
+        "thread": thread,
+        "run": execution,
+        # In the order produced: server-rendered for pages without script, and as JSON
+        # (`output_pieces`) for output.js, which draws them as it draws live output.
+        "pieces": [
+            {"kind": piece.kind, "text": piece.text, "shown": present_result(piece.result)}
+            if piece.result is not None
+            else {"kind": piece.kind, "text": piece.text}
+            for piece in pieces
+            if piece.kind != "error"
+        ],
+        "output_pieces": [
+            {
+                "type": piece.kind,
+                "text": piece.text,
+                # A large result by reference, as the websocket sends it.
+                "result": result_reference(execution.id, piece.position, piece.result)
+                if piece.result is not None
+                else None,
+            }
+            for piece in pieces
+            if piece.kind != "error"
+        ],
+        "output_json_id": f"output-{execution.id}",
+        "run_error": present_error(execution.error_data),
+        "skipped_files": execution.details_data.get("file_sync", {}).get("skipped", []),
+        # Inside a workspace's output pane the editor is at hand.
+        "in_workspace": in_workspace,
+    }
+
+
 @login_required
 @require_safe
-def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UUID) -> HttpResponse:
+def run_detail(
+    request: HtmxHttpRequest, thread_id: uuid.UUID, execution_id: uuid.UUID
+) -> HttpResponse:
     """One run: its code and its stored output (stdout, stderr, results, error, status)."""
     thread = owned_thread(request, thread_id)
     execution = owned_execution(request, thread, execution_id)
@@ -624,13 +675,5 @@ def run_detail(request: HttpRequest, thread_id: uuid.UUID, execution_id: uuid.UU
         request,
         "execution/run_detail.html",
         "execution/partials/run_output.html",
-        {
-            "thread": thread,
-            "run": execution,
-            "results": [present_result(result) for result in execution.results or []],
-            "run_error": present_error(execution.error),
-            "skipped_files": (execution.details or {}).get("file_sync", {}).get("skipped", []),
-            # The partial goes into a workspace's output pane, where the editor is at hand.
-            "in_workspace": bool(request.htmx),
-        },
+        run_output_context(request, thread, execution, in_workspace=bool(request.htmx)),
     )

@@ -5,8 +5,8 @@ plus its code interpreter (``sandboxd.interpreter``) and envd (``sandboxd.envd``
 its end time (``set_timeout`` moves it), on ``kill``, and with the server (``close``).
 
 New sandboxes come from a small pool of pre-started ones (jail created and the default
-Python context warmed), so the first ``run_code`` of a new sandbox does not wait for a kernel
-start; the pool refills in the background. Pooled sandboxes do not count against
+Python and JavaScript contexts warmed), so the first ``run_code`` of a new sandbox does not
+wait for a kernel start; the pool refills in the background. Pooled sandboxes do not count against
 ``max_sandboxes``, which caps what clients hold.
 
 Errors are ``ControlError`` values carrying the HTTP status and message E2B's API would send.
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sandboxd import prometheus
 from sandboxd.envd import Envd
 from sandboxd.interpreter import RO_BINDS, Interpreter
 from sandboxd.jail import JailManager, Limits
@@ -189,8 +190,10 @@ class ControlPlane:
         self._check_cap()
         self._reserved += 1
         prepared: Prepared | None = None
+        began = time.monotonic()
         try:
             prepared = self._take_from_pool() if template == self._templates.default else None
+            origin = "pool" if prepared is not None else "cold"
             if prepared is None:
                 prepared = await self._prepare(new_sandbox_id(), warm=False, template=template)
             if env_vars:
@@ -229,6 +232,7 @@ class ControlPlane:
         self._sandboxes[sandbox.sandbox_id] = sandbox
         sandbox.metrics.start()
         self._schedule_end(sandbox, lifetime)
+        prometheus.SANDBOX_CREATE_SECONDS.labels(origin).observe(time.monotonic() - began)
         log.info("sandbox %s created (template %s)", sandbox.sandbox_id, untrusted(template_id))
         return sandbox
 
@@ -499,6 +503,9 @@ class ControlPlane:
 
     async def _destroy_prepared(self, prepared: Prepared) -> None:
         """Stop the kernels (bounded), then destroy the jail, which ends everything else."""
+        began = time.monotonic()
+        # Read before the jail goes: its cgroup, and the count in it, go with it.
+        oom_kills = prepared.jail.oom_kills()
         try:
             await asyncio.wait_for(prepared.interpreter.close(), INTERPRETER_CLOSE_SECONDS)
         except Exception:
@@ -508,6 +515,7 @@ class ControlPlane:
         except Exception:
             log.exception("destroying sandbox %s failed", prepared.jail.sandbox_id)
         await prepared.envd.close()
+        prometheus.observe_destroy(prepared.jail, time.monotonic() - began, oom_kills=oom_kills)
 
     # --- the pool ---------------------------------------------------------------------------
 
@@ -515,7 +523,7 @@ class ControlPlane:
         self, sandbox_id: str, *, warm: bool, template: Template | None = None
     ) -> Prepared:
         """Start a jail of `template` (default: the default one) with its interpreter and
-        envd; warm the default Python context when asked."""
+        envd; warm its default contexts when asked."""
         template = template or self._templates.default
         jail = await self._manager.create(
             sandbox_id, limits=self._limits, sandbox_env=template.sandbox_env

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandboxd import ENVD_VERSION, __version__
+from sandboxd import ENVD_VERSION, __version__, prometheus
 from sandboxd.config import MIB, Config
 from sandboxd.control import ControlError, ControlPlane, Sandbox
 from sandboxd.envd import ENVD_PORT
@@ -436,8 +436,11 @@ async def dispatch(request: web.Request, handler: Handler) -> web.StreamResponse
     signed = await plain_signed_link(request)
     if signed is not None:
         return signed
-    if request.path != "/health" and not tokens_equal(
-        request.headers.get("X-API-KEY"), request.app[CONFIG].api_key
+    api_key = request.app[CONFIG].api_key
+    if request.path != "/health" and not (
+        tokens_equal(request.headers.get("X-API-KEY"), api_key)
+        # Prometheus sends credentials as a bearer token: accepted for the scrape only.
+        or (request.path == "/metrics" and tokens_equal(prometheus.bearer_key(request), api_key))
     ):
         return error_response(401, "missing or invalid X-API-KEY")
     try:
@@ -481,6 +484,7 @@ def build_app(config: Config, plane: ControlPlane) -> web.Application:
         ("GET", "/v2/sandboxes/{sandbox_id}/logs"),
     ):
         app.router.add_route(method, path, not_supported)
+    prometheus.install(app, plane)
     return app
 
 

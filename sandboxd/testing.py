@@ -136,9 +136,10 @@ def _wait_until_ready(process: subprocess.Popen[bytes], log_path: Path) -> str:
 
 @contextmanager
 def running_sandboxd(
-    *, state_dir: Path, api_key: str, env: dict[str, str] | None = None
+    *, state_dir: Path, api_key: str, env: dict[str, str] | None = None, port: int = 0
 ) -> Iterator[RunningSandboxd]:
-    """Start ``python -m sandboxd serve`` on a free loopback port; stop it on exit.
+    """Start ``python -m sandboxd serve`` on a free loopback port (or ``port``, to bring a
+    stopped server back at the same address); stop it on exit.
 
     ``state_dir`` must be reachable by the sandbox uids (no 0700 ancestor such as /root or
     pytest's own tmp dir); ``env`` adds ``SANDBOXD_*`` settings. Raises ``SandboxdFailed``
@@ -164,7 +165,7 @@ def running_sandboxd(
         "--host",
         "127.0.0.1",
         "--port",
-        "0",
+        str(port),
         "--state-dir",
         str(state_dir),
     ]

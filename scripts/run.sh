@@ -7,14 +7,19 @@
 #      password the first time only);
 #   3. starts sandboxd in the background, unless E2B_API_KEY selects E2B's cloud or a
 #      sandboxd already answers at SANDBOXD_URL; waits for it and stops it on exit;
-#   4. serves the site with daphne on HOST:PORT (default 127.0.0.1:8000), and every 5 minutes
-#      releases the sandboxes of idle threads (manage.py reap_sandboxes).
+#   4. serves the site with daphne on HOST:PORT (default 127.0.0.1:8000) — WORKERS daphne
+#      processes sharing one listening socket when WORKERS > 1 (which needs REDIS_URL, and
+#      DATABASE_URL for PostgreSQL) — and every 5 minutes releases the sandboxes of idle
+#      threads (manage.py reap_sandboxes);
+#   5. keeps the web workers' Prometheus metrics in PROMETHEUS_MULTIPROC_DIR (var/prometheus),
+#      emptied at each start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=.venv/bin/python
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
+WORKERS="${WORKERS:-1}"
 VAR_DIR="${ATLASCHAT_VAR_DIR:-var}"
 DEFAULT_SANDBOXD_URL="http://127.0.0.1:49982"
 
@@ -22,7 +27,22 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'run: %s\n' "$*" >&2; exit 1; }
 
 [ -x "$PY" ] || die ".venv is missing: start AtlasChat with \`make run\`, which sets it up first"
+case "$WORKERS" in
+  '' | *[!0-9]* | 0) die "WORKERS=$WORKERS: give a number of web worker processes (1 or more)" ;;
+esac
+# Live output crosses processes only through Redis; SQLite serialises every writer.
+if [ "$WORKERS" -gt 1 ]; then
+  [ -n "${REDIS_URL:-}" ] || die "WORKERS=$WORKERS needs REDIS_URL: the in-memory channel layer lives inside one process"
+  [ -n "${DATABASE_URL:-}" ] || echo "run: WORKERS=$WORKERS on SQLite works but serialises writes; set DATABASE_URL for PostgreSQL" >&2
+fi
 mkdir -p "$VAR_DIR/log"
+
+# Prometheus metrics of every web worker, merged by /metrics (execution/monitoring/metrics.py):
+# each process writes its samples here. Emptied at each start: the files of processes that
+# are gone would otherwise be counted again on top of the new ones.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$VAR_DIR/prometheus}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -type f -delete
 
 # A secret kept in a file readable by this user only, created once with a random value.
 secret_from_file() {
@@ -153,8 +173,13 @@ fi
 children+=("$!")
 
 # --- the web server ---------------------------------------------------------------------------
-say "AtlasChat is serving on $SITE_URL (Ctrl-C to stop)"
-"$PY" -m daphne --bind "$HOST" --port "$PORT" atlaschat.asgi:application &
+if [ "$WORKERS" -gt 1 ]; then
+  say "AtlasChat is serving on $SITE_URL with $WORKERS workers (Ctrl-C to stop)"
+  "$PY" scripts/serve_workers.py "$HOST" "$PORT" "$WORKERS" &
+else
+  say "AtlasChat is serving on $SITE_URL (Ctrl-C to stop)"
+  "$PY" -m daphne --bind "$HOST" --port "$PORT" atlaschat.asgi:application &
+fi
 children+=("$!")
 # Wait for daphne; if sandboxd dies first, stop too rather than serve a site that cannot run code.
 wait -n "${children[@]}" || true

@@ -35,6 +35,22 @@ answers() {  # host port: does a TCP server accept connections there?
   "$PY" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()' "$1" "$2" 2>/dev/null
 }
 
+# The fast tier alone (`scripts/test.sh fast [pytest args]`): the Django side's decisions
+# through the in-memory sandbox backend (execution/tests/fast) and the pure policy and model
+# tests. No root, no sandboxd, no browser; seconds. `make test` runs it inside both passes.
+FAST_TIER=(execution/tests/fast execution/tests/test_validation.py execution/tests/test_models.py)
+if [ "${1:-}" = "fast" ]; then
+  shift
+  run_pass "fast tier (in-memory sandboxes)" 5 \
+    env -u DATABASE_URL -u REDIS_URL "$PY" -m pytest "${FAST_TIER[@]}" "$@"
+  if [ ${#failed[@]} -gt 0 ]; then
+    printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
+    exit 1
+  fi
+  echo "test.sh: the fast tier succeeded"
+  exit 0
+fi
+
 # The embedded defaults: make sure nothing from the caller's shell switches them.
 run_pass "SQLite + in-memory layer" 35 \
   env -u DATABASE_URL -u REDIS_URL "$PY" -m pytest atlaschat accounts execution sandboxd "$@"

@@ -59,7 +59,9 @@ def test_the_access_token_authenticates_on_me(
     tokens = obtain(api_client, "alice", TEST_PASSWORD)
     status, body = me_with(tokens["access"])
     assert status == 200
+    usage = body.pop("usage")
     assert body == {"id": alice.pk, "username": "alice", "email": alice.email, "is_staff": False}
+    assert (usage["runs"], usage["runs_limit"]) == (0, None)  # no budget set
 
 
 def test_me_refuses_an_anonymous_request(api_client: APIClient) -> None:
@@ -119,6 +121,25 @@ def test_verify_accepts_a_valid_token_and_refuses_a_forged_one(
     forged = forge(jwt.decode(access, options={"verify_signature": False}), key=ATTACKER_KEY)
     bad = api_client.post("/api/auth/token/verify/", {"token": forged}, format="json")
     assert bad.status_code == 401
+
+
+def test_verify_answers_a_blacklisted_token_401_like_any_invalid_one(
+    api_client: APIClient, alice: AbstractBaseUser
+) -> None:
+    refresh = token_pair_for(alice)["refresh"]
+    out = api_client.post("/api/auth/token/blacklist/", {"refresh": refresh}, format="json")
+    assert out.status_code == 200
+    answer = api_client.post("/api/auth/token/verify/", {"token": refresh}, format="json")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "authentication_failed"
+
+
+def test_a_401_says_what_is_wrong_in_a_sentence_not_a_python_repr(api_client: APIClient) -> None:
+    answer = api_client.get(ME, HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert answer.status_code == 401
+    message = answer.json()["error"]["message"]
+    assert message == "Given token not valid for any token type"
+    assert "ErrorDetail" not in answer.content.decode()
 
 
 def forge(claims: dict, *, key: str, algorithm: str = "HS256") -> str:

@@ -98,7 +98,16 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         # The embedded defaults, whatever the test run itself uses; and not "under pytest".
-        if key not in {"DATABASE_URL", "REDIS_URL", "PYTEST_VERSION", "SANDBOXD_URL"}
+        # PROMETHEUS_MULTIPROC_DIR: this test process's own (settings), which the script
+        # would empty; the script is to choose its own.
+        if key
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "PYTEST_VERSION",
+            "SANDBOXD_URL",
+            "PROMETHEUS_MULTIPROC_DIR",
+        }
     }
     env.update(
         HOST="127.0.0.1",
@@ -107,6 +116,7 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         STATIC_ROOT=str(tmp_path / "static"),
         SECRET_KEY="run-script-test-key-" + "x" * 40,
         E2B_API_KEY="e2b_unused_in_this_test",
+        METRICS_TOKEN="run-script-metrics-token",
     )
     return env
 
@@ -163,8 +173,21 @@ def test_run_prepares_a_fresh_install_serves_it_and_stops(
     assert audit.status_code == 200
     assert "Select execution to view" in audit.text
 
+    # Metrics in multiprocess mode, in the state directory, for the token's bearer only.
+    metrics_dir = Path(run_env["ATLASCHAT_VAR_DIR"]) / "prometheus"
+    assert httpx.get(f"{base_url}/metrics").status_code == 401
+    scrape = httpx.get(
+        f"{base_url}/metrics", headers={"Authorization": "Bearer run-script-metrics-token"}
+    )
+    assert scrape.status_code == 200
+    assert "atlaschat_websocket_connections_open" in scrape.text
+    assert list(metrics_dir.glob("*.db"))
+
     # TERM: the script stops the server it started and exits 128 + 15.
     assert first.stop() == 143
+    # What stopped processes left is emptied at the next start, so it is not counted twice.
+    stale = metrics_dir / "counter_999999.db"
+    stale.write_bytes(b"")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base_url}/healthz")
 
@@ -172,5 +195,54 @@ def test_run_prepares_a_fresh_install_serves_it_and_stops(
     second = start(run_env)
     second.wait_for(r"The admin account 'admin' exists")
     second.wait_for(r"Listening on TCP address")
+    assert not stale.exists()
     assert not any(password in line for line in second.lines)
     assert log_in_and_open_the_audit(base_url, password).status_code == 200
+
+
+def worker_pids(script_pid: int) -> set[int]:
+    """The daphne processes serving a shared socket (`--fd`) below run.sh's process group."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            group = os.getpgid(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+        if group == script_pid and b"daphne" in argv and b"--fd" in argv:
+            pids.add(int(entry.name))
+    return pids
+
+
+def test_run_serves_with_several_workers_on_one_port_and_stops_them_all(
+    start: type[RunningScript], run_env: dict[str, str]
+) -> None:
+    from execution.tests.live import redis_url_if_reachable
+
+    redis_url = redis_url_if_reachable()
+    assert redis_url, "Redis must answer on 127.0.0.1:6379 (CI's machine runs one)"
+    base_url = f"http://127.0.0.1:{run_env['PORT']}"
+    script = start({**run_env, "WORKERS": "2", "REDIS_URL": redis_url})
+    script.wait_for(r"serving on " + re.escape(base_url) + r"/? with 2 workers")
+    script.wait_for(r"Listening on TCP address")
+    script.wait_for(r"Listening on TCP address")
+
+    workers = worker_pids(script.process.pid)
+    assert len(workers) == 2
+    for _ in range(20):
+        assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 200
+
+    assert script.stop() == 143
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base_url}/healthz")
+
+
+def test_run_refuses_several_workers_without_redis(
+    start: type[RunningScript], run_env: dict[str, str]
+) -> None:
+    script = start({**run_env, "WORKERS": "3"})
+    script.wait_for(r"WORKERS=3 needs REDIS_URL")
+    assert script.process.wait(30) == 1

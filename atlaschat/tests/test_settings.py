@@ -95,6 +95,10 @@ def test_redis_url_switches_to_the_redis_channel_layer(monkeypatch: pytest.Monke
         ("EXECUTION_MAX_TIMEOUT", "nan"),
         ("LOG_LEVEL", "chatty"),
         ("SECURE_COOKIES", "2"),
+        ("EXECUTION_THROTTLE_RATE", "120/fortnight"),
+        ("INSTALL_THROTTLE_RATE", "lots"),
+        ("EXECUTION_THROTTLE_RATE", "0/minute"),
+        ("LOGIN_FAILURE_LIMIT", "0"),
     ],
 )
 def test_a_bad_value_stops_the_start_naming_the_variable(
@@ -121,3 +125,18 @@ def test_secure_cookies_turn_on_both_secure_flags(monkeypatch: pytest.MonkeyPatc
     settings = load_settings(monkeypatch, SECRET_KEY="x", SECURE_COOKIES="1")
     assert settings["SESSION_COOKIE_SECURE"] is True
     assert settings["CSRF_COOKIE_SECURE"] is True
+
+
+def test_a_malformed_dangerous_pattern_stops_the_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ImproperEnvValue, match=r"^EXECUTION_DANGEROUS_PATTERNS has a malformed"):
+        load_settings(monkeypatch, SECRET_KEY="x", EXECUTION_DANGEROUS_PATTERNS=r"os\.system,(")
+
+
+def test_request_bodies_may_hold_a_file_of_the_file_size_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Django's own 2.5 MiB would answer 413 before the 10 MiB file limit could apply.
+    settings = load_settings(monkeypatch, SECRET_KEY="x")
+    assert settings["DATA_UPLOAD_MAX_MEMORY_SIZE"] >= settings["EXECUTION_MAX_FILE_BYTES"] * 4 // 3

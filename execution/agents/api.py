@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, serializers
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
@@ -26,18 +30,18 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from execution.agents.calls import (
-    TOOL_THROTTLES,
     call_tool,
     find_agent,
     require_active,
-    tool_call_body_limit,
 )
 from execution.agents.tools import DIALECTS, TOOLS, tool_definitions
+from execution.api.limits import refuse_oversized_body
 from execution.api.serializers import ErrorSerializer
-from execution.api.views import client_ip, errors
-from execution.models import Agent, SecurityEvent, Source
+from execution.api.views import errors
+from execution.caller import Caller
+from execution.models import Agent, Source
 from execution.services.errors import ToolError
-from execution.services.tool_executor import ExecutionContext, record_security_event
+from execution.services.tool_executor import ExecutionContext
 
 # --- serializers ----------------------------------------------------------------------------
 
@@ -127,37 +131,37 @@ class ToolCallResultSerializer(serializers.Serializer):
 
 
 def _context(request: Request, agent: Agent | None = None) -> ExecutionContext:
-    return ExecutionContext(
-        user=request.user, agent=agent, source=Source.AGENT, client_ip=client_ip(request)
-    )
+    return Caller.from_request(request, source=Source.AGENT, agent=agent).for_thread(None)
 
 
 def _agent_of(request: Request, agent_id: Any) -> Agent:
-    return find_agent(
-        agent_id=agent_id, user=request.user, source=Source.API, client_ip=client_ip(request)
-    )
+    return find_agent(agent_id=agent_id, caller=Caller.from_request(request, source=Source.API))
 
 
+@extend_schema_view(
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: AgentSerializer(many=True), **errors(401, 404)}),
+    post=extend_schema(responses={201: AgentSerializer, **errors(400, 401)}),
+)
 class AgentListView(generics.ListCreateAPIView):
     """List your agents or define one."""
 
     serializer_class = AgentSerializer
 
     def get_queryset(self) -> QuerySet[Agent]:
-        return Agent.objects.filter(owner=self.request.user).order_by("name", "id")
+        caller = Caller.from_request(self.request, source=Source.API)
+        return Agent.objects.filter(owner=caller.account).order_by("name", "id")
 
-    @extend_schema(responses={200: AgentSerializer(many=True), **errors(401)})
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    @extend_schema(responses={201: AgentSerializer, **errors(400, 401)})
-    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().post(request, *args, **kwargs)
-
-    def perform_create(self, serializer: AgentSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        serializer.save(owner=Caller.from_request(self.request, source=Source.API).account)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: AgentSerializer, **errors(401, 404)}),
+    put=extend_schema(responses={200: AgentSerializer, **errors(400, 401, 404)}),
+    patch=extend_schema(responses={200: AgentSerializer, **errors(400, 401, 404)}),
+    delete=extend_schema(responses={204: None, **errors(401, 404)}),
+)
 class AgentDetailView(generics.RetrieveUpdateDestroyAPIView):
     """One of your agents: read, change (name, tools, active flag), delete.
 
@@ -167,22 +171,6 @@ class AgentDetailView(generics.RetrieveUpdateDestroyAPIView):
 
     def get_object(self) -> Agent:
         return _agent_of(self.request, self.kwargs["agent_id"])
-
-    @extend_schema(responses={200: AgentSerializer, **errors(401, 404)})
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    @extend_schema(responses={200: AgentSerializer, **errors(400, 401, 404)})
-    def put(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().put(request, *args, **kwargs)
-
-    @extend_schema(responses={200: AgentSerializer, **errors(400, 401, 404)})
-    def patch(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().patch(request, *args, **kwargs)
-
-    @extend_schema(responses={204: None, **errors(401, 404)})
-    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().delete(request, *args, **kwargs)
 
 
 class _ToolFormatIsNotARenderer:
@@ -196,7 +184,7 @@ class _ToolFormatIsNotARenderer:
 
 
 class ToolDialectNegotiation(DefaultContentNegotiation):
-    settings = _ToolFormatIsNotARenderer()
+    settings = _ToolFormatIsNotARenderer()  # type: ignore[assignment]  # duck-typed on purpose
 
 
 class AgentToolsView(APIView):
@@ -239,13 +227,14 @@ class AgentToolCallView(APIView):
         # The same request-rate limits as the REST endpoints the tools mirror. Reading the
         # body here is safe: DRF parses it once and keeps it for the view.
         name = self.request.data.get("name") if isinstance(self.request.data, dict) else None
-        throttle_class = TOOL_THROTTLES.get(name) if isinstance(name, str) else None
+        spec = TOOLS.get(name) if isinstance(name, str) else None
+        throttle_class = spec.throttle if spec is not None else None
         return [throttle_class()] if throttle_class is not None else []
 
     def check_throttles(self, request: Request) -> None:
         # After authentication, before anything reads the body (get_throttles does): an
         # oversized body is refused unread.
-        _refuse_oversized_body(request)
+        refuse_oversized_body(request, caller=Caller.from_request(request, source=Source.AGENT))
         super().check_throttles(request)
 
     @extend_schema(
@@ -271,30 +260,10 @@ class AgentToolCallView(APIView):
         data = params.validated_data
         outcome = call_tool(
             agent=agent,
-            user=request.user,
+            caller=Caller.from_request(request, source=Source.AGENT),
             name=data["name"],
             arguments=data.get("arguments"),
             thread_id=data.get("thread_id"),
-            client_ip=client_ip(request),
             origin=request,
         )
         return Response(ToolCallResultSerializer(outcome.as_dict()).data)
-
-
-def _refuse_oversized_body(request: Request) -> None:
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    limit = tool_call_body_limit()
-    if length > limit:
-        error = ToolError(
-            "request_too_large",
-            f"The request is {length} bytes; tool calls may be at most {limit} bytes "
-            f"(files at most {settings.EXECUTION_MAX_FILE_BYTES} bytes).",
-            413,
-            {"size": length, "limit": limit},
-            kind=SecurityEvent.Kind.VALIDATION,
-        )
-        record_security_event(error, _context(request))
-        raise error

@@ -17,74 +17,21 @@ the agent: `agent_not_found` (404; another user's agent is "not found" too, audi
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
-from rest_framework.throttling import SimpleRateThrottle
-
+from execution.agents.runners import ToolCallOutcome, refuse
 from execution.agents.tools import TOOLS, ToolSpec, unknown_arguments
-from execution.api.serializers import (
-    ExecutionSerializer,
-    PackageInstallSerializer,
-    ReadFileResponseSerializer,
-    WorkspaceFileSerializer,
-    read_file_content,
-    write_file_content,
-)
-from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
-from execution.models import Agent, Execution, PackageInstall, SecurityEvent, Source, Thread
+from execution.api.parsers import json_depth_exceeds, loads_bounded
+from execution.caller import Caller
+from execution.models import Agent, SecurityEvent, Source
+from execution.selectors import agent_get_owned, thread_get_owned
 from execution.services.errors import ToolError, not_found
 from execution.services.tool_executor import (
     ExecutionContext,
-    ToolExecutor,
-    record_security_event,
 )
-
-# Jupyter colours its tracebacks; a model reads them better without the escape codes.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# Result formats a model client can be handed as images (MCP image content).
-IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
-# How much of an installer's log the text rendering carries (the full log is in `result`).
-INSTALL_LOG_TAIL_CHARS = 4000
-
-
-def tool_call_body_limit() -> int:
-    """The largest tool-call body accepted, in bytes: a file of EXECUTION_MAX_FILE_BYTES as
-    base64 (4/3) plus room for the JSON around it. Larger bodies are refused (413) unread."""
-    return settings.EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
-
-
-@dataclass
-class ToolCallOutcome:
-    """What a tool call gives back to the model.
-
-    `text` is the rendering to feed back as the tool result; `result` the structured result
-    (the REST API's shape for the same operation); `is_error` says the tool ran but the
-    outcome is a failure the model should see (code raised, install failed). `images` are
-    (mime type, base64) pairs of image results, for clients that show them (MCP).
-    """
-
-    name: str
-    thread_id: str | None
-    is_error: bool
-    text: str
-    result: Any
-    images: list[tuple[str, str]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON body of the REST answer."""
-        return {
-            "name": self.name,
-            "thread_id": self.thread_id,
-            "is_error": self.is_error,
-            "text": self.text,
-            "result": self.result,
-        }
+from execution.throttling import check_rate
 
 
 @dataclass(frozen=True)
@@ -102,87 +49,29 @@ class RequestOrigin:
         return self.secure
 
 
-# The request-rate limits of the REST endpoints the tools mirror: a tool call counts against
-# the same per-user budget as /api/code/execute or /api/code/install-packages.
-TOOL_THROTTLES: dict[str, type[SimpleRateThrottle]] = {
-    "execute_code": ExecuteRateThrottle,
-    "install_packages": InstallRateThrottle,
-}
-
-
-@dataclass(frozen=True)
-class _ThrottleSubject:
-    # What a DRF user throttle reads of a request: only `user` for an authenticated one.
-    user: AbstractBaseUser
-
-
-def check_tool_rate(*, name: str, context: ExecutionContext) -> None:
-    """Count one call of tool `name` against its REST endpoint's rate limit, for callers
-    outside DRF (the MCP server; DRF views use the throttle classes themselves).
-
-    Raises ToolError 429 `throttled` with Retry-After, audited as a quota SecurityEvent.
-    """
-    throttle_class = TOOL_THROTTLES.get(name)
-    if throttle_class is None:
-        return
-    throttle = throttle_class()
-    if throttle.allow_request(_ThrottleSubject(context.user), None):
-        return
-    wait = max(1, int((throttle.wait() or 1) + 0.999))
-    raise _refuse(
-        ToolError(
-            "throttled",
-            "Request rate limit reached.",
-            429,
-            {"retry_after": str(wait), "tool": name},
-            kind=SecurityEvent.Kind.QUOTA,
-            headers={"Retry-After": str(wait)},
-        ),
-        context,
-    )
-
-
-def _refuse(error: ToolError, context: ExecutionContext) -> ToolError:
-    """Record `error` as a SecurityEvent (kind from the error) and return it for raising."""
-    record_security_event(error, context)
-    return error
+def check_tool_rate(*, name: str, caller: Caller) -> None:
+    """Count one call of tool `name` against its REST endpoint's rate limit (the registry's
+    `throttle`), for callers outside DRF (the MCP server; DRF views use the throttle
+    classes themselves). Raises the audited 429 `throttled` of execution/throttling.py."""
+    spec = TOOLS.get(name)
+    throttle_class = spec.throttle if spec is not None else None
+    if throttle_class is not None:
+        check_rate(throttle_class=throttle_class, caller=caller.acting_as(caller.agent))
 
 
 # --- the agent ------------------------------------------------------------------------------
 
 
-def find_agent(
-    *, agent_id: Any, user: AbstractBaseUser, source: str = Source.AGENT, client_ip: str | None
-) -> Agent:
-    """The user's agent with that id; ToolError 404 `agent_not_found` otherwise.
-
-    Another user's agent is answered exactly like a missing one, and the attempt is audited
-    (`agent_not_owned`), as for threads and executions in the REST API.
-    """
-    try:
-        pk = agent_id if isinstance(agent_id, uuid.UUID) else uuid.UUID(str(agent_id))
-    except (TypeError, ValueError, AttributeError):
-        raise not_found("agent") from None
-    agent = Agent.objects.filter(pk=pk, owner=user).first()
-    if agent is None:
-        if Agent.objects.filter(pk=pk).exists():
-            SecurityEvent.objects.create(
-                kind=SecurityEvent.Kind.AUTHORIZATION,
-                code="agent_not_owned",
-                message="Access to another user's agent was refused (answered 404).",
-                user=user,
-                source=source,
-                client_ip=client_ip,
-                details={"object_id": str(pk)},
-            )
-        raise not_found("agent")
-    return agent
+def find_agent(*, agent_id: Any, caller: Caller) -> Agent:
+    """The caller's agent with that id; ToolError 404 `agent_not_found` otherwise (another
+    user's agent is audited by the selector as `agent_not_owned`)."""
+    return agent_get_owned(caller=caller, agent_id=agent_id)
 
 
 def require_active(agent: Agent, context: ExecutionContext) -> None:
     """Raise ToolError 403 `agent_inactive` (audited) unless the agent is active."""
     if not agent.is_active:
-        raise _refuse(
+        raise refuse(
             ToolError(
                 "agent_inactive",
                 f"Agent {agent.name!r} is inactive; it may not call tools.",
@@ -209,13 +98,15 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
         return {}
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = loads_bounded(raw)
         except ValueError as exc:
             raise _invalid(
                 "arguments_malformed",
                 f"The arguments are not valid JSON: {exc}.",
                 {"position": getattr(exc, "pos", None)},
             ) from None
+    if json_depth_exceeds(raw):
+        raise _invalid("arguments_malformed", "The arguments are nested too deeply.")
     if not isinstance(raw, dict):
         raise _invalid(
             "arguments_not_object",
@@ -256,27 +147,27 @@ def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, A
 def call_tool(
     *,
     agent: Agent,
-    user: AbstractBaseUser,
+    caller: Caller,
     name: Any,
     arguments: Any,
     thread_id: uuid.UUID | str | None = None,
-    client_ip: str | None = None,
     origin: Any = None,
 ) -> ToolCallOutcome:
-    """Run tool `name` for `agent` (owned by `user`) and return its outcome.
+    """Run tool `name` for `agent` (owned by the caller's user) and return its outcome.
 
     `arguments` is an object or a JSON string; `thread_id`, when given, is the thread to use
     (the same as an argument `thread_id`; both given and different is a conflict). Raises
     ToolError for every refusal (see the module docstring) and for what the ToolExecutor
     raises (policy 400/413, quota 429, sandbox 503).
     """
-    context = ExecutionContext(user=user, agent=agent, source=Source.AGENT, client_ip=client_ip)
-    if agent.owner_id != user.pk:
+    caller = caller.acting_as(agent, source=Source.AGENT)
+    context = caller.for_thread(None)
+    if agent.owner_id != caller.user.pk:
         # Callers look agents up by owner; this guards a caller that did not.
         raise not_found("agent")
     require_active(agent, context)
     if not isinstance(name, str) or name not in TOOLS:
-        raise _refuse(
+        raise refuse(
             _invalid(
                 "tool_unknown",
                 f"There is no tool named {str(name)[:100]!r}.",
@@ -285,7 +176,7 @@ def call_tool(
             context,
         )
     if not agent.allows(name):
-        raise _refuse(
+        raise refuse(
             ToolError(
                 "tool_not_allowed",
                 f"Agent {agent.name!r} may not use the {name} tool.",
@@ -309,209 +200,7 @@ def call_tool(
             args = {**args, "thread_id": str(thread_id)}
         data = validate_arguments(spec, args)
     except ToolError as error:
-        raise _refuse(error, context) from None
-    thread = _owned_thread(data.get("thread_id"), context)
-    context = ExecutionContext(
-        user=user, thread=thread, agent=agent, source=Source.AGENT, client_ip=client_ip
-    )
-    return _RUNNERS[name](data, context, origin)
-
-
-def _owned_thread(thread_id: uuid.UUID | None, context: ExecutionContext) -> Thread | None:
-    """The user's thread (None when no id); 404 `thread_not_found` otherwise (another
-    user's thread is audited as `thread_not_owned`)."""
-    if thread_id is None:
-        return None
-    thread = Thread.objects.filter(pk=thread_id, owner=context.user).first()
-    if thread is None:
-        if Thread.objects.filter(pk=thread_id).exists():
-            record_security_event(
-                ToolError(
-                    "thread_not_owned",
-                    "Access to another user's thread was refused (answered 404).",
-                    404,
-                    {"object_id": str(thread_id)},
-                    kind=SecurityEvent.Kind.AUTHORIZATION,
-                ),
-                context,
-            )
-        raise not_found("thread")
-    return thread
-
-
-def _thread_or_new(context: ExecutionContext) -> Thread:
-    return context.thread or Thread.objects.create(owner=context.user)
-
-
-def _plain(data: Any) -> Any:
-    # Serializer output (ReturnDict/ReturnList, lazy strings) as plain JSON values.
-    return json.loads(json.dumps(data, default=str))
-
-
-# --- the tools ------------------------------------------------------------------------------
-
-
-def _run_execute_code(
-    data: dict[str, Any], context: ExecutionContext, origin: Any
-) -> ToolCallOutcome:
-    execution = ToolExecutor().execute_code(
-        code=data["code"], language=data["language"], context=context, timeout=data.get("timeout")
-    )
-    if execution.status == Execution.Status.ERROR:
-        # The sandbox service failed, not the code: the same 503 as the REST API gives.
-        error = execution.error or {}
-        raise ToolError(
-            error.get("code", "sandbox_unavailable"),
-            error.get("value", "The sandbox service failed."),
-            503,
-            {"execution_id": str(execution.id), "thread_id": str(execution.thread_id)},
-            headers={"Retry-After": "5"},
-        )
-    result = _plain(ExecutionSerializer(execution, context={"request": origin}).data)
-    images = [
-        (mime, item[fmt])
-        for item in execution.results or []
-        for fmt, mime in IMAGE_FORMATS.items()
-        if isinstance(item.get(fmt), str)
-    ]
-    return ToolCallOutcome(
-        name="execute_code",
-        thread_id=str(execution.thread_id),
-        is_error=execution.status != Execution.Status.SUCCEEDED,
-        text=render_execution(execution),
-        result=result,
-        images=images,
-    )
-
-
-def render_execution(execution: Execution) -> str:
-    """A run as a model reads it: status line, stdout, stderr, results, error, notes."""
-    facts = [f"status: {execution.status}"]
-    if execution.exit_code is not None:
-        facts.append(f"exit code {execution.exit_code}")
-    if execution.duration_ms is not None:
-        facts.append(f"{execution.duration_ms} ms")
-    facts.append(f"thread_id {execution.thread_id}")
-    parts = [" · ".join(facts)]
-    if execution.stdout:
-        parts.append(f"stdout:\n{execution.stdout.rstrip()}")
-    if execution.stderr:
-        parts.append(f"stderr:\n{execution.stderr.rstrip()}")
-    for item in execution.results or []:
-        shown = [f"[{fmt} image]" for fmt in ("png", "jpeg", "svg") if item.get(fmt)]
-        if item.get("text"):
-            shown.insert(0, str(item["text"]))
-        if shown:
-            parts.append("result:\n" + "\n".join(shown))
-    error = execution.error or {}
-    if error:
-        if "name" in error:
-            traceback = _ANSI_ESCAPE.sub("", str(error.get("traceback") or "")).strip()
-            parts.append(f"error: {error.get('name')}: {error.get('value')}")
-            if traceback:
-                parts.append(f"traceback:\n{traceback}")
-        else:
-            parts.append(f"error: {error.get('code')}: {error.get('message')}")
-    if execution.status == Execution.Status.TIMED_OUT:
-        parts.append(f"The run was stopped after {execution.timeout_seconds:g} s.")
-    if execution.truncated:
-        parts.append("The output was cut at the server's limit.")
-    if len(parts) == 1:
-        parts.append("(no output)")
-    return "\n\n".join(parts)
-
-
-def _run_write_file(
-    data: dict[str, Any], context: ExecutionContext, origin: Any
-) -> ToolCallOutcome:
-    try:
-        content = write_file_content(data)
-    except ToolError as exc:
-        raise _refuse(exc, context) from None
-    thread = _thread_or_new(context)
-    context = ExecutionContext(
-        user=context.user, thread=thread, agent=context.agent,
-        source=context.source, client_ip=context.client_ip,
-    )  # fmt: skip
-    row = ToolExecutor().write_file(file_path=data["path"], content=content, context=context)
-    return ToolCallOutcome(
-        name="write_file",
-        thread_id=str(thread.id),
-        is_error=False,
-        text=f"Wrote {row.size} bytes to {row.path} (thread_id {thread.id}).",
-        result=_plain(WorkspaceFileSerializer(row).data),
-    )
-
-
-def _run_read_file(data: dict[str, Any], context: ExecutionContext, origin: Any) -> ToolCallOutcome:
-    thread = context.thread
-    assert thread is not None  # thread_id is a required argument of read_file
-    path, content = ToolExecutor().read_file(file_path=data["path"], context=context)
-    encoding, text = read_file_content(content, data.get("encoding"))
-    body = {
-        "thread_id": thread.id, "path": path, "size": len(content),
-        "encoding": encoding, "content": text,
-    }  # fmt: skip
-    heading = f"{path} ({len(content)} bytes, {encoding}, thread_id {thread.id}):"
-    return ToolCallOutcome(
-        name="read_file",
-        thread_id=str(thread.id),
-        is_error=False,
-        text=f"{heading}\n{text}",
-        result=_plain(ReadFileResponseSerializer(body).data),
-    )
-
-
-def _run_list_files(
-    data: dict[str, Any], context: ExecutionContext, origin: Any
-) -> ToolCallOutcome:
-    thread = context.thread
-    assert thread is not None  # thread_id is a required argument of list_files
-    rows = ToolExecutor().list_files(context=context)
-    lines = [f"{len(rows)} file(s) in thread_id {thread.id}:"]
-    lines += [f"{row.path} ({row.size} bytes)" for row in rows]
-    return ToolCallOutcome(
-        name="list_files",
-        thread_id=str(thread.id),
-        is_error=False,
-        text="\n".join(lines),
-        result=_plain(WorkspaceFileSerializer(rows, many=True).data),
-    )
-
-
-def _run_install_packages(
-    data: dict[str, Any], context: ExecutionContext, origin: Any
-) -> ToolCallOutcome:
-    thread = _thread_or_new(context)
-    context = ExecutionContext(
-        user=context.user, thread=thread, agent=context.agent,
-        source=context.source, client_ip=context.client_ip,
-    )  # fmt: skip
-    install = ToolExecutor().install_packages(
-        packages=data["packages"], language=data["language"], context=context
-    )
-    log = install.log or ""
-    if len(log) > INSTALL_LOG_TAIL_CHARS:
-        log = "…" + log[-INSTALL_LOG_TAIL_CHARS:]
-    text = (
-        f"Install of {' '.join(install.packages)} ({install.language}): {install.status} "
-        f"(thread_id {thread.id})."
-    )
-    if log.strip():
-        text += f"\n\nlog:\n{log.strip()}"
-    return ToolCallOutcome(
-        name="install_packages",
-        thread_id=str(thread.id),
-        is_error=install.status != PackageInstall.Status.SUCCEEDED,
-        text=text,
-        result=_plain(PackageInstallSerializer(install).data),
-    )
-
-
-_RUNNERS: dict[str, Callable[[dict[str, Any], ExecutionContext, Any], ToolCallOutcome]] = {
-    "execute_code": _run_execute_code,
-    "write_file": _run_write_file,
-    "read_file": _run_read_file,
-    "list_files": _run_list_files,
-    "install_packages": _run_install_packages,
-}
+        raise refuse(error, context) from None
+    given = data.get("thread_id")
+    thread = None if given is None else thread_get_owned(caller=caller, thread_id=given)
+    return spec.runner(data, caller.for_thread(thread), origin)

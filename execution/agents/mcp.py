@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,26 +42,25 @@ import mcp_types as types
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import close_old_connections, connection
 from django.http.request import split_domain_port, validate_host
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from accounts.middleware import user_from_authorization_header
+from accounts.middleware import authorization_header, user_from_authorization_header
 from execution.agents.calls import (
     RequestOrigin,
-    ToolCallOutcome,
     call_tool,
     check_tool_rate,
     find_agent,
     require_active,
-    tool_call_body_limit,
 )
+from execution.agents.runners import ToolCallOutcome
 from execution.agents.tools import allowed_tool_specs, serializer_json_schema
+from execution.api.limits import max_body_bytes
+from execution.caller import Caller
 from execution.models import Agent, Source
 from execution.services.errors import ToolError
-from execution.services.tool_executor import ExecutionContext
 
 MCP_PATH = re.compile(r"^/api/agents/(?P<agent_id>[0-9A-Fa-f-]{32,36})/mcp/?$")
 # Where the router leaves the authenticated caller for the MCP handlers.
@@ -75,22 +75,22 @@ Scope = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who is calling the MCP endpoint: the user, their agent, and where from."""
+class MCPCaller:
+    """Who is calling the MCP endpoint (the caller, with their agent acting) and the origin
+    the request reached us at (for absolute URLs in results)."""
 
-    user: AbstractBaseUser
+    caller: Caller
     agent: Agent
-    client_ip: str | None
     origin: RequestOrigin
 
 
 # --- the MCP server -------------------------------------------------------------------------
 
 
-def _caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
+def _caller_of(ctx: ServerRequestContext[Any, Any]) -> MCPCaller:
     request = ctx.request
     caller = request.scope.get(CALLER_SCOPE_KEY) if request is not None else None
-    if not isinstance(caller, Caller):
+    if not isinstance(caller, MCPCaller):
         # Only reachable if the SDK were mounted without AgentMCPRouter in front of it.
         raise RuntimeError("MCP request without an authenticated caller")
     return caller
@@ -112,25 +112,18 @@ async def list_agent_tools(
     return types.ListToolsResult(tools=tools)
 
 
-def _call_in_worker(caller: Caller, name: str, arguments: Any) -> ToolCallOutcome:
+def _call_in_worker(mcp_caller: MCPCaller, name: str, arguments: Any) -> ToolCallOutcome:
     # A worker thread of its own (not Django's one thread-sensitive thread): a run may take
     # minutes and must not hold up the rest of this process's synchronous work.
     close_old_connections()
     try:
-        check_tool_rate(
-            name=name,
-            context=ExecutionContext(
-                user=caller.user, agent=caller.agent, source=Source.AGENT,
-                client_ip=caller.client_ip,
-            ),
-        )  # fmt: skip
+        check_tool_rate(name=name, caller=mcp_caller.caller)
         return call_tool(
-            agent=caller.agent,
-            user=caller.user,
+            agent=mcp_caller.agent,
+            caller=mcp_caller.caller,
             name=name,
             arguments=arguments,
-            client_ip=caller.client_ip,
-            origin=caller.origin,
+            origin=mcp_caller.origin,
         )
     finally:
         connection.close()
@@ -192,7 +185,7 @@ class _SessionManagerHost:
                 app=build_mcp_server(),
                 json_response=True,
                 stateless=True,
-                max_request_body_size=tool_call_body_limit(),
+                max_request_body_size=max_body_bytes(),
             )
             self._task = loop.create_task(self._run(self._manager, self._ready))
         assert self._ready is not None and self._manager is not None
@@ -234,7 +227,7 @@ def _host_allowed(scope: Scope) -> bool:
 
 
 async def _send_error(
-    send: Any, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] = ()
+    send: Any, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
     await send(
@@ -252,11 +245,9 @@ async def _send_error(
 
 
 @database_sync_to_async
-def _agent_for(agent_id: str, user: AbstractBaseUser, client_ip: str | None) -> Agent:
-    agent = find_agent(agent_id=agent_id, user=user, source=Source.AGENT, client_ip=client_ip)
-    require_active(
-        agent, ExecutionContext(user=user, agent=agent, source=Source.AGENT, client_ip=client_ip)
-    )
+def _agent_for(agent_id: str, caller: Caller) -> Agent:
+    agent = find_agent(agent_id=agent_id, caller=caller)
+    require_active(agent, caller.acting_as(agent).for_thread(None))
     return agent
 
 
@@ -279,8 +270,17 @@ class AgentMCPRouter:
         if not _host_allowed(scope):
             await _send_error(send, 400, "disallowed_host", "The Host header is not allowed.")
             return
+        if scope.get("method") == "GET":
+            # The stateless server pushes nothing outside a request's answer: a GET (the
+            # optional server-to-client stream) would be held open forever with nothing sent.
+            await _send_error(
+                send, 405, "method_not_allowed",
+                "This MCP endpoint answers POST only (stateless, JSON responses).",
+                [(b"allow", b"POST, DELETE")],
+            )  # fmt: skip
+            return
         challenge = [(b"www-authenticate", b'Bearer realm="api"')]
-        header = _header(scope, b"authorization")
+        header = authorization_header(scope)
         if header is None:
             await _send_error(
                 send, 401, "not_authenticated",
@@ -295,15 +295,14 @@ class AgentMCPRouter:
                 "The token is invalid or expired.", challenge,
             )  # fmt: skip
             return
-        client = scope.get("client")
-        client_ip = client[0] if client else None
+        caller = Caller.from_scope({**scope, "user": user}, source=Source.AGENT)
         try:
-            agent = await _agent_for(agent_id, user, client_ip)
+            agent = await _agent_for(agent_id, caller)
         except ToolError as error:
             await _send_error(send, error.status, error.code, error.message)
             return
         host = (_header(scope, b"host") or b"localhost").decode("latin-1")
         origin = RequestOrigin(host=host, secure=scope.get("scheme") == "https")
-        caller = Caller(user=user, agent=agent, client_ip=client_ip, origin=origin)
+        mcp_caller = MCPCaller(caller=caller.acting_as(agent), agent=agent, origin=origin)
         manager = await self.managers.get()
-        await manager.handle_request({**scope, CALLER_SCOPE_KEY: caller}, receive, send)
+        await manager.handle_request({**scope, CALLER_SCOPE_KEY: mcp_caller}, receive, send)

@@ -14,19 +14,24 @@ function-tool shape or Anthropic's tool shape; the MCP server uses `tool_input_s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.throttling import SimpleRateThrottle
 
+from execution.agents import runners
+from execution.agents.runners import ToolCallOutcome
 from execution.api.serializers import (
     ExecuteRequestSerializer,
     InstallPackagesRequestSerializer,
     ReadFileRequestSerializer,
     WriteFileRequestSerializer,
 )
+from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
 from execution.models import Agent
+from execution.services.tool_executor import ExecutionContext
 
 THREAD_HELP = (
     "The thread (workspace) to use: its files, packages and variables persist between calls. "
@@ -39,20 +44,20 @@ THREAD_HELP = (
 class ExecuteCodeArguments(ExecuteRequestSerializer):
     """Arguments of `execute_code`: those of POST /api/code/execute, always waiting."""
 
-    agent_id = None
-    wait = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
+    wait = None  # type: ignore[assignment]
 
 
 class WriteFileArguments(WriteFileRequestSerializer):
     """Arguments of `write_file`: those of POST /api/code/write-file."""
 
-    agent_id = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
 
 
 class ReadFileArguments(ReadFileRequestSerializer):
     """Arguments of `read_file`: those of POST /api/code/read-file."""
 
-    agent_id = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
     # Same field as the REST serializer's (required UUID); only a description is added.
     thread_id = serializers.UUIDField(help_text=THREAD_HELP)
 
@@ -67,16 +72,23 @@ class ListFilesArguments(serializers.Serializer):
 class InstallPackagesArguments(InstallPackagesRequestSerializer):
     """Arguments of `install_packages`: those of POST /api/code/install-packages."""
 
-    agent_id = None
+    agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
+
+
+Runner = Callable[[dict[str, Any], ExecutionContext, Any], ToolCallOutcome]
 
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """One tool: its registry name, what it does (for the model) and its arguments."""
+    """One tool, all of it in one place: its registry name, what it does (for the model),
+    its arguments (serializer and JSON Schema), what runs it, and the request-rate limit it
+    counts against (that of the REST endpoint it mirrors; None: no rate limit)."""
 
     name: str
     description: str
     arguments: type[serializers.Serializer]
+    runner: Runner
+    throttle: type[SimpleRateThrottle] | None = None
 
 
 TOOLS: dict[str, ToolSpec] = {
@@ -89,6 +101,8 @@ TOOLS: dict[str, ToolSpec] = {
             "typescript, bash. The working directory is the thread's workspace (/home/user). "
             "Without thread_id a new thread is created.",
             ExecuteCodeArguments,
+            runners.run_execute_code,
+            ExecuteRateThrottle,
         ),
         ToolSpec(
             "write_file",
@@ -96,16 +110,19 @@ TOOLS: dict[str, ToolSpec] = {
             "is utf-8 text, or base64 with encoding=base64. Without thread_id a new thread is "
             "created.",
             WriteFileArguments,
+            runners.run_write_file,
         ),
         ToolSpec(
             "read_file",
             "Read a file of the thread's workspace: utf-8 text when it is text, else base64.",
             ReadFileArguments,
+            runners.run_read_file,
         ),
         ToolSpec(
             "list_files",
             "List the files of the thread's workspace with their sizes.",
             ListFilesArguments,
+            runners.run_list_files,
         ),
         ToolSpec(
             "install_packages",
@@ -113,6 +130,8 @@ TOOLS: dict[str, ToolSpec] = {
             "javascript/typescript. Names with optional versions, e.g. requests==2.32.3. "
             "Without thread_id a new thread is created.",
             InstallPackagesArguments,
+            runners.run_install_packages,
+            InstallRateThrottle,
         ),
     )
 }

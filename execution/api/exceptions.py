@@ -9,16 +9,19 @@ logged and answered as a 500 in the same shape, so a client never has to parse t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from execution.models import SecurityEvent, Source
+from execution.caller import Caller
+from execution.models import Source
 from execution.services.errors import ToolError
+from execution.throttling import audit_throttled, throttled_error
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +52,22 @@ def error_response(
     return Response(body, status=http_status, headers=headers)
 
 
-def _client_ip(request: Any) -> str | None:
-    return request.META.get("REMOTE_ADDR") if request is not None else None
+def _message(exc: exceptions.APIException) -> str:
+    """A sentence for the error: DRF's detail when it is text; for a structured detail (as
+    simplejwt's 401s carry) its own `detail` entry, never a Python repr of it."""
+    detail = exc.detail
+    if isinstance(detail, dict):
+        inner = detail.get("detail")
+        if isinstance(inner, str):
+            return inner
+        return str(exc.default_detail)
+    if isinstance(detail, list):
+        return str(detail[0]) if detail and isinstance(detail[0], str) else str(exc.default_detail)
+    return str(detail)
 
 
-def _record_throttle(request: Any, wait: float | None) -> None:
-    user = getattr(request, "user", None)
-    SecurityEvent.objects.create(
-        kind=SecurityEvent.Kind.QUOTA,
-        code="throttled",
-        message="Request rate limit reached.",
-        user=user if user is not None and user.is_authenticated else None,
-        source=Source.API,
-        client_ip=_client_ip(request),
-        details={"path": request.path[:300], "retry_after": wait},
-    )
+def _caller(request: Any) -> Caller:
+    return Caller.from_request(request, source=Source.API)
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -87,21 +91,42 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header
-        wait = getattr(exc, "wait", None)
-        if wait is not None:
-            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
-        if isinstance(exc, exceptions.Throttled) and request is not None:
-            _record_throttle(request, wait)
+        if isinstance(exc, exceptions.Throttled):
+            # The one 429 of every entry point (execution/throttling.py), audited once.
+            error = throttled_error(getattr(exc, "wait", None))
+            if request is not None:
+                audit_throttled(_caller(request), error)
+            return error_response(error.code, error.message, 429, error.details, error.headers)
         if isinstance(exc, exceptions.ValidationError):
             message = "The request is not valid; see details."
             details = (
                 exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
             )
         else:
-            message = str(exc.detail)
-            details = {"retry_after": headers["Retry-After"]} if "Retry-After" in headers else {}
+            message = _message(exc)
+            details = {}
         return error_response(code, message, exc.status_code, details, headers)
     logger.exception("unhandled error in API view", exc_info=exc)
     return error_response(
         "internal_error", "Something went wrong on our side.", status.HTTP_500_INTERNAL_SERVER_ERROR
     )
+
+
+def _api_json(code: str, message: str, status_code: int) -> JsonResponse:
+    body = {"error": {"code": code, "message": message, "details": {}}}
+    return JsonResponse(body, status=status_code)
+
+
+def project_error_handler(
+    status_code: int, code: str, message: str, page: Callable[..., HttpResponse]
+) -> Callable[..., HttpResponse]:
+    """A Django error handler (handler400/404/500) that answers in the API's error shape
+    under /api/ (a URL that did not resolve, e.g. a malformed id; a body Django could not
+    parse, e.g. broken multipart) and with Django's own page everywhere else."""
+
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            return _api_json(code, message, status_code)
+        return page(request, exception) if exception is not None else page(request)
+
+    return handler

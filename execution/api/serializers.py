@@ -72,7 +72,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "id", "url", "thread_id", "agent_id", "language", "code", "status", "source",
             "stdout", "stderr", "results", "error", "exit_code", "truncated",
             "timeout_seconds", "created_at", "started_at", "finished_at", "duration_ms",
-            "last_seq", "details", "websocket_url",
+            "cpu_time_ms", "memory_peak_bytes", "last_seq", "details", "websocket_url",
         ]  # fmt: skip
         read_only_fields = fields
 

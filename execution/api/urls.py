@@ -46,6 +46,11 @@ urlpatterns = [
         name="api-execution-detail",
     ),
     path(
+        "executions/<uuid:execution_id>/results/<int:index>/",
+        views.ExecutionResultView.as_view(),
+        name="api-execution-result",
+    ),
+    path(
         "executions/<uuid:execution_id>/cancel",
         views.ExecutionCancelView.as_view(),
         name="api-execution-cancel",

@@ -1,29 +1,37 @@
 """REST endpoints of the execution service: thin views over the ToolExecutor.
 
-Every object is reached through an ownership-scoped query (`owned_thread`, `owned_execution`,
-`owned_agent`): another user's object is a 404, exactly like one that does not exist, and the
-attempt is audited as an authorization SecurityEvent. Views parse and shape; the services
-decide.
+Every object is reached through the selectors (execution/selectors.py): another user's
+object is a 404, exactly like one that does not exist, and the attempt is audited there.
+Views parse and shape; the services decide.
 """
 
 from __future__ import annotations
 
-import mimetypes
+import base64
+import io
+import json
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
+from execution.api.limits import refuse_oversized_body
+from execution.api.parsers import BoundedJSONParser
 from execution.api.serializers import (
     ErrorSerializer,
     ExecuteRequestSerializer,
@@ -42,101 +50,59 @@ from execution.api.serializers import (
     write_file_content,
 )
 from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
+from execution.caller import Caller
 from execution.models import (
     Agent,
     Execution,
     Language,
     PackageInstall,
-    SecurityEvent,
     Source,
     Thread,
     WorkspaceFile,
 )
-from execution.services.errors import ToolError, not_found
+from execution.selectors import (
+    agent_get_owned,
+    execution_get_owned,
+    thread_get_owned,
+    thread_get_owned_or_new,
+)
+from execution.services.errors import ToolError, execution_failure, not_found
 from execution.services.tool_executor import (
     ExecutionContext,
     ToolExecutor,
     record_security_event,
 )
 from execution.services.validation import validate_file_size
+from execution.stream import BINARY_FORMATS, RESULT_MIME_TYPES
 
 # --- access -----------------------------------------------------------------------------------
 
 
-def client_ip(request: Request) -> str | None:
-    """The client's address as the server saw it (behind a proxy, configure it to set this)."""
-    return request.META.get("REMOTE_ADDR") or None
-
-
-def _audit_foreign_access(request: Request, kind: str, object_id: Any) -> None:
-    SecurityEvent.objects.create(
-        kind=SecurityEvent.Kind.AUTHORIZATION,
-        code=f"{kind}_not_owned",
-        message=f"Access to another user's {kind} was refused (answered 404).",
-        user=request.user,
-        source=Source.API,
-        client_ip=client_ip(request),
-        details={"object_id": str(object_id), "path": request.path[:300]},
-    )
-
-
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
+def api_caller(request: Request, agent: Agent | None = None) -> Caller:
+    """The caller of an API request: source `agent` when an agent acts, else `api`."""
+    return Caller.from_request(request, source=Source.AGENT if agent else Source.API, agent=agent)
 
 
 def owned_thread(request: Request, thread_id: Any) -> Thread:
     """The user's thread with that id; ToolError 404 `thread_not_found` otherwise."""
-    pk = _as_uuid(thread_id)
-    thread = Thread.objects.filter(pk=pk, owner=request.user).first() if pk else None
-    if thread is None:
-        if pk and Thread.objects.filter(pk=pk).exists():
-            _audit_foreign_access(request, "thread", pk)
-        raise not_found("thread")
-    return thread
-
-
-def owned_execution(request: Request, execution_id: Any) -> Execution:
-    """The user's execution with that id; ToolError 404 `execution_not_found` otherwise."""
-    pk = _as_uuid(execution_id)
-    execution = Execution.objects.filter(pk=pk, user=request.user).first() if pk else None
-    if execution is None:
-        if pk and Execution.objects.filter(pk=pk).exists():
-            _audit_foreign_access(request, "execution", pk)
-        raise not_found("execution")
-    return execution
+    return thread_get_owned(caller=api_caller(request), thread_id=thread_id)
 
 
 def owned_agent(request: Request, agent_id: Any) -> Agent | None:
     """The user's agent with that id (None when no id); ToolError 404 otherwise."""
     if agent_id is None:
         return None
-    agent = Agent.objects.filter(pk=agent_id, owner=request.user).first()
-    if agent is None:
-        if Agent.objects.filter(pk=agent_id).exists():
-            _audit_foreign_access(request, "agent", agent_id)
-        raise not_found("agent")
-    return agent
+    return agent_get_owned(caller=api_caller(request), agent_id=agent_id)
+
+
+def _thread_or_new(request: Request, thread_id: Any) -> Thread:
+    return thread_get_owned_or_new(caller=api_caller(request), thread_id=thread_id)
 
 
 def tool_context(
     request: Request, *, thread: Thread | None, agent: Agent | None
 ) -> ExecutionContext:
-    return ExecutionContext(
-        user=request.user,
-        thread=thread,
-        agent=agent,
-        source=Source.AGENT if agent else Source.API,
-        client_ip=client_ip(request),
-    )
-
-
-def _thread_or_new(request: Request, thread_id: Any) -> Thread:
-    return (
-        owned_thread(request, thread_id) if thread_id else Thread.objects.create(owner=request.user)
-    )
+    return api_caller(request, agent).for_thread(thread)
 
 
 ERRORS = {
@@ -203,18 +169,7 @@ class ExecuteView(APIView):
             return Response(ExecutionStartedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
         execution = executor.execute_code(**kwargs)
         if execution.status == Execution.Status.ERROR:
-            error = execution.error or {}
-            raise ToolError(
-                error.get("code", "sandbox_unavailable"),
-                error.get("value", "The sandbox service failed."),
-                503,
-                {
-                    "execution_id": str(execution.id),
-                    "thread_id": str(execution.thread_id),
-                    "reason": (execution.details or {}).get("reason", ""),
-                },
-                headers={"Retry-After": "5"},
-            )
+            raise execution_failure(execution)
         serializer = ExecutionSerializer(execution, context={"request": request})
         return Response(serializer.data, status=status.HTTP_201_CREATED)
 
@@ -232,7 +187,7 @@ class WriteFileView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        _refuse_oversized_body(request)
+        refuse_oversized_body(request, caller=api_caller(request))
         params = WriteFileRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -298,44 +253,33 @@ class InstallPackagesView(APIView):
         return Response(PackageInstallSerializer(install).data, status=status.HTTP_201_CREATED)
 
 
-def _refuse_oversized_body(request: Request) -> None:
-    # A JSON body holding a file is at most 4/3 of it (base64) plus a little: refuse far
-    # bigger bodies before reading them into memory.
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    limit = settings.EXECUTION_MAX_FILE_BYTES * 4 // 3 + 64 * 1024
-    if length > limit:
-        raise ToolError(
-            "file_too_large",
-            f"The request is {length} bytes; files may be at most "
-            f"{settings.EXECUTION_MAX_FILE_BYTES} bytes.",
-            413,
-            {"size": length, "limit": settings.EXECUTION_MAX_FILE_BYTES},
-        )
-
-
 # --- threads ----------------------------------------------------------------------------------
 
 
-@extend_schema(responses={200: ThreadSerializer, **errors(401)})
+@extend_schema_view(
+    # 404 too: a page number past the end.
+    get=extend_schema(responses={200: ThreadSerializer, **errors(401, 404)}),
+    post=extend_schema(responses={201: ThreadSerializer, **errors(400, 401)}),
+)
 class ThreadListView(generics.ListCreateAPIView):
     """List your threads (newest first) or create one."""
 
     serializer_class = ThreadSerializer
 
     def get_queryset(self) -> QuerySet[Thread]:
-        return Thread.objects.filter(owner=self.request.user).order_by("-updated_at", "-id")
+        return Thread.objects.filter(owner=api_caller(self.request).account).order_by(
+            "-updated_at", "-id"
+        )
 
-    @extend_schema(responses={201: ThreadSerializer, **errors(400, 401)})
-    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().post(request, *args, **kwargs)
-
-    def perform_create(self, serializer: ThreadSerializer) -> None:
-        serializer.save(owner=self.request.user)
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        serializer.save(owner=api_caller(self.request).account)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: ThreadSerializer, **errors(401, 404)}),
+    patch=extend_schema(responses={200: ThreadSerializer, **errors(400, 401, 404)}),
+    delete=extend_schema(responses={204: None, **errors(401, 404)}),
+)
 class ThreadDetailView(generics.RetrieveUpdateDestroyAPIView):
     """One of your threads: read, rename, delete (which kills its sandbox)."""
 
@@ -345,43 +289,30 @@ class ThreadDetailView(generics.RetrieveUpdateDestroyAPIView):
     def get_object(self) -> Thread:
         return owned_thread(self.request, self.kwargs["thread_id"])
 
-    @extend_schema(responses={200: ThreadSerializer, **errors(401, 404)})
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    @extend_schema(responses={200: ThreadSerializer, **errors(400, 401, 404)})
-    def patch(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().patch(request, *args, **kwargs)
-
-    @extend_schema(responses={204: None, **errors(401, 404)})
-    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().delete(request, *args, **kwargs)
-
     def perform_destroy(self, instance: Thread) -> None:
-        ToolExecutor().delete_thread(thread=instance, user=self.request.user)
+        ToolExecutor().delete_thread(thread=instance, user=api_caller(self.request).account)
 
 
 # --- executions -------------------------------------------------------------------------------
 
 
-class ThreadExecutionListView(generics.ListAPIView):
-    """A thread's executions, newest first, paged; filter by status and language."""
-
-    serializer_class = ExecutionSerializer
-
-    @extend_schema(
+@extend_schema_view(
+    get=extend_schema(
         parameters=[
             OpenApiParameter("status", str, enum=[s.value for s in Execution.Status]),
             OpenApiParameter("language", str, enum=[lang.value for lang in Language]),
         ],
         responses={200: ExecutionSerializer(many=True), **errors(400, 401, 404)},
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+)
+class ThreadExecutionListView(generics.ListAPIView):
+    """A thread's executions, newest first, paged; filter by status and language."""
+
+    serializer_class = ExecutionSerializer
 
     def get_queryset(self) -> QuerySet[Execution]:
         thread = owned_thread(self.request, self.kwargs["thread_id"])
-        queryset = Execution.objects.filter(thread=thread, user=self.request.user)
+        queryset = Execution.objects.filter(thread=thread, user=api_caller(self.request).account)
         status_filter = self.request.query_params.get("status")
         if status_filter is not None:
             if status_filter not in Execution.Status.values:
@@ -401,17 +332,52 @@ class ThreadExecutionListView(generics.ListAPIView):
         return queryset.order_by("-created_at", "-id")
 
 
+@extend_schema_view(get=extend_schema(responses={200: ExecutionSerializer, **errors(401, 404)}))
 class ExecutionDetailView(generics.RetrieveAPIView):
     """One of your executions."""
 
     serializer_class = ExecutionSerializer
 
-    @extend_schema(responses={200: ExecutionSerializer, **errors(401, 404)})
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
     def get_object(self) -> Execution:
-        return owned_execution(self.request, self.kwargs["execution_id"])
+        return execution_get_owned(
+            caller=api_caller(self.request), execution_id=self.kwargs["execution_id"]
+        )
+
+
+class ExecutionResultView(APIView):
+    """One rich result of one of your executions: its JSON, or with `?part=` one format's
+    content (base64 formats such as png served decoded). Websocket frames refer here for a
+    result too large to travel inline (execution/stream.py). Not `?format=`: DRF reserves
+    that name for choosing a renderer."""
+
+    @extend_schema(
+        operation_id="execution_result",
+        parameters=[OpenApiParameter("part", str, description="e.g. png, svg, html, text")],
+        responses={200: OpenApiTypes.OBJECT, **errors(401, 404)},
+    )
+    def get(self, request: Request, execution_id: uuid.UUID, index: int) -> HttpResponse:
+        execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
+        results = execution.results or []
+        if index >= len(results):
+            raise not_found("result")
+        result = results[index]
+        wanted = request.query_params.get("part")
+        if not wanted:
+            return Response(result)
+        value = result.get(wanted)
+        if value is None or wanted not in RESULT_MIME_TYPES:
+            raise not_found("result")
+        if wanted in BINARY_FORMATS:
+            content: bytes = base64.b64decode(value)
+        elif isinstance(value, str):
+            content = value.encode("utf-8")
+        else:
+            content = json.dumps(value).encode("utf-8")
+        response = HttpResponse(content, content_type=RESULT_MIME_TYPES[wanted])
+        # Never rendered as a page of this origin: HTML or SVG from user code stays inert.
+        response["Content-Security-Policy"] = "default-src 'none'; img-src data:; sandbox"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 class ExecutionCancelView(APIView):
@@ -427,23 +393,24 @@ class ExecutionCancelView(APIView):
         },
     )
     def post(self, request: Request, execution_id: uuid.UUID) -> Response:
-        execution = owned_execution(request, execution_id)
-        execution = ToolExecutor().cancel_execution(execution_id=execution.id, user=request.user)
+        execution = execution_get_owned(caller=api_caller(request), execution_id=execution_id)
+        execution = ToolExecutor().cancel_execution(
+            execution_id=execution.id, user=api_caller(request).account
+        )
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
 
 
 # --- files ------------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: WorkspaceFileSerializer(many=True), **errors(401, 404)})
+)
 class ThreadFileListView(generics.ListAPIView):
     """A thread's files (list) and uploads (multipart: `file`, optional `path`)."""
 
     serializer_class = WorkspaceFileSerializer
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
-
-    @extend_schema(responses={200: WorkspaceFileSerializer(many=True), **errors(401, 404)})
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     def get_queryset(self) -> QuerySet[WorkspaceFile]:
         thread = owned_thread(self.request, self.kwargs["thread_id"])
@@ -484,17 +451,17 @@ class ThreadFileDetailView(APIView):
             **errors(400, 401, 404, 503),
         },
     )
-    def get(self, request: Request, thread_id: uuid.UUID, file_path: str) -> HttpResponse:
+    def get(self, request: Request, thread_id: uuid.UUID, file_path: str) -> FileResponse:
         thread = owned_thread(request, thread_id)
         path, content = ToolExecutor().read_file(
             file_path=file_path, context=tool_context(request, thread=thread, agent=None)
         )
-        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        response = HttpResponse(content, content_type=content_type)
         # Always a download, never rendered on our origin: a workspace .html or .svg is user
-        # content and must not run as our page.
-        filename = path.rsplit("/", 1)[-1].replace('"', "")
-        response["Content-Disposition"] = f"attachment; filename*=UTF-8''{_rfc5987(filename)}"
+        # content and must not run as our page. FileResponse writes Content-Disposition (with
+        # RFC 5987 encoding for any name) and guesses the type from the name.
+        response = FileResponse(
+            io.BytesIO(content), as_attachment=True, filename=path.rsplit("/", 1)[-1]
+        )
         response["Content-Security-Policy"] = "sandbox; default-src 'none'"
         response["X-Content-Type-Options"] = "nosniff"
         return response
@@ -510,21 +477,16 @@ class ThreadFileDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _rfc5987(value: str) -> str:
-    return quote(value, safe="")
-
-
 # --- packages ---------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: PackageInstallSerializer(many=True), **errors(401, 404)})
+)
 class ThreadPackageListView(generics.ListAPIView):
     """A thread's package installs, newest first."""
 
     serializer_class = PackageInstallSerializer
-
-    @extend_schema(responses={200: PackageInstallSerializer(many=True), **errors(401, 404)})
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[PackageInstall]:
         thread = owned_thread(self.request, self.kwargs["thread_id"])

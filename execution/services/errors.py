@@ -8,7 +8,16 @@ clients branch on them, so a code is never renamed, only added.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from execution.models import Execution
+
+# Seconds a client is told to wait after a sandbox failure (the service retries on its own).
+SANDBOX_RETRY_AFTER = 5
+# An address inside an exception's text (sandboxd's internal URL, a host:port): never shown.
+_INTERNAL_ADDRESS = re.compile(r"\b(?:https?|wss?)://\S+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 
 
 class ToolError(Exception):
@@ -61,12 +70,34 @@ def not_found(what: str, code: str | None = None) -> ToolError:
     return ToolError(code or f"{what}_not_found", f"No such {what.replace('_', ' ')}.", 404)
 
 
+def public_reason(reason: str) -> str:
+    """`reason` (an exception's text) as a client may see it: internal addresses removed."""
+    return _INTERNAL_ADDRESS.sub("<sandbox service>", reason)[:500]
+
+
 def sandbox_unavailable(reason: str) -> ToolError:
     """A 503: the sandbox server cannot be reached or failed; nothing the user sent is lost."""
     return ToolError(
         "sandbox_unavailable",
         "The sandbox service is unavailable right now; try again in a moment.",
         503,
-        {"reason": reason[:500]},
-        headers={"Retry-After": "5"},
+        {"reason": public_reason(reason)},
+        headers={"Retry-After": str(SANDBOX_RETRY_AFTER)},
+    )
+
+
+def execution_failure(execution: Execution) -> ToolError:
+    """The one mapping of a run that ended `error` (the sandbox failed, not the code) to what
+    a waiting caller gets: 503 with the run's own code and message and a Retry-After."""
+    error = execution.error_data or {}
+    return ToolError(
+        error.get("code") or "sandbox_unavailable",
+        error.get("value") or error.get("message") or "The sandbox service failed.",
+        503,
+        {
+            "execution_id": str(execution.id),
+            "thread_id": str(execution.thread_id),
+            "reason": public_reason(execution.details_data.get("reason", "")),
+        },
+        headers={"Retry-After": str(SANDBOX_RETRY_AFTER)},
     )

@@ -1,31 +1,29 @@
-"""Publishing an execution's live events to the channel layer (the contract in
-notes/execution-contract.md, "Live events").
+"""Publishing an execution's live events to the channel layer (the README's "Websocket
+protocol").
 
 Each event goes to two groups, `thread.<thread hex>` and `execution.<execution hex>`, as
 `{"type": "execution.event", "event": EVENT}` where EVENT is the websocket frame itself. The
 caller stores the event's effect and `last_seq` *before* publishing, so a client replaying
 from the row and then following live events sees no gap and no duplicate.
 
-Which loop publishes: the in-memory channel layer keeps asyncio queues that belong to the loop
+Which loop publishes: with Redis (production) the service portal's, which keeps one
+connection pool warm. The in-memory channel layer keeps asyncio queues that belong to the loop
 of the consumers reading them (daphne's main loop), and waking them from another thread is not
-thread-safe. So an event is published on the loop of the server that started the execution
-when there is one (captured from asgiref when the request thread was spawned by
-`sync_to_async`), and on the service loop otherwise (management commands, plain WSGI, tests
-without a server). With Redis either works; the service loop keeps one connection pool warm.
+thread-safe, so with it an event is published on the loop of the server that started the
+execution (`server_event_loop`) when there is one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from typing import Any
 
-from asgiref.sync import SyncToAsync
-from channels.layers import get_channel_layer
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from execution.services.runtime import service_loop
+from execution.services.runtime import service_portal
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +41,22 @@ def execution_group(execution_id: uuid.UUID | str) -> str:
     return f"execution.{uuid.UUID(str(execution_id)).hex}"
 
 
-def caller_event_loop() -> asyncio.AbstractEventLoop | None:
-    """Return the event loop of the ASGI server whose `sync_to_async` thread is calling, or None.
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
-    asgiref records that loop on the worker thread so that `async_to_sync` can hop back to it;
-    we read the same record to publish where the consumers live.
+
+def server_event_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the ASGI server whose `sync_to_async` thread is calling, or None.
+
+    Needed only with the in-memory channel layer, whose queues belong to the loop of the
+    consumers reading them. Asked the public way: `async_to_sync` called from such a thread
+    runs on the server's loop; called elsewhere it runs on a loop of its own that is over
+    when it returns (not running: None).
     """
-    threadlocal = SyncToAsync.threadlocal
-    if getattr(threadlocal, "main_event_loop_pid", None) != os.getpid():
+    if not isinstance(get_channel_layer(), InMemoryChannelLayer):
         return None
-    loop = getattr(threadlocal, "main_event_loop", None)
-    if loop is None or loop.is_closed() or not loop.is_running():
-        return None
-    return loop
+    loop = async_to_sync(_running_loop)()
+    return loop if loop.is_running() else None
 
 
 class EventPublisher:
@@ -97,10 +98,11 @@ class EventPublisher:
                     await layer.group_send(group, message)
 
         loop = self.loop
-        if loop is None or loop.is_closed() or not loop.is_running():
-            loop = service_loop().loop
         try:
-            asyncio.run_coroutine_threadsafe(send(), loop).result(PUBLISH_TIMEOUT_SECONDS)
+            if loop is None or loop.is_closed() or not loop.is_running():
+                service_portal().run(send(), PUBLISH_TIMEOUT_SECONDS)
+            else:
+                asyncio.run_coroutine_threadsafe(send(), loop).result(PUBLISH_TIMEOUT_SECONDS)
         except Exception:
             logger.exception(
                 "could not publish %d event(s) of execution %s", len(events), execution_id

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from e2b import EntryInfo, FileType
-from e2b_code_interpreter import AsyncSandbox
 
 from execution.models import Thread, WorkspaceFile
+from execution.sandbox.base import FileEntry, Sandbox, SandboxError
 from execution.services.errors import ToolError
 from execution.services.validation import WORKSPACE_ROOT, validate_workspace_path
 
@@ -70,28 +69,26 @@ class SyncReport:
 def sync_workspace_back(
     *,
     thread: Thread,
-    sandbox: AsyncSandbox,
+    sandbox: Sandbox,
     since: dt.datetime,
     written_by: str = WorkspaceFile.WrittenBy.CODE,
-    listing: list[EntryInfo] | BaseException | None = None,
+    listing: list[FileEntry] | None = None,
 ) -> SyncReport:
     """Store files that code created or changed in `sandbox` since `since` as the thread's
     WorkspaceFiles and drop those it deleted. `listing` is the workspace listing when the
-    caller already took it (or the error taking it raised). Never raises for sandbox
-    trouble: a failure is recorded in the report, because the run itself already finished."""
-    from execution.services.sandbox_sessions import as_tool_error, is_unavailability, sessions
+    caller already took it. Never raises for sandbox trouble: a failure is recorded in the
+    report, because the run itself already finished."""
+    from execution.services.sandbox_sessions import sessions
 
     report = SyncReport()
     try:
-        if isinstance(listing, BaseException):
-            raise as_tool_error(listing) if is_unavailability(listing) else listing
         entries = listing
         if entries is None:
-            entries = sessions.call(sandbox.files.list(WORKSPACE_ROOT, depth=SYNC_DEPTH))
+            entries = sessions.call(sandbox.list_files(WORKSPACE_ROOT, depth=SYNC_DEPTH))
     except ToolError as exc:
         report.error = exc.message
         return report
-    except Exception as exc:
+    except SandboxError as exc:
         report.error = f"could not list the workspace: {type(exc).__name__}"
         logger.warning("file sync of thread %s failed", thread.id, exc_info=True)
         return report
@@ -111,13 +108,12 @@ def sync_workspace_back(
         relative = entry.path[len(prefix) :]
         if not is_synced_path(relative):
             continue
-        if entry.type == FileType.DIR:
+        if entry.type == "dir":
             if relative.count("/") + 1 >= SYNC_DEPTH:
                 listed_dirs_at_limit.append(relative)
             continue
         seen.add(relative)
-        # envd reports a link to a file as a FILE with its target set: still not synced.
-        if entry.type != FileType.FILE or getattr(entry, "symlink_target", None):
+        if entry.type != "file":
             report.skipped.append({"path": relative, "reason": "symlink"})
             continue
         try:
@@ -157,8 +153,8 @@ def sync_workspace_back(
             )
             continue
         try:
-            data = bytes(sessions.call(sandbox.files.read(entry.path, format="bytes")))
-        except Exception as exc:
+            data = sessions.call(sandbox.read_file(entry.path))
+        except (ToolError, SandboxError) as exc:
             report.skipped.append(
                 {"path": relative, "reason": "unreadable", "error": type(exc).__name__}
             )

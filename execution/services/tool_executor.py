@@ -16,21 +16,24 @@ carried by runs.py.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
+import functools
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from e2b import FileNotFoundException, NotFoundException
 
+from execution.audit import audit_refusal
+from execution.caller import Caller
 from execution.models import (
     Agent,
     Execution,
@@ -40,15 +43,30 @@ from execution.models import (
     Thread,
     WorkspaceFile,
 )
+from execution.monitoring.budgets import check_daily_budget
+from execution.sandbox.base import SandboxFileNotFound, SandboxGone, SandboxUnavailable
+from execution.selectors import workspace_path_conflicts
 from execution.services import validation
-from execution.services.errors import ToolError, not_found
-from execution.services.events import EventPublisher, caller_event_loop
-from execution.services.packages import run_install
+from execution.services.errors import ToolError, not_found, sandbox_unavailable
+from execution.services.events import EventPublisher, server_event_loop
+from execution.services.packages import (
+    InstallLog,
+    InstallOutcome,
+    install_command,
+    run_install,
+)
 from execution.services.quotas import check_run_concurrency
-from execution.services.runs import ExecutionRunner, active_run
-from execution.services.sandbox_sessions import SANDBOX_GONE_ERRORS, sessions
+from execution.services.runs import ExecutionRunner, active_run, register_run
+from execution.services.runtime import service_portal
+from execution.services.sandbox_sessions import SandboxLease, as_tool_error, sessions
+from execution.services.workers import current_worker_id
 
 logger = logging.getLogger(__name__)
+
+# One answer to input(), at most (characters).
+MAX_INPUT_CHARS = 64 * 1024
+# How often a running install's log is stored, so the page can show it as it grows.
+INSTALL_LOG_FLUSH_SECONDS = 0.5
 
 Status = Execution.Status
 
@@ -58,7 +76,7 @@ class ExecutionContext:
     """Who is calling and where: the user (owner of everything touched), the thread (None:
     a new one for runs), the agent acting for the user, the source and the client's IP."""
 
-    user: AbstractBaseUser
+    user: User
     thread: Thread | None = None
     agent: Agent | None = None
     source: str = Source.API
@@ -68,18 +86,19 @@ class ExecutionContext:
 def record_security_event(
     error: ToolError, context: ExecutionContext, *, execution: Execution | None = None
 ) -> SecurityEvent:
-    """Store a refusal for the audit (kind from the error, default validation)."""
-    return SecurityEvent.objects.create(
+    """Store a refusal for the audit (kind from the error, default validation), through the
+    one audit writer (execution/audit.py: one shape, repeats aggregated)."""
+    caller = Caller(
+        user=context.user, source=context.source, client_ip=context.client_ip, agent=context.agent
+    )
+    return audit_refusal(
+        caller=caller,
         kind=error.kind or SecurityEvent.Kind.VALIDATION,
-        code=error.code[:64],
+        code=error.code,
         message=error.message,
-        user=context.user if context.user and context.user.is_authenticated else None,
-        agent=context.agent,
+        details=error.details,
         thread=context.thread,
         execution=execution,
-        source=context.source,
-        client_ip=context.client_ip,
-        details=error.details,
     )
 
 
@@ -131,8 +150,8 @@ class ToolExecutor:
         context: ExecutionContext,
         timeout: float | None = None,
     ) -> Execution:
-        """Validate, create `Execution(queued)`, publish its `execution` event and run it in a
-        background thread owned by the service; return the queued row at once.
+        """Validate, create `Execution(queued)`, publish its `execution` event and run it as
+        the service portal's background work (runtime.py); return the queued row at once.
 
         Raises ToolError: a validation refusal (after storing a `rejected` Execution and a
         SecurityEvent), 403 for an agent without the tool, 404 for another user's thread,
@@ -141,19 +160,24 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
-        worker = threading.Thread(
-            target=self._run_in_background,
-            args=(execution.id, publisher),
-            name=f"execution-{execution.id.hex[:8]}",
-            daemon=True,
+        # Published at once: the client learns the run's id before it waits for a worker.
+        publisher.publish(
+            execution_id=execution.id,
+            thread_id=execution.thread_id,
+            event=self._accepted_event(execution),
         )
-        worker.start()
+        register_run(execution.id)
+        service_portal().start_background(
+            functools.partial(self._run_in_background, execution.id, publisher),
+            name=f"execution-{execution.id.hex[:8]}",
+        )
         return execution
 
     def _create_execution(
         self, *, code: str, language: str, context: ExecutionContext, timeout: float | None
     ) -> tuple[Execution, EventPublisher]:
-        """Validate, check quotas, create the queued row and publish its `execution` event."""
+        """Validate, check quotas and create the queued row (its `execution` event is the
+        caller's to publish)."""
         self._check_agent(context, "execute_code")
         thread = self._check_thread(context)
         try:
@@ -175,23 +199,23 @@ class ToolExecutor:
             # The count and the insert share one transaction (see quotas.py).
             with transaction.atomic():
                 check_run_concurrency(context.user)
+                check_daily_budget(context.user)
                 execution = self._insert_execution(thread, context, language, code, timeout)
         except ToolError as error:
             # Recorded outside the rolled-back transaction, or the audit entry would vanish.
             record_security_event(error, context)
             raise
-        thread = execution.thread
-        publisher = EventPublisher(caller_event_loop())
-        publisher.publish(
-            execution_id=execution.id,
-            thread_id=thread.id,
-            event={
-                "type": "execution", "execution_id": str(execution.id),
-                "thread_id": str(thread.id), "status": Status.QUEUED,
-                "language": language, "seq": 0,
-            },
-        )  # fmt: skip
+        publisher = EventPublisher(server_event_loop())
         return execution, publisher
+
+    @staticmethod
+    def _accepted_event(execution: Execution) -> dict[str, Any]:
+        """The `execution` event (seq 0) of a queued run; the row stores it once inserted."""
+        return {
+            "type": "execution", "execution_id": str(execution.id),
+            "thread_id": str(execution.thread_id), "status": Status.QUEUED,
+            "language": execution.language, "seq": 0,
+        }  # fmt: skip
 
     @staticmethod
     def _insert_execution(
@@ -207,6 +231,7 @@ class ToolExecutor:
             thread=thread, user=context.user, agent=context.agent, language=language,
             code=code, status=Status.QUEUED, source=context.source,
             client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
+            worker_id=current_worker_id(),
         )  # fmt: skip
 
     @staticmethod
@@ -221,12 +246,13 @@ class ToolExecutor:
         self, error: ToolError, context: ExecutionContext, *, code: object, language: object
     ) -> None:
         thread = context.thread
+        stored_code, stored_language = validation.refused_run_record(code, language)
         execution = Execution.objects.create(
             thread=thread,
             user=context.user,
             agent=context.agent,
-            language=str(language or "")[:16],
-            code=code if isinstance(code, str) else "",
+            language=stored_language,
+            code=stored_code,
             status=Status.REJECTED,
             source=context.source,
             client_ip=context.client_ip,
@@ -252,7 +278,10 @@ class ToolExecutor:
         execution, publisher = self._create_execution(
             code=code, language=language, context=context, timeout=timeout
         )
-        ExecutionRunner(execution.id, publisher, execution).run()
+        # The `execution` event goes out with the run's first batch: one publication fewer.
+        ExecutionRunner(
+            execution.id, publisher, execution, accepted=self._accepted_event(execution)
+        ).run()
         execution.refresh_from_db()
         return execution
 
@@ -262,9 +291,27 @@ class ToolExecutor:
         handle = active_run(execution_id)
         return True if handle is None else handle.done.wait(timeout)
 
-    def cancel_execution(
-        self, *, execution_id: uuid.UUID | str, user: AbstractBaseUser
-    ) -> Execution:
+    def send_run_input(self, *, execution_id: uuid.UUID | str, value: str, user: User) -> None:
+        """Answer the input() a running execution of `user` waits for (sandboxd only).
+
+        Raises ToolError: 404 (not the user's), 400 `input_too_large`, 409
+        `no_input_requested` (not running, or nothing waits), 503 (sandbox unreachable).
+        """
+        try:
+            execution = Execution.objects.select_related("thread").get(pk=execution_id, user=user)
+        except (Execution.DoesNotExist, ValueError, TypeError):
+            raise not_found("execution") from None
+        if len(value) > MAX_INPUT_CHARS:
+            raise ToolError(
+                "input_too_large",
+                f"A line of input may have at most {MAX_INPUT_CHARS} characters.",
+                400,
+            )
+        if execution.status != Status.RUNNING or execution.thread is None:
+            raise ToolError("no_input_requested", "This run does not wait for input.", 409)
+        sessions.send_input(execution.thread, execution.language, value)
+
+    def cancel_execution(self, *, execution_id: uuid.UUID | str, user: User) -> Execution:
         """Cancel a queued or running execution of `user` and return it.
 
         A queued one is cancelled at once; a running one is interrupted (the kernel stops, its
@@ -290,7 +337,7 @@ class ToolExecutor:
         )
         if cancelled_queued:
             execution.refresh_from_db()
-            EventPublisher(caller_event_loop()).publish(
+            EventPublisher(server_event_loop()).publish(
                 execution_id=execution.id,
                 thread_id=execution.thread_id,
                 event={
@@ -339,6 +386,10 @@ class ToolExecutor:
             context, validation.validate_file_size, len(data),
             max_bytes=settings.EXECUTION_MAX_FILE_BYTES,
         )  # fmt: skip
+        self._validated(
+            context, validation.validate_path_fits, path,
+            conflicts=workspace_path_conflicts(thread=thread, path=path),
+        )  # fmt: skip
         with sessions.thread_lock(thread.id):
             thread.refresh_from_db(fields=["sandbox_id"])
             if thread.sandbox_id:
@@ -346,7 +397,7 @@ class ToolExecutor:
                 # its sandbox is created (restore), so no sandbox is started just for this.
                 lease = sessions.get_or_create(thread)
                 sessions.call(
-                    lease.sandbox.files.write(f"{validation.WORKSPACE_ROOT}/{path}", data)
+                    lease.sandbox.write_files({f"{validation.WORKSPACE_ROOT}/{path}": data})
                 )
             row = WorkspaceFile.objects.filter(thread=thread, path=path).first()
             if row is None:
@@ -375,14 +426,14 @@ class ToolExecutor:
             lease = sessions.get_or_create(thread)
             full = f"{validation.WORKSPACE_ROOT}/{path}"
             try:
-                info = sessions.call(lease.sandbox.files.get_info(full))
-                if info.type is None or info.type.value != "file":
+                info = sessions.call(lease.sandbox.file_info(full))
+                if info.type != "file":
                     raise not_found("file")
                 validation.validate_file_size(
                     info.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES
                 )
-                data = bytes(sessions.call(lease.sandbox.files.read(full, format="bytes")))
-            except (FileNotFoundException, NotFoundException):
+                data = sessions.call(lease.sandbox.read_file(full))
+            except SandboxFileNotFound:
                 raise not_found("file") from None
         return path, data
 
@@ -406,8 +457,8 @@ class ToolExecutor:
             thread.refresh_from_db(fields=["sandbox_id"])
             if thread.sandbox_id:
                 lease = sessions.get_or_create(thread)
-                with contextlib.suppress(FileNotFoundException, NotFoundException):
-                    sessions.call(lease.sandbox.files.remove(f"{validation.WORKSPACE_ROOT}/{path}"))
+                with contextlib.suppress(SandboxFileNotFound):
+                    sessions.call(lease.sandbox.remove_file(f"{validation.WORKSPACE_ROOT}/{path}"))
             row.content.delete(save=False)
             row.delete()
 
@@ -448,22 +499,18 @@ class ToolExecutor:
             raise
         install = PackageInstall.objects.create(
             thread=thread, user=context.user, agent=context.agent, language=language,
-            packages=specs, status=PackageInstall.Status.RUNNING,
+            packages=specs, status=PackageInstall.Status.RUNNING, worker_id=current_worker_id(),
         )  # fmt: skip
         try:
             with sessions.thread_lock(thread.id):
                 lease = sessions.get_or_create(thread)
-                outcome = sessions.call(
-                    run_install(
-                        lease.sandbox, manager, specs, time_limit=settings.PACKAGE_INSTALL_TIMEOUT
-                    )
-                )
+                outcome = self._install_streaming_log(install, lease, manager, specs)
         except ToolError as error:
             self._finish_install(
                 install, PackageInstall.Status.FAILED, f"{error.code}: {error.message}"
             )
             raise
-        except SANDBOX_GONE_ERRORS as exc:
+        except SandboxGone as exc:
             sessions.forget(thread)
             self._finish_install(install, PackageInstall.Status.FAILED, f"sandbox_lost: {exc}")
             raise ToolError(
@@ -476,13 +523,39 @@ class ToolExecutor:
         return install
 
     @staticmethod
+    def _install_streaming_log(
+        install: PackageInstall, lease: SandboxLease, manager: str, specs: list[str]
+    ) -> InstallOutcome:
+        """Run the install, storing its log in the row every INSTALL_LOG_FLUSH_SECONDS while it
+        runs, so the page shows it line by line; errors as `sessions.call` raises them."""
+        log = InstallLog(f"$ {install_command(manager, specs)}\n")
+        future = service_portal().submit(
+            run_install(
+                lease.sandbox, manager, specs,
+                time_limit=settings.PACKAGE_INSTALL_TIMEOUT, on_output=log.add,
+            )
+        )  # fmt: skip
+        while True:
+            try:
+                return future.result(timeout=INSTALL_LOG_FLUSH_SECONDS)
+            except concurrent.futures.TimeoutError as exc:
+                if future.done():  # the install itself raised TimeoutError (not our wait)
+                    raise sandbox_unavailable(f"the install timed out: {exc}") from exc
+                text = log.take()
+                if text is not None:
+                    PackageInstall.objects.filter(pk=install.pk).update(log=text)
+            except SandboxUnavailable as exc:
+                # As sessions.call maps it: a 503 (or 429) ToolError; SandboxGone propagates.
+                raise as_tool_error(exc) from exc
+
+    @staticmethod
     def _finish_install(install: PackageInstall, status: str, log: str) -> None:
         install.status, install.log, install.finished_at = status, log, timezone.now()
         install.save(update_fields=["status", "log", "finished_at"])
 
     # --- threads ------------------------------------------------------------------------
 
-    def delete_thread(self, *, thread: Thread, user: AbstractBaseUser) -> None:
+    def delete_thread(self, *, thread: Thread, user: User) -> None:
         """Cancel the thread's active runs, kill its sandbox and delete it with its files and
         packages (executions stay, detached, as history). A sandbox that cannot be reached is
         left to expire by its own timeout rather than blocking the deletion."""
@@ -498,7 +571,9 @@ class ToolExecutor:
             sessions.kill(thread)
         except ToolError:
             logger.warning("thread %s: sandbox not reachable for kill; it will expire", thread.id)
-        storage_names = [f.content.name for f in WorkspaceFile.objects.filter(thread=thread)]
+        storage_names = [
+            f.content.name for f in WorkspaceFile.objects.filter(thread=thread) if f.content.name
+        ]
         thread.delete()
         for name in storage_names:
             with contextlib.suppress(Exception):

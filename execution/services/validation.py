@@ -35,7 +35,9 @@ LANGUAGE_ALIASES: dict[str, str] = {
 # The sandbox's working directory: the only place file operations may touch.
 WORKSPACE_ROOT = "/home/user"
 MAX_PATH_CHARS = 1024  # WorkspaceFile.path max_length
-MAX_PATH_COMPONENT_CHARS = 255  # NAME_MAX on Linux
+# NAME_MAX on Linux counts bytes of the name's UTF-8 encoding, not characters: 128 "é" are
+# 256 bytes, which the sandbox's filesystem cannot hold.
+MAX_PATH_COMPONENT_BYTES = 255
 # Top-level directories of a Linux system: an absolute path into them is refused with its own
 # code, because asking for /etc/passwd or /dev/sda is worth a distinct audit entry.
 SYSTEM_ROOTS = frozenset(
@@ -119,6 +121,8 @@ def validate_code(code: object, *, max_bytes: int, dangerous_patterns: Sequence[
         raise _reject("code_invalid", "Code must be text.")
     if "\x00" in code:
         raise _reject("code_invalid", "Code must not contain NUL characters.")
+    if not _is_unicode(code):
+        raise _reject("code_invalid", "Code must be valid Unicode text (no lone surrogates).")
     if not code.strip():
         raise _reject("code_empty", "There is no code to run.")
     size = len(code.encode("utf-8"))
@@ -140,6 +144,19 @@ def validate_code(code: object, *, max_bytes: int, dangerous_patterns: Sequence[
                 match=match.group(0)[:100],
             )
     return code
+
+
+# How much of a refused run's code is kept with its record: enough to recognise it, never
+# the whole body of a request refused for its size.
+REFUSED_CODE_EXCERPT_CHARS = 1024
+
+
+def refused_run_record(code: object, language: object) -> tuple[str, str]:
+    """What a refused run stores as (code, language): at most REFUSED_CODE_EXCERPT_CHARS of
+    the code, and the language only when it is one of ours (else "")."""
+    text = code if isinstance(code, str) else ""
+    known = language if isinstance(language, str) and language in LANGUAGES else ""
+    return text[:REFUSED_CODE_EXCERPT_CHARS], known
 
 
 def validate_timeout(timeout: object, *, default: float, maximum: float) -> float:
@@ -216,16 +233,21 @@ def validate_workspace_path(path: object, *, suspicious_extensions: Iterable[str
         relative = posixpath.normpath(path)
     if relative in ("", "."):
         raise _reject("path_invalid", "The path names the workspace itself, not a file.")
+    if not _is_unicode(relative):
+        raise _reject("path_invalid", "The path must be valid Unicode text.")
     for component in relative.split("/"):
-        if len(component) > MAX_PATH_COMPONENT_CHARS:
+        if len(component.encode("utf-8")) > MAX_PATH_COMPONENT_BYTES:
             raise _reject(
                 "path_invalid",
-                f"A path component is longer than {MAX_PATH_COMPONENT_CHARS} characters.",
+                f"A file or directory name is longer than {MAX_PATH_COMPONENT_BYTES} bytes "
+                "(UTF-8), more than the filesystem holds.",
             )
-    lowered = relative.lower()
+    # What Windows would make of the name: it drops trailing dots and spaces and reads
+    # `name:stream` as the file `name`, so `x.exe.`, `x.exe ` and `x.exe::$DATA` are x.exe.
+    name = relative.rsplit("/", 1)[-1].split(":", 1)[0].rstrip(". ").lower()
     for extension in suspicious_extensions:
         ext = extension.lower() if extension.startswith(".") else "." + extension.lower()
-        if lowered.endswith(ext):
+        if name.endswith(ext):
             raise _reject(
                 "path_suspicious_extension",
                 f"Files ending in {ext} are not accepted in the workspace.",
@@ -233,6 +255,41 @@ def validate_workspace_path(path: object, *, suspicious_extensions: Iterable[str
                 extension=ext,
             )
     return relative
+
+
+def _is_unicode(text: str) -> bool:
+    # A str can hold lone surrogates (from JSON `"\ud800"`), which no file name, database
+    # or UTF-8 stream can; they are refused at the door with a typed error.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def path_ancestors(path: str) -> list[str]:
+    """The directories above a relative workspace path: `a/b/c` → [`a`, `a/b`]."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def validate_path_fits(path: str, *, conflicts: Iterable[str]) -> str:
+    """Return `path` when no stored file stands in its way; raise `path_conflict` otherwise.
+
+    `conflicts` are the thread's stored paths that are an ancestor of `path` (a file where a
+    directory must be) or lie under it (a directory where a file must be): a filesystem
+    cannot hold both, so the second would make every later restore of the thread fail.
+    """
+    found = sorted(conflicts)
+    if found:
+        raise _reject(
+            "path_conflict",
+            f"{path!r} cannot be stored next to the workspace's {found[0]!r}: one would have "
+            "to be both a file and a directory.",
+            path=path,
+            conflicts=found[:10],
+        )
+    return path
 
 
 def validate_file_size(size: int, *, max_bytes: int) -> int:

@@ -148,6 +148,8 @@ def test_staff_see_the_execution_list_with_its_columns(
         "language",
         "status",
         "duration",
+        "cpu_time",
+        "memory_peak",
         "exit_code",
     ]
     assert "1.5 s" in content  # the plot's duration

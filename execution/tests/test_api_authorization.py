@@ -36,6 +36,7 @@ ENDPOINTS: dict[str, Call] = {
     "list executions": lambda c, o: c.get(f"/api/threads/{o.thread.pk}/executions/"),
     "get execution": lambda c, o: c.get(f"/api/executions/{o.execution.pk}/"),
     "cancel execution": lambda c, o: c.post(f"/api/executions/{o.execution.pk}/cancel"),
+    "get execution result": lambda c, o: c.get(f"/api/executions/{o.execution.pk}/results/0/"),
     "list files": lambda c, o: c.get(f"/api/threads/{o.thread.pk}/files/"),
     "upload file": lambda c, o: c.post(
         f"/api/threads/{o.thread.pk}/files/",
@@ -75,6 +76,7 @@ MATRIX: dict[str, tuple[int, int, int, int]] = {
     "list executions": (401, 200, 404, 404),
     "get execution": (401, 200, 404, 404),
     "cancel execution": (401, 200, 404, 404),
+    "get execution result": (401, 200, 404, 404),
     "list files": (401, 200, 404, 404),
     "upload file": (401, 201, 404, 404),
     "download file": (401, 200, 404, 404),
@@ -94,7 +96,12 @@ def objects(alice: Any) -> Objects:
     row = WorkspaceFile(thread=thread, path="a.txt")
     row.set_content(b"alice's file")
     execution = Execution.objects.create(
-        thread=thread, user=alice, language="python", code="print(1)", status="queued"
+        thread=thread,
+        user=alice,
+        language="python",
+        code="print(1)",
+        status="queued",
+        results=[{"text": "1"}],
     )
     return Objects(thread, execution)
 
@@ -102,10 +109,10 @@ def objects(alice: Any) -> Objects:
 def test_the_matrix_covers_every_api_route() -> None:
     from execution.api.urls import urlpatterns
 
-    # The execution API's 12 routes (the agents API, mounted beside them, has its own
+    # The execution API's 13 routes (the agents API, mounted beside them, has its own
     # matrix); several carry more than one method, all of which are in the matrix.
     ours = [p for p in urlpatterns if p.callback.view_class.__module__ == "execution.api.views"]
-    assert len(ours) == 12
+    assert len(ours) == 13
     assert set(MATRIX) == set(ENDPOINTS)
 
 

@@ -8,7 +8,8 @@ import pytest
 from e2b import NotFoundException
 
 from execution.models import Execution, Thread, WorkspaceFile
-from execution.services.sandbox_sessions import sandbox_class, sessions
+from execution.sandbox.e2b import E2BBackend
+from execution.services.sandbox_sessions import sessions
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(120)]
 
@@ -73,4 +74,4 @@ def test_deleting_a_thread_kills_its_sandbox_removes_its_files_and_keeps_its_run
     assert not WorkspaceFile.content.field.storage.exists(storage_name)
     assert Execution.objects.get(pk=run["id"]).thread is None
     with pytest.raises(NotFoundException):
-        sessions.call(sandbox_class().connect(thread.sandbox_id))
+        sessions.call(E2BBackend().sdk_class.connect(thread.sandbox_id))

@@ -17,7 +17,8 @@ import pytest
 from django.db import connections
 
 from execution.models import Execution, PackageInstall, Thread, WorkspaceFile
-from execution.services.sandbox_sessions import sandbox_class, sessions
+from execution.sandbox.e2b import E2BBackend
+from execution.services.sandbox_sessions import sessions
 from execution.tests.conftest import make_state_dir, point_settings_at
 from sandboxd.testing import running_sandboxd
 
@@ -59,7 +60,7 @@ def test_a_sandbox_killed_behind_djangos_back_is_recreated_with_files_and_packag
     old_sandbox = thread.sandbox_id
 
     # Killed directly through the SDK: Django's cache still believes in it.
-    assert sessions.call(sandbox_class().kill(old_sandbox)) is True
+    assert sessions.call(E2BBackend().sdk_class.kill(old_sandbox)) is True
 
     response = execute(
         client,

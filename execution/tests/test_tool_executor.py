@@ -584,7 +584,8 @@ def test_it_refuses_a_package_url_stores_a_rejected_install_and_audits_it(
 def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
     ctx: ExecutionContext, thread: Thread, alice: Any
 ) -> None:
-    from execution.services.sandbox_sessions import sandbox_class, sessions
+    from execution.sandbox.e2b import E2BBackend
+    from execution.services.sandbox_sessions import sessions
 
     execution = run(ctx, "print(1)")
     sandbox_id = Thread.objects.get(pk=thread.pk).sandbox_id
@@ -594,4 +595,22 @@ def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
     assert not Thread.objects.filter(pk=thread.pk).exists()
     assert Execution.objects.get(pk=execution.pk).thread is None
     with pytest.raises(NotFoundException):
-        sessions.call(sandbox_class().connect(sandbox_id))
+        sessions.call(E2BBackend().sdk_class.connect(sandbox_id))
+
+
+@pytest.mark.django_db
+def test_a_stored_file_the_sandbox_cannot_hold_is_skipped_and_reported_not_fatal(
+    ctx: ExecutionContext, thread: Thread
+) -> None:
+    # Stored before validation refused such pairs: a file `a`, and `a/b` under it.
+    for path, data in (("a", b"file a"), ("a/b", b"cannot be"), ("ok.txt", b"fine")):
+        WorkspaceFile(thread=thread, path=path).set_content(data)
+    first = ToolExecutor().execute_code(
+        code="print(open('ok.txt').read(), open('a').read())", language="python", context=ctx
+    )
+    assert (first.status, first.stdout) == ("succeeded", "fine file a\n")
+    failures = first.details["restored"]["failures"]
+    assert [failure["path"] for failure in failures] == ["a/b"]
+    # The thread keeps working: the next run needs no restore and succeeds too.
+    second = ToolExecutor().execute_code(code="print(2)", language="python", context=ctx)
+    assert (second.status, second.stdout) == ("succeeded", "2\n")

@@ -15,7 +15,8 @@ from django.utils import timezone
 from e2b import NotFoundException
 
 from execution.models import Execution, Thread
-from execution.services.sandbox_sessions import sandbox_class, sandbox_client_options, sessions
+from execution.sandbox.e2b import E2BBackend, client_options
+from execution.services.sandbox_sessions import sessions
 from execution.services.tool_executor import ExecutionContext, ToolExecutor
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(120)]
@@ -43,7 +44,7 @@ def test_reap_sandboxes_kills_idle_sandboxes_and_the_next_run_gets_a_new_one(
     busy.refresh_from_db()
     assert idle.sandbox_id == "" and busy.sandbox_id
     with pytest.raises(NotFoundException):
-        sessions.call(sandbox_class().connect(old_sandbox))
+        sessions.call(E2BBackend().sdk_class.connect(old_sandbox))
     again = ToolExecutor().execute_code(
         code="print('fresh')", language="python", context=ExecutionContext(user=alice, thread=idle)
     )
@@ -135,14 +136,14 @@ def test_without_an_e2b_key_the_sdk_talks_to_sandboxd_and_with_one_to_e2b(settin
     settings.E2B_API_KEY = ""
     settings.SANDBOXD_URL = "http://127.0.0.1:4999"
     settings.SANDBOXD_API_KEY = "local-key"
-    assert sandbox_client_options() == {
+    assert client_options() == {
         "api_key": "local-key",
         "api_url": "http://127.0.0.1:4999",
         "sandbox_url": "http://127.0.0.1:4999",
     }
     settings.E2B_API_KEY = "e2b_test"
     settings.E2B_DOMAIN = "e2b.example.test"
-    assert sandbox_client_options() == {"api_key": "e2b_test", "domain": "e2b.example.test"}
-    bound = sandbox_class()._bound_api_params
+    assert client_options() == {"api_key": "e2b_test", "domain": "e2b.example.test"}
+    bound = E2BBackend().sdk_class._bound_api_params
     assert (bound["api_key"], bound["domain"]) == ("e2b_test", "e2b.example.test")
     assert "api_url" not in bound and "sandbox_url" not in bound

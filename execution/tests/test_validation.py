@@ -11,6 +11,7 @@ from execution.services.validation import (
     validate_language,
     validate_package_spec,
     validate_package_specs,
+    validate_path_fits,
     validate_timeout,
     validate_workspace_path,
 )
@@ -183,6 +184,33 @@ def test_it_refuses_empty_overlong_or_directory_only_paths(path: object) -> None
 def test_it_refuses_configured_suspicious_extensions_case_insensitively(path: str) -> None:
     error = rejection(validate_workspace_path, path, suspicious_extensions=[".exe", "bat", ".ps1"])
     assert error.code == "path_suspicious_extension"
+
+
+@pytest.mark.parametrize("path", ["x.exe.", "x.exe ", "x.bat..", "dir/x.EXE. .", "x.exe::$DATA"])
+def test_it_refuses_a_suspicious_extension_hidden_by_trailing_dots_spaces_or_a_stream(
+    path: str,
+) -> None:
+    error = rejection(validate_workspace_path, path, suspicious_extensions=[".exe", ".bat"])
+    assert error.code == "path_suspicious_extension"
+
+
+def test_it_refuses_a_name_over_255_bytes_even_when_it_is_under_255_characters() -> None:
+    name = "é" * 128  # 128 characters, 256 bytes in UTF-8
+    assert validate_workspace_path("é" * 127) == "é" * 127
+    error = rejection(validate_workspace_path, f"dir/{name}")
+    assert (error.code, error.status) == ("path_invalid", 400)
+    assert "255 bytes" in error.message
+
+
+def test_it_refuses_a_path_or_code_with_a_lone_surrogate_with_a_typed_error() -> None:
+    assert rejection(validate_workspace_path, "a\ud800.txt").code == "path_invalid"
+    assert rejection(validate_code, "print('\udfff')", max_bytes=1000).code == "code_invalid"
+
+
+def test_it_refuses_a_path_that_needs_a_stored_file_to_be_a_directory_or_the_reverse() -> None:
+    assert validate_path_fits("a/b", conflicts=[]) == "a/b"
+    error = rejection(validate_path_fits, "a/b", conflicts=["a"])
+    assert (error.code, error.details["conflicts"]) == ("path_conflict", ["a"])
 
 
 def test_it_accepts_extensions_that_are_not_configured_as_suspicious() -> None:

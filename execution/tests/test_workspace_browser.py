@@ -121,6 +121,18 @@ class Watch:
     def csp_violations(self) -> list[str]:
         return [m for m in self.messages if "Content Security Policy" in m]
 
+    def accept_blocked_event_handlers(self) -> int:
+        """Forget the CSP's reports of inline event handlers it blocked, and count them.
+
+        Hostile output (an `<img onerror>` in a run's HTML or Markdown) is sanitised before
+        it reaches the page, but Chromium reports the handler as blocked as soon as the
+        sanitiser parses it in its inert document: that report is the policy working. A test
+        that plants such a handler calls this; every other CSP report still fails a test.
+        """
+        blocked = [m for m in self.csp_violations() if "inline event handler" in m]
+        self.messages = [m for m in self.messages if m not in blocked]
+        return len(blocked)
+
 
 @pytest.fixture
 def watch() -> Watch:
@@ -246,7 +258,7 @@ def test_a_person_creates_a_thread_types_code_and_watches_the_output_stream_in(
     expect(run_status(page)).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
     expect(output.locator(".stdout").last).to_contain_text("tick 2")
     expect(output.locator(".stderr")).to_have_text("to stderr\n")
-    expect(output.locator(".duration")).to_have_text(re.compile(r"^\d+ ms$"))
+    expect(output.locator(".duration")).to_have_text(re.compile(r"^(\d+ ms|\d+\.\d+ s)$"))
     expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     # The history got the run.
     expect(page.locator("#history .run-row")).to_have_count(1)
@@ -388,7 +400,9 @@ def test_after_a_reload_the_history_shows_the_runs_and_loads_their_code(
 
     runs.last.get_by_role("link").click()
     expect(page.locator("#output .stdout")).to_have_text("first run\n")
-    page.get_by_role("button", name="Load code into editor").click()
+    page.get_by_role("button", name="Open code in a new tab").click()
+    # A new tab: the text being edited before is still there, in its own tab.
+    expect(page.locator("#tabs .tab")).to_have_count(2)
     assert editor_value(page) == "print('first run')\n"
     expect(page.locator("#language")).to_have_value("python")
     screenshot(page, "06-history")
@@ -422,23 +436,20 @@ def test_no_script_in_a_runs_html_output_runs_in_the_page(
         "  '<script>window.parent.pwned = 1; parent.document.title = \"pwned\";</script>'\n"
         "  '<img src=x onerror=\"window.parent.pwned = 2\">'))\n",
     )
-    frame_element = page.locator("#output iframe.result-html")
-    expect(frame_element).to_have_attribute("sandbox", "")
-    # The HTML itself is rendered...
-    expect(page.frame_locator("#output iframe.result-html").locator("#cell")).to_have_text(
-        "rendered"
-    )
-    # ...but neither its <script> nor its event handler ran, here or in the frame.
+    # The HTML itself is rendered, sanitised, in the page (a table sized to its content)...
+    cell = page.locator("#output .result-html-inline #cell")
+    expect(cell).to_have_text("rendered")
+    # ...but neither its <script> nor its event handler survived or ran.
+    expect(page.locator("#output .result-html-inline script")).to_have_count(0)
+    expect(page.locator("#output .result-html-inline [onerror]")).to_have_count(0)
     assert page.evaluate("typeof window.pwned") == "undefined"
     assert page.title() == title
-    assert any("sandboxed" in message and "allow-scripts" in message for message in watch.messages)
 
-    # The same run reopened from the history (rendered by the server) is just as inert.
+    # The same run reopened from the history is just as inert.
     page.locator("#history .run-row").first.get_by_role("link").click()
-    expect(page.frame_locator("#output iframe.result-html").locator("#cell")).to_have_text(
-        "rendered"
-    )
+    expect(page.locator("#output .result-html-inline #cell")).to_have_text("rendered")
     assert page.evaluate("typeof window.pwned") == "undefined"
+    assert watch.accept_blocked_event_handlers() >= 1
     screenshot(page, "07-html-output")
 
 

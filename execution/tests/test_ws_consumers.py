@@ -252,6 +252,59 @@ async def test_it_answers_cancel_of_an_execution_of_another_thread_with_not_foun
     assert not elsewhere.cancel_requested
 
 
+async def test_it_answers_cancel_of_another_users_run_as_not_found_and_audits_it(
+    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser, charlie: AbstractBaseUser
+) -> None:
+    charlies_thread = await Thread.objects.acreate(owner=charlie, title="charlie's")
+    theirs = await Execution.objects.acreate(
+        user=charlie, thread=charlies_thread, language="python", code="1"
+    )
+    answer = await reply(alices_socket, {"type": "cancel", "execution_id": str(theirs.id)})
+    assert answer["error"]["code"] == "execution_not_found"
+    await theirs.arefresh_from_db()
+    assert not theirs.cancel_requested
+    event = await SecurityEvent.objects.aget(user=alice, code="execution_not_owned")
+    assert (event.source, event.details["object_id"]) == (Source.WEBSOCKET, str(theirs.id))
+
+
+async def test_json_nested_100000_deep_is_a_typed_refusal_and_the_socket_stays_usable(
+    alices_socket: WebsocketCommunicator,
+) -> None:
+    answer = await reply(alices_socket, "[" * 100_000 + "]" * 100_000)
+    assert answer["error"]["code"] == "invalid_json"
+    nested = {"type": "execute", "code": "1", "language": "python", "x": []}
+    for _ in range(100):
+        nested = {"a": nested}
+    assert (await reply(alices_socket, nested))["error"]["code"] == "invalid_json"
+    # The socket still answers.
+    assert (await reply(alices_socket, {"type": "nope"}))["error"]["code"] == "unknown_type"
+
+
+async def test_code_with_a_lone_surrogate_is_a_typed_refusal_not_an_internal_error(
+    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser
+) -> None:
+    frame = '{"type": "execute", "code": "print(\'\\ud800\')", "language": "python"}'
+    answer = await reply(alices_socket, frame)
+    assert answer["error"]["code"] == "code_invalid"
+    # The refusal is on record, with the code as it came.
+    rejected = await Execution.objects.aget(user=alice, status=Execution.Status.REJECTED)
+    assert rejected.code == "print('\ud800')"
+
+
+async def test_a_flood_of_refused_frames_writes_one_audit_row_per_refusal_with_its_count(
+    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser, settings: Any
+) -> None:
+    settings.EXECUTION_THROTTLE_RATE = "5/minute"
+    await sync_to_async(cache.clear)()
+    frame = {"type": "execute", "code": "print(1)", "language": "cobol"}
+    for _ in range(60):
+        await reply(alices_socket, frame)
+    events = await sync_to_async(list)(SecurityEvent.objects.filter(user=alice))
+    counts = {event.code: event.count for event in events}
+    # Five runs got as far as validation, the other 55 met the rate limit: two rows.
+    assert counts == {"unsupported_language": 5, "throttled": 55}
+
+
 async def test_it_forwards_the_events_of_its_thread_and_no_other(
     alices_socket: WebsocketCommunicator, alice: AbstractBaseUser, alices_thread: Thread
 ) -> None:

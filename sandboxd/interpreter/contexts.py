@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sandboxd import prometheus
 from sandboxd.interpreter import events
 from sandboxd.logs import untrusted
 
@@ -207,7 +208,9 @@ class KernelContext(ABC):
             if self.alive:
                 return
             if self._start_task is None or self._start_task.done():
-                self._start_task = asyncio.create_task(self._start())
+                self._start_task = asyncio.create_task(
+                    prometheus.timed_kernel_start(self.language, self._start())
+                )
             task = self._start_task
             try:
                 # shield: a client giving up must not cancel a start others may be waiting on.
@@ -274,6 +277,14 @@ class KernelContext(ABC):
     @abstractmethod
     async def run(self, code: str, env_vars: Mapping[str, str], emit: Emit) -> None:
         """Run one cell (the caller holds `lock`), emitting its events; see the module doc."""
+
+    # Whether the next cell may ask for input (set by the service per run, under `lock`).
+    stdin_allowed = False
+
+    async def send_input(self, value: str) -> None:
+        """Answer the running cell's pending input request; ContextError when none is
+        pending (kernels without stdin never have one)."""
+        raise ContextError("no_input_requested", "no cell of this context is waiting for input")
 
     @abstractmethod
     async def interrupt(self) -> None:

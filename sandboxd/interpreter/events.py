@@ -84,6 +84,19 @@ def result(bundle: Mapping[str, Any], *, is_main_result: bool) -> Event:
     return event
 
 
+# A cell waiting in input() (Python): sent as a `result` whose only content is this MIME type
+# under `extra`, the one event shape the SDK passes on whole (it drops unknown event types).
+# Only runs that asked for stdin (see service.STDIN_ENV) ever get one.
+INPUT_REQUEST_MIME = "application/vnd.sandboxd.input-request+json"
+
+
+def input_request(prompt: str, password: bool) -> Event:
+    """The event of a cell waiting for a line of input; answer it with POST .../input."""
+    return result(
+        {INPUT_REQUEST_MIME: {"prompt": prompt, "password": password}}, is_main_result=False
+    )
+
+
 def encode(event: Event) -> bytes:
     """One event as a line of the streamed body (compact JSON, UTF-8, newline-terminated)."""
     text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)

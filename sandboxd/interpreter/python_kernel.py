@@ -183,6 +183,8 @@ class PythonContext(ProcessKernelContext):
         self._monitors: list[zmq.asyncio.Socket] = []
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._run: _Run | None = None
+        # The running cell's input_request waiting for its reply: (its header, prompt, password).
+        self._input_pending: tuple[dict[str, Any], str, bool] | None = None
         self._connection_dropped = False
         self._start_trace = StartTrace()
 
@@ -253,6 +255,7 @@ class PythonContext(ProcessKernelContext):
             ("shell", zmq.DEALER),
             ("iopub", zmq.SUB),
             ("control", zmq.DEALER),
+            ("stdin", zmq.DEALER),
         ):
             try:
                 path = kdir.checked_socket_path(f"{_SOCKET_PREFIX}-{_PORTS[channel]}", jail.uid)
@@ -264,6 +267,10 @@ class PythonContext(ProcessKernelContext):
             # The kernel is the sandbox's code: bound what one message can make us allocate
             # (a larger one drops the connection; the run then ends by interrupt/restart).
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            if channel in ("shell", "stdin"):
+                # The kernel routes a cell's input_request to the stdin socket whose identity
+                # is that of the shell socket that sent the cell (as jupyter_client does).
+                sock.setsockopt(zmq.IDENTITY, self._session.bsession)
             if kind == zmq.SUB:
                 # PUB/SUB drops messages only at the publisher's queue, which the kernel makes
                 # deep (a burst of prints on a busy machine once lost output and the `idle`
@@ -275,6 +282,7 @@ class PythonContext(ProcessKernelContext):
         self._tasks.append(asyncio.create_task(self._read_iopub()))
         self._tasks.append(asyncio.create_task(self._read_replies("shell")))
         self._tasks.append(asyncio.create_task(self._read_replies("control")))
+        self._tasks.append(asyncio.create_task(self._read_stdin()))
         for channel in ("shell", "iopub"):
             # A fresh inproc address each time: pyzmq's default is derived from a file
             # descriptor number, which a closed socket's successor may reuse.
@@ -405,6 +413,45 @@ class PythonContext(ProcessKernelContext):
                 run.held = False
                 run.last_message = loop.time()
 
+    async def _read_stdin(self) -> None:
+        """The kernel asks for a line of input (input(), getpass): tell the client, keep the
+        request until POST .../input answers it (send_input) or the cell ends."""
+        while True:
+            try:
+                msg = await self._recv("stdin")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.debug("context %s: bad stdin message", self.id, exc_info=True)
+                continue
+            run = self._run
+            if (
+                run is None
+                or msg.get("msg_type") != "input_request"
+                or msg.get("parent_header", {}).get("msg_id") != run.msg_id
+            ):
+                continue
+            content = msg.get("content", {})
+            prompt, password = str(content.get("prompt", "")), bool(content.get("password"))
+            self._input_pending = (msg["header"], prompt, password)
+            run.last_message = asyncio.get_running_loop().time()
+            run.emit(events.input_request(prompt, password))
+
+    async def send_input(self, value: str) -> None:
+        pending, run = self._input_pending, self._run
+        if pending is None or run is None:
+            await super().send_input(value)
+            return
+        header, prompt, password = pending
+        self._input_pending = None
+        sock = self._sockets.get("stdin")
+        if sock is None or self._session is None:
+            raise ContextError("kernel_died", "the kernel stopped before the input was sent")
+        self._session.send(sock, "input_reply", {"value": value}, parent=header)
+        # The prompt and the answer go into the output as a terminal shows them (a password
+        # is not shown).
+        run.emit(events.stream("stdout", f"{prompt}{'' if password else value}\n"))
+
     def _dispatch(self, run: _Run, msg: dict[str, Any]) -> None:
         msg_type = msg["msg_type"]
         content = msg["content"]
@@ -453,7 +500,7 @@ class PythonContext(ProcessKernelContext):
                 "silent": False,
                 "store_history": True,
                 "user_expressions": {},
-                "allow_stdin": False,
+                "allow_stdin": self.stdin_allowed,
                 "stop_on_error": True,
             },
         )
@@ -463,6 +510,7 @@ class PythonContext(ProcessKernelContext):
         try:
             await self._until_over(run, reply)
         finally:
+            self._input_pending = None
             if self._run is run:
                 self._run = None
             self._replies.pop(msg_id, None)

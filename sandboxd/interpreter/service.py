@@ -10,6 +10,9 @@ SP's server has already checked the tokens and found the sandbox; it hands every
   The client closing the connection interrupts the run; the context stays usable.
 * ``POST /contexts`` ``{language?, cwd?}`` → ``{id, language, cwd}``; ``GET /contexts``;
   ``POST /contexts/{id}/restart``; ``DELETE /contexts/{id}`` (404 when unknown).
+* Ours, beyond E2B: a run whose ``env_vars`` hold ``SANDBOXD_ALLOW_STDIN=1`` may call
+  ``input()`` (Python); the cell then sends an input-request event (``events.input_request``)
+  and waits for ``POST /contexts/{id}/input`` ``{value}`` (204; 409 when nothing waits).
 
 Errors are JSON ``{"code": <http status>, "error": <stable code>, "message": …}``.
 """
@@ -43,6 +46,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 5.0
+# The /execute env var by which a client asks that the cell may call input() (it answers
+# with POST /contexts/{id}/input); without it input() fails at once, as on E2B.
+STDIN_ENV = "SANDBOXD_ALLOW_STDIN"
+# One line of input, at most (characters).
+MAX_INPUT_CHARS = 64 * 1024
 # How often a quiet run checks whether its client went away (aiohttp does not cancel the
 # handler on disconnect unless the server asks it to; both cases are handled).
 DISCONNECT_POLL_SECONDS = 0.1
@@ -211,6 +219,10 @@ def _check_env_mapping(value: Any, field: str) -> dict[str, str]:
     return checked
 
 
+# Languages whose default context a pooled sandbox starts ahead of its first run.
+WARM_LANGUAGES = ("python", "javascript")
+
+
 class Interpreter:
     """The contexts of one sandbox and the HTTP API over them (see the module doc)."""
 
@@ -225,8 +237,11 @@ class Interpreter:
     # --- the Python API (SP's pool and lifecycle) ---------------------------------------
 
     async def warm(self) -> None:
-        """Start the default Python context so the first run finds a live kernel."""
-        await self._default_context("python")
+        """Start the default Python and JavaScript contexts, one after the other, so the first
+        run of either finds a live kernel (clients such as AtlasChat run a new thread's code in
+        the default contexts: no kernel start on their request path)."""
+        for language in WARM_LANGUAGES:
+            await self._default_context(language)
 
     async def set_envs(self, envs: Mapping[str, str]) -> None:
         """Sandbox-level variables: applied to the live contexts and every later one."""
@@ -324,11 +339,33 @@ class Interpreter:
                 ctx = self._context(parts[1])
                 await ctx.restart()
                 return web.json_response(ctx.describe())
+            if len(parts) == 3 and parts[0] == "contexts" and parts[2] == "input":
+                if method != "POST":
+                    raise RequestError(405, "method_not_allowed", "POST a line of input")
+                return await self._send_input(request, self._context(parts[1]))
             raise RequestError(404, "not_found", f"no route {method} {path}")
         except RequestError as exc:
             return _error_response(exc.status, exc.code, exc.message)
         except ContextError as exc:
             return _error_response(500, exc.code, exc.message)
+
+    async def _send_input(self, request: web.Request, ctx: KernelContext) -> web.Response:
+        """`POST /contexts/{id}/input {"value"}`: the answer to the running cell's input();
+        409 when no cell of the context waits for one. Not behind the context's lock, which
+        the waiting cell holds."""
+        body = await self._json_body(request)
+        value = body.get("value")
+        if not isinstance(value, str) or len(value) > MAX_INPUT_CHARS:
+            raise RequestError(
+                400, "invalid_argument", f"value must be a string of at most {MAX_INPUT_CHARS}"
+            )
+        try:
+            await ctx.send_input(value)
+        except ContextError as exc:
+            if exc.code == "no_input_requested":
+                raise RequestError(409, exc.code, exc.message) from exc
+            raise
+        return web.Response(status=204)
 
     def _context(self, ctx_id: str) -> KernelContext:
         ctx = self._contexts.get(ctx_id)
@@ -380,6 +417,9 @@ class Interpreter:
                 400, "invalid_argument", "give context_id or language, not both at once"
             )
         env_vars = _check_env_mapping(body.get("env_vars"), "env_vars")
+        # A client that will answer input() says so with this reserved variable (the SDK's
+        # run_code sends nothing else of ours); it is taken out, never set in the kernel.
+        allow_stdin = env_vars.pop(STDIN_ENV, "") == "1"
         if context_id:
             ctx = self._context(context_id)
         else:
@@ -395,7 +435,9 @@ class Interpreter:
         await response.prepare(request)
         queue = EventPipe()
         running = asyncio.Event()
-        task = asyncio.create_task(self._run_locked(ctx, code, env_vars, queue, running))
+        task = asyncio.create_task(
+            self._run_locked(ctx, code, env_vars, queue, running, allow_stdin=allow_stdin)
+        )
         try:
             await self._stream(request, response, queue)
         except (asyncio.CancelledError, ConnectionError):
@@ -420,10 +462,13 @@ class Interpreter:
         env_vars: Mapping[str, str],
         queue: EventPipe,
         running: asyncio.Event,
+        *,
+        allow_stdin: bool = False,
     ) -> None:
         try:
             async with ctx.lock:
                 running.set()
+                ctx.stdin_allowed = allow_stdin
                 await ctx.run(code, env_vars, queue)
         except ContextError as exc:
             queue(events.error("KernelUnavailable", exc.message, ""))

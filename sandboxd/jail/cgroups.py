@@ -24,6 +24,9 @@ from sandboxd.jail.types import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "pids", "cpu")
+# v1 only: CPU time is counted by cpuacct, which may be mounted apart from cpu (it is on this
+# kind of machine). It limits nothing, so a host without it only loses the CPU reading.
+V1_ACCOUNTING = "cpuacct"
 CPU_PERIOD_US = 100_000
 TRACKING = "tracking"  # v2: the sandbox's cgroup itself, whatever controllers it has
 
@@ -187,6 +190,12 @@ class CgroupV1(CgroupBackend):
                 self.problems.append(f"cannot create {parent}: {exc.strerror}")
                 continue
             self.parents[controller] = parent
+        mount = _v1_mount(V1_ACCOUNTING)
+        if mount is not None:
+            parent = mount / own.get(V1_ACCOUNTING, "/").lstrip("/") / self.parent
+            with contextlib.suppress(OSError):
+                parent.mkdir(exist_ok=True)
+                self.parents[V1_ACCOUNTING] = parent
 
     def create(self, name: str, limits: Limits) -> Cgroup:
         dirs: dict[str, Path] = {}

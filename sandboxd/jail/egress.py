@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sandboxd import prometheus
 from sandboxd.logs import RefusalSummary
 
 log = logging.getLogger("sandboxd.egress")
@@ -222,9 +223,11 @@ class EgressProxy:
             return
         if not self.allowed.permits(host, port):
             self.refused += 1
+            prometheus.count_egress(allowed=False)
             self.summary.refused(target)
             await _answer(writer, 403, "Forbidden: not a package index of this host")
             return
+        prometheus.count_egress(allowed=True)
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(host, port), CONNECT_TIMEOUT
         )

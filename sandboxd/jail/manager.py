@@ -310,7 +310,7 @@ class Jail:
 
     @property
     def cgroup(self) -> Cgroup:
-        """The sandbox's cgroup (read by sandboxd.metrics)."""
+        """The sandbox's cgroup (read by sandboxd.metrics and sandboxd.prometheus)."""
         return self._cgroup
 
     def host_pids(self) -> list[int]:

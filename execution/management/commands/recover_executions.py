@@ -1,9 +1,12 @@
-"""`manage.py recover_executions`: run once when the server starts, before it serves.
+"""`manage.py recover_executions`: recover the work of server processes that are gone.
 
-An execution that is still `queued` or `running` in the database when a server starts was
-being run by a process that is gone (crash, kill, reboot): nothing will ever finish it. It is
-marked `error` with the code `server_restarted`, so the history tells the truth and the
-concurrency caps (which count active runs) are not held by ghosts.
+Run once when the server starts, before it serves (scripts/run.sh): an execution or package
+install still `queued` or `running` whose worker is dead (its lease ran out, or its process on
+this host no longer exists) or unknown was being run by a process that is gone (crash, kill,
+reboot): nothing will ever finish it. Executions become `error` with the code
+`server_restarted`, installs `failed`, so the history tells the truth and the caps are not held
+by ghosts. Work of live workers (another server process on the same database) is left alone;
+while servers run, each of them does the same at every heartbeat (execution/services/workers.py).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from execution.services.runs import mark_interrupted_executions
+from execution.services.workers import recover_dead_workers
 
 
 class Command(BaseCommand):
-    help = "Mark executions left queued or running by a stopped server as `error`."
+    help = "Mark executions and installs left unfinished by stopped server processes."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        count = mark_interrupted_executions()
-        self.stdout.write(f"marked {count} interrupted execution(s) as error")
+        recovery = recover_dead_workers(include_unowned=True)
+        self.stdout.write(
+            f"marked {recovery.executions} interrupted execution(s) as error and "
+            f"{recovery.installs} interrupted install(s) as failed"
+        )
