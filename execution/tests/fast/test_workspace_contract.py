@@ -205,3 +205,37 @@ async def test_a_shell_that_exits_by_itself_ends_the_terminal_as_exited(
     assert await terminal_socket.receive_json_from(timeout=10) == {"type": "exit"}
     record = await TerminalSession.objects.aget()
     assert record.end_reason == "exited" and record.ended_at is not None
+
+
+async def test_a_page_that_reloads_while_input_waits_gets_each_line_once(
+    page: ExecutionContext, alice: Any, memory_sandboxes: MemoryBackend
+) -> None:
+    memory_sandboxes.script = ask_name
+    executor = ToolExecutor()
+    execution = await sync_to_async(executor.start_execution)(
+        code="input()", language="python", context=page
+    )
+    token = (await sync_to_async(bearer_headers_for)(alice))["Authorization"]
+    # The reloaded page follows the run on its own socket, as workspace.js does.
+    socket = WebsocketCommunicator(
+        application,
+        f"/ws/executions/{execution.id}/",
+        headers=[ORIGIN, (b"authorization", token.encode())],
+    )
+    connected, _ = await socket.connect(timeout=10)
+    assert connected
+    frames: list[dict[str, Any]] = []
+    try:
+        while not any(f["type"] == "input_request" for f in frames):
+            frames.append(await socket.receive_json_from(timeout=20))
+        await sync_to_async(executor.send_run_input)(
+            execution_id=execution.id, value="Ada", user=alice
+        )
+        while frames[-1]["type"] != "done":
+            frames.append(await socket.receive_json_from(timeout=20))
+    finally:
+        await socket.disconnect()
+        await sync_to_async(connections.close_all)()
+    printed = "".join(f["text"] for f in frames if f["type"] == "stdout")
+    assert printed == "start\nName: Ada\nhello Ada\n"
+    assert [f["type"] for f in frames].count("input_request") == 1
