@@ -300,16 +300,14 @@ class ExecutionAdmin(StaffReadOnlyAdmin):
 
     @admin.display(description="error")
     def error_block(self, execution: Execution) -> SafeString:
-        error = execution.error
+        error = execution.error_data  # parsed in one place: models.parse_run_error
         if not error:
             return _pre("")
-        if not isinstance(error, dict):
-            return _json_pre(error)
         # A code error: {"name", "value", "traceback"}; a rejection: {"code", "message"}.
         heading = ": ".join(
-            str(error[key]) for key in ("name", "value", "code", "message") if error.get(key)
+            error[key] for key in ("name", "value", "code", "message") if error.get(key)
         )
-        traceback = error.get("traceback") or ""
+        traceback = error.get("traceback", "")
         if isinstance(traceback, list):
             traceback = "\n".join(str(line) for line in traceback)
         return format_html("<strong>{}</strong>{}", heading, _pre(strip_ansi(str(traceback))))

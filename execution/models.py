@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -90,6 +90,58 @@ class LosslessJSONField(models.JSONField):
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         return _map_strings(super().from_db_value(value, expression, connection), unescape_text)
+
+
+# --- what the JSON columns of a run hold, parsed in one place ---------------------------------
+
+
+class RunError(TypedDict, total=False):
+    """`Execution.error`: what the code raised (`name`, `value`, `traceback`; `code` too when
+    the service ended the run), or for a refused run its `code` and `message`."""
+
+    name: str
+    value: str
+    traceback: str
+    code: str
+    message: str
+
+
+class RunDetails(TypedDict, total=False):
+    """`Execution.details`: facts about the run beyond its output (all optional)."""
+
+    reason: str  # why the sandbox service failed it
+    restored: dict[str, Any]  # what a new sandbox got back (files, packages, failures)
+    file_sync: dict[str, Any]  # files synced back after the run, and those skipped
+
+
+_RUN_ERROR_KEYS = ("name", "value", "traceback", "code", "message")
+
+
+def parse_run_error(value: Any) -> RunError | None:
+    """`Execution.error` as a RunError (its text fields as str), or None when there is none.
+    Rows written by older code may hold other shapes: anything else is kept as its text."""
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        return RunError(message=str(value))
+    parsed = RunError()
+    for key in _RUN_ERROR_KEYS:
+        if value.get(key) not in (None, ""):
+            parsed[key] = str(value[key])  # type: ignore[literal-required]
+    return parsed
+
+
+def parse_run_details(value: Any) -> RunDetails:
+    """`Execution.details` as RunDetails (an empty one for anything that is not a dict)."""
+    if not isinstance(value, dict):
+        return RunDetails()
+    parsed = RunDetails()
+    if isinstance(value.get("reason"), str):
+        parsed["reason"] = value["reason"]
+    for key in ("restored", "file_sync"):
+        if isinstance(value.get(key), dict):
+            parsed[key] = value[key]
+    return parsed
 
 
 class Language(models.TextChoices):
@@ -270,6 +322,16 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.language} run {self.id} ({self.status})"
+
+    @property
+    def error_data(self) -> RunError | None:
+        """The error column, parsed (see RunError)."""
+        return parse_run_error(self.error)
+
+    @property
+    def details_data(self) -> RunDetails:
+        """The details column, parsed (see RunDetails)."""
+        return parse_run_details(self.details)
 
     @property
     def is_final(self) -> bool:

@@ -48,6 +48,7 @@ from execution.models import (
     Execution,
     Language,
     PackageInstall,
+    RunError,
     Source,
     Thread,
     WorkspaceFile,
@@ -559,7 +560,7 @@ def present_result(result: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "text", "text": ""}
 
 
-def present_error(error: dict[str, Any] | None) -> dict[str, str] | None:
+def present_error(error: RunError | None) -> dict[str, str] | None:
     """A run's error as name, message and traceback (a refusal has code and message)."""
     if not error:
         return None
@@ -614,8 +615,8 @@ def run_detail(
             "thread": thread,
             "run": execution,
             "results": [present_result(result) for result in execution.results or []],
-            "run_error": present_error(execution.error),
-            "skipped_files": (execution.details or {}).get("file_sync", {}).get("skipped", []),
+            "run_error": present_error(execution.error_data),
+            "skipped_files": execution.details_data.get("file_sync", {}).get("skipped", []),
             # The partial goes into a workspace's output pane, where the editor is at hand.
             "in_workspace": bool(request.htmx),
         },

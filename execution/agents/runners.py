@@ -122,11 +122,11 @@ def render_execution(execution: Execution) -> str:
             shown.insert(0, str(item["text"]))
         if shown:
             parts.append("result:\n" + "\n".join(shown))
-    error = execution.error or {}
+    error = execution.error_data
     if error:
         if "name" in error:
-            traceback = strip_ansi(str(error.get("traceback") or "")).strip()
-            parts.append(f"error: {error.get('name')}: {error.get('value')}")
+            traceback = strip_ansi(error.get("traceback", "")).strip()
+            parts.append(f"error: {error.get('name')}: {error.get('value', '')}")
             if traceback:
                 parts.append(f"traceback:\n{traceback}")
         else:

@@ -89,15 +89,15 @@ def sandbox_unavailable(reason: str) -> ToolError:
 def execution_failure(execution: Execution) -> ToolError:
     """The one mapping of a run that ended `error` (the sandbox failed, not the code) to what
     a waiting caller gets: 503 with the run's own code and message and a Retry-After."""
-    error = execution.error or {}
+    error = execution.error_data or {}
     return ToolError(
-        str(error.get("code") or "sandbox_unavailable"),
-        str(error.get("value") or error.get("message") or "The sandbox service failed."),
+        error.get("code") or "sandbox_unavailable",
+        error.get("value") or error.get("message") or "The sandbox service failed.",
         503,
         {
             "execution_id": str(execution.id),
             "thread_id": str(execution.thread_id),
-            "reason": public_reason(str((execution.details or {}).get("reason", ""))),
+            "reason": public_reason(execution.details_data.get("reason", "")),
         },
         headers={"Retry-After": str(SANDBOX_RETRY_AFTER)},
     )

@@ -4,7 +4,7 @@ ToolExecutor (tool_executor.py), which is the only intended caller.
 * `ExecutionRunner` takes the thread's sandbox and context, marks the row `running`, streams the
   run through the SDK on the service loop and stores and publishes what comes (`EventSink`),
   syncs files back and writes the final status.
-* `EventSink` keeps the contract of notes/execution-contract.md: every batch of events is
+* `EventSink` keeps the stream's contract (README, Websocket protocol): every batch of events is
   stored with `last_seq` in one UPDATE and only then published, seq increasing by one per event.
 * Runs of this process are registered (`active_run`), so a cancel or a wait reaches them.
 """

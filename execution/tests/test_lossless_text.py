@@ -71,7 +71,9 @@ def test_output_appended_batch_by_batch_is_stored_exactly_and_published_as_print
     publisher = RecordingPublisher()
     sink = EventSink(run, publisher)
     sink.output([("stdout", AWKWARD[:5]), ("stderr", "\ud83d")])
+    sink.flush()
     sink.output([("stdout", AWKWARD[5:]), ("result", {"text": "\x00"})])
+    sink.flush()
     stored = Execution.objects.get(pk=run.pk)
     assert stored.stdout == AWKWARD
     assert stored.stderr == "\ud83d"

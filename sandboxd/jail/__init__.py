@@ -1,6 +1,7 @@
 """sandboxd's isolation layer: one bubblewrap per sandbox with the agent as its pid 1.
 
-The public API (the contract in notes/sandboxd-contract.md) is re-exported here.
+The public API (its contract is in the docstrings of manager.py and types.py) is
+re-exported here.
 """
 
 from __future__ import annotations
