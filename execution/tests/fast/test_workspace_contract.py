@@ -130,11 +130,16 @@ def test_an_installs_log_is_stored_while_it_runs_and_whole_when_it_ends(
 
     memory_sandboxes.command_script = slow_install
     done: list[PackageInstall] = []
-    worker = threading.Thread(
-        target=lambda: done.append(
-            ToolExecutor().install_packages(packages=["numpy"], language="python", context=ctx)
-        )
-    )
+
+    def install() -> None:
+        try:
+            done.append(
+                ToolExecutor().install_packages(packages=["numpy"], language="python", context=ctx)
+            )
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    worker = threading.Thread(target=install)
     worker.start()
     try:
         running = until(
@@ -146,7 +151,6 @@ def test_an_installs_log_is_stored_while_it_runs_and_whole_when_it_ends(
     finally:
         release.set()
         worker.join(30)
-        connections.close_all()
     (install,) = done
     assert install.status == PackageInstall.Status.SUCCEEDED
     assert install.log.endswith("Collecting numpy\nSuccessfully installed numpy\n")
