@@ -61,6 +61,7 @@ BENCH_SERVER_ENV = {
     "EXECUTION_GLOBAL_CONCURRENCY": "64",
     "EXECUTION_THROTTLE_RATE": "100000/minute",
     "INSTALL_THROTTLE_RATE": "100000/minute",
+    "SANDBOX_GLOBAL_LIMIT": "64",
 }
 
 # What _setup_django changes in this process's environment (restored after the run).

@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "run_path.collapsed"
 CLIENTS = 8
 RUNS_PER_CLIENT = 60
-SERVER_ENV = {"EXECUTION_USER_CONCURRENCY": "64", "EXECUTION_THROTTLE_RATE": "100000/minute"}
+SERVER_ENV = {
+    "EXECUTION_USER_CONCURRENCY": "64",
+    "EXECUTION_THROTTLE_RATE": "100000/minute",
+    "SANDBOX_GLOBAL_LIMIT": "32",
+}
 
 # First matching frame (innermost first) decides a sample's part of the path.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -121,6 +121,8 @@ class EventSink:
         self.details_changed = False
         # Events stored but not published yet (always published after what came before).
         self.unpublished: list[dict[str, Any]] = list(stored or [])
+        # Whether `execution` (the in-memory row) holds what finish() stored.
+        self.row_current = False
         # monotonic time of the oldest event not yet published (None: nothing pending)
         self.pending_since: float | None = time.monotonic() if self.unpublished else None
 
@@ -184,6 +186,7 @@ class EventSink:
         if not updated:
             return False
         self.execution.status, self.execution.started_at = Status.RUNNING, now
+        self.execution.last_seq = self.seq + 1
         self.unpublished.append(self._event("status", status=Status.RUNNING))
         return True
 
@@ -252,12 +255,16 @@ class EventSink:
         if self.ordered:
             # Appended in the same UPDATE as the output it orders: a reader never sees one
             # without the other.
+            tokens = output_order_tokens(self.ordered)
             update["output_order"] = Concat(
-                F("output_order"), Value(output_order_tokens(self.ordered)),
-                output_field=TextField(),
-            )  # fmt: skip
+                F("output_order"), Value(tokens), output_field=TextField()
+            )
+            self.execution.output_order += tokens
         if self.details_changed:
             self.execution.details = update["details"] = dict(self.details)
+        # The in-memory row follows what is written, so a caller holding it needs no re-read.
+        self.execution.stdout += self.appended["stdout"]
+        self.execution.stderr += self.appended["stderr"]
         self.appended = {"stdout": "", "stderr": ""}
         self.results_changed = self.error_changed = self.truncated_changed = False
         self.ordered = []
@@ -269,6 +276,7 @@ class EventSink:
         update = self._take_changes()
         if update or self.unsaved:
             Execution.objects.filter(pk=self.execution.pk).update(last_seq=self.seq, **update)
+            self.execution.last_seq = self.seq
             self.unpublished.extend(self.unsaved)
             self.unsaved = []
         self._publish()
@@ -321,12 +329,17 @@ class EventSink:
             **(usage.as_fields() if usage is not None else {}),
         )  # fmt: skip
         if updated:
-            self.unpublished.extend(self.unsaved)
-            self.execution.status, self.execution.duration_ms = status, duration_ms
-            self.execution.error, self.execution.details = self.error, merged
+            row = self.execution
+            row.status, row.finished_at, row.duration_ms, row.exit_code = (
+                status, now, duration_ms, exit_code,
+            )  # fmt: skip
+            row.truncated, row.details, row.last_seq = self.truncated, merged, self.seq
+            row.error, row.results = self.error, list(self.results)
             if usage is not None:
-                self.execution.cpu_time_ms = usage.cpu_time_ms
-                self.execution.memory_peak_bytes = usage.memory_peak_bytes
+                row.cpu_time_ms = usage.cpu_time_ms
+                row.memory_peak_bytes = usage.memory_peak_bytes
+            self.row_current = True
+            self.unpublished.extend(self.unsaved)
         self.unsaved = []
         self._publish()
         if updated:
@@ -480,12 +493,20 @@ class ExecutionRunner:
     ) -> None:
         self.execution_id = execution_id
         self.publisher = publisher
+        # The sink of the run, once it started (tells whether the caller's row is current).
+        self.sink: EventSink | None = None
         # The run's `execution` event, when the caller left it to go out with the first batch.
         self.accepted = [accepted] if accepted is not None else []
         # The row just created by the caller (inline runs), to save reading it back.
         self.execution = execution
         # The workspace listing taken right after the run.
         self.listing: list[FileEntry] | None = None
+
+    @property
+    def row_current(self) -> bool:
+        """Whether the row given to the constructor now holds the run's final state (as
+        stored), so the caller need not read it again."""
+        return self.execution is not None and self.sink is not None and self.sink.row_current
 
     def run(self) -> None:
         handle = register_run(self.execution_id)
@@ -509,7 +530,7 @@ class ExecutionRunner:
             pk=self.execution_id
         )
         thread = execution.thread
-        sink = EventSink(execution, self.publisher, stored=self.accepted)
+        sink = self.sink = EventSink(execution, self.publisher, stored=self.accepted)
         if thread is None:
             sink.finish(
                 Status.ERROR, error=infra_error("thread_deleted", "The thread was deleted.")

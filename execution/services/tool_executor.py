@@ -279,10 +279,12 @@ class ToolExecutor:
             code=code, language=language, context=context, timeout=timeout
         )
         # The `execution` event goes out with the run's first batch: one publication fewer.
-        ExecutionRunner(
+        runner = ExecutionRunner(
             execution.id, publisher, execution, accepted=self._accepted_event(execution)
-        ).run()
-        execution.refresh_from_db()
+        )
+        runner.run()
+        if not runner.row_current:  # ended some other way (cancelled, crashed): read it
+            execution.refresh_from_db()
         return execution
 
     def wait_for(self, execution_id: uuid.UUID, timeout: float) -> bool:

@@ -231,17 +231,32 @@ class Interpreter:
         self._contexts: dict[str, KernelContext] = {}
         self._defaults: dict[str, str] = {}  # language → id of its default context
         self._envs: dict[str, str] = {}
-        self._default_lock = asyncio.Lock()
+        # One lock per language: starting one language's default context must not hold up a
+        # run of another whose context is already up.
+        self._default_locks: dict[str, asyncio.Lock] = {}
+        self._background_warm: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- the Python API (SP's pool and lifecycle) ---------------------------------------
 
     async def warm(self) -> None:
-        """Start the default Python and JavaScript contexts, one after the other, so the first
-        run of either finds a live kernel (clients such as AtlasChat run a new thread's code in
-        the default contexts: no kernel start on their request path)."""
-        for language in WARM_LANGUAGES:
-            await self._default_context(language)
+        """Start the default Python context, so the first run finds a live kernel; then the
+        other WARM_LANGUAGES in the background (the sandbox is ready as soon as Python is; a
+        first run of another language waits for that start instead of beginning its own).
+        Clients such as AtlasChat run a new thread's code in the default contexts: no kernel
+        start on their request path."""
+        first, *rest = WARM_LANGUAGES
+        await self._default_context(first)
+        if rest:
+            self._background_warm = asyncio.create_task(self._warm_quietly(rest))
+
+    async def _warm_quietly(self, languages: list[str]) -> None:
+        for language in languages:
+            try:
+                await self._default_context(language)
+            except Exception:
+                # Not fatal: the first run of that language starts the context itself.
+                logger.warning("warming the %s context failed", language, exc_info=True)
 
     async def set_envs(self, envs: Mapping[str, str]) -> None:
         """Sandbox-level variables: applied to the live contexts and every later one."""
@@ -251,6 +266,8 @@ class Interpreter:
     async def close(self) -> None:
         """Stop every kernel; the interpreter answers nothing afterwards."""
         self._closed = True
+        if self._background_warm is not None:
+            self._background_warm.cancel()
         contexts = list(self._contexts.values())
         self._contexts.clear()
         self._defaults.clear()
@@ -283,7 +300,7 @@ class Interpreter:
             raise RequestError(400, "invalid_cwd", f"cwd {cwd!r} is not a directory")
 
     async def _default_context(self, language: str) -> KernelContext:
-        async with self._default_lock:
+        async with self._default_locks.setdefault(language, asyncio.Lock()):
             ctx_id = self._defaults.get(language)
             ctx = self._contexts.get(ctx_id) if ctx_id else None
             if ctx is None:

@@ -521,6 +521,10 @@
       }
       const id = frame.execution_id;
       if (via === "thread" && catchup && catchup.id === id) return;
+      // A replay the page has already seen through (a second socket's catch-up arriving after
+      // the first socket ended) must not redraw the run.
+      const seen = Boolean(frame.replay && current && current.id === id && frame.seq <= current.lastSeq && frame.seq !== current.replaySeq);
+      if (seen) return;
       if (frame.type === "execution") {
         if (!current || current.id !== id || frame.replay) {
           output.textContent = "";
@@ -534,6 +538,9 @@
       }
       if (!current || current.id !== id) return;
       if (!frame.replay && frame.seq <= current.lastSeq) return;
+      // Every frame of one replay carries the same seq (the row's last): the batch is taken
+      // whole, and nothing older after it.
+      if (frame.replay) current.replaySeq = frame.seq;
       current.lastSeq = Math.max(current.lastSeq, frame.seq);
       switch (frame.type) {
         case "execution":

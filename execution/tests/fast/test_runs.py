@@ -281,3 +281,25 @@ def test_a_new_thread_runs_in_the_sandboxs_default_context_of_each_language(
 
     (sandbox,) = memory_sandboxes.sandboxes.values()
     assert sandbox.runs == [("python", "print(1)"), ("javascript", "console.log(1)")]
+
+
+def test_the_execution_a_waited_run_returns_is_what_the_database_stores(
+    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+) -> None:
+    async def everything(r: MemoryRun) -> None:
+        r.stdout("out\n")
+        r.stderr("err\n")
+        r.result({"text": "1", "is_main_result": True})
+        r.error("KeyError", "'k'")
+
+    memory_sandboxes.script = everything
+    returned = run(ctx)
+    stored = Execution.objects.get(pk=returned.pk)
+
+    fields = (
+        "status", "stdout", "stderr", "results", "error", "exit_code", "truncated", "last_seq",
+        "details", "started_at", "finished_at", "duration_ms", "output_order", "cpu_time_ms",
+        "memory_peak_bytes",
+    )  # fmt: skip
+    assert {f: getattr(returned, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+    assert (stored.status, stored.stdout) == (Status.FAILED, "out\n")

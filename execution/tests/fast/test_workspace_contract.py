@@ -130,11 +130,16 @@ def test_an_installs_log_is_stored_while_it_runs_and_whole_when_it_ends(
 
     memory_sandboxes.command_script = slow_install
     done: list[PackageInstall] = []
-    worker = threading.Thread(
-        target=lambda: done.append(
-            ToolExecutor().install_packages(packages=["numpy"], language="python", context=ctx)
-        )
-    )
+
+    def install() -> None:
+        try:
+            done.append(
+                ToolExecutor().install_packages(packages=["numpy"], language="python", context=ctx)
+            )
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    worker = threading.Thread(target=install)
     worker.start()
     try:
         running = until(
@@ -146,7 +151,6 @@ def test_an_installs_log_is_stored_while_it_runs_and_whole_when_it_ends(
     finally:
         release.set()
         worker.join(30)
-        connections.close_all()
     (install,) = done
     assert install.status == PackageInstall.Status.SUCCEEDED
     assert install.log.endswith("Collecting numpy\nSuccessfully installed numpy\n")
@@ -205,3 +209,37 @@ async def test_a_shell_that_exits_by_itself_ends_the_terminal_as_exited(
     assert await terminal_socket.receive_json_from(timeout=10) == {"type": "exit"}
     record = await TerminalSession.objects.aget()
     assert record.end_reason == "exited" and record.ended_at is not None
+
+
+async def test_a_page_that_reloads_while_input_waits_gets_each_line_once(
+    page: ExecutionContext, alice: Any, memory_sandboxes: MemoryBackend
+) -> None:
+    memory_sandboxes.script = ask_name
+    executor = ToolExecutor()
+    execution = await sync_to_async(executor.start_execution)(
+        code="input()", language="python", context=page
+    )
+    token = (await sync_to_async(bearer_headers_for)(alice))["Authorization"]
+    # The reloaded page follows the run on its own socket, as workspace.js does.
+    socket = WebsocketCommunicator(
+        application,
+        f"/ws/executions/{execution.id}/",
+        headers=[ORIGIN, (b"authorization", token.encode())],
+    )
+    connected, _ = await socket.connect(timeout=10)
+    assert connected
+    frames: list[dict[str, Any]] = []
+    try:
+        while not any(f["type"] == "input_request" for f in frames):
+            frames.append(await socket.receive_json_from(timeout=20))
+        await sync_to_async(executor.send_run_input)(
+            execution_id=execution.id, value="Ada", user=alice
+        )
+        while frames[-1]["type"] != "done":
+            frames.append(await socket.receive_json_from(timeout=20))
+    finally:
+        await socket.disconnect()
+        await sync_to_async(connections.close_all)()
+    printed = "".join(f["text"] for f in frames if f["type"] == "stdout")
+    assert printed == "start\nName: Ada\nhello Ada\n"
+    assert [f["type"] for f in frames].count("input_request") == 1
