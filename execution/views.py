@@ -129,6 +129,21 @@ def page_or_partial(
     return render(request, template, context, status=status)
 
 
+def thread_panel(
+    request: HtmxHttpRequest,
+    partial: str,
+    context: dict[str, Any],
+    *,
+    heading: str,
+    status: int = 200,
+) -> HttpResponse:
+    """A thread panel (files, history, packages, a run): its `partial` alone for htmx, else
+    one page for every panel (templates/execution/thread_panel.html) showing the partial
+    under `heading` and the thread's title."""
+    page = {**context, "panel_partial": partial, "panel_heading": heading}
+    return page_or_partial(request, "execution/thread_panel.html", partial, page, status=status)
+
+
 def add_tool_error(form: Any, error: ToolError, field: str | None = None) -> None:
     """Show a service refusal on the form, in the service's words and with its code."""
     form.add_error(field, f"{error.message} ({error.code})")
@@ -315,11 +330,11 @@ def render_files(
     **forms: Any,
 ) -> HttpResponse:
     """The files panel (whole page without htmx); `trigger` becomes an HX-Trigger event."""
-    response = page_or_partial(
+    response = thread_panel(
         request,
-        "execution/files.html",
         "execution/partials/files.html",
         files_context(thread, **forms),
+        heading="Files of",
         status=status,
     )
     if trigger and request.htmx:
@@ -467,7 +482,7 @@ def render_packages(
         if request.GET.get("part") == "list"
         else "execution/partials/packages.html"
     )
-    return page_or_partial(request, "execution/packages.html", partial, context, status=status)
+    return thread_panel(request, partial, context, heading="Packages of", status=status)
 
 
 @login_required
@@ -618,11 +633,11 @@ def history_context(request: HtmxHttpRequest, thread: Thread) -> dict[str, Any]:
 def history(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     """The thread's runs, newest first, with status, language and duration."""
     thread = owned_thread(request, thread_id)
-    return page_or_partial(
+    return thread_panel(
         request,
-        "execution/history.html",
         "execution/partials/history.html",
         history_context(request, thread),
+        heading="History of",
     )
 
 
@@ -671,9 +686,9 @@ def run_detail(
     """One run: its code and its stored output (stdout, stderr, results, error, status)."""
     thread = owned_thread(request, thread_id)
     execution = owned_execution(request, thread, execution_id)
-    return page_or_partial(
+    return thread_panel(
         request,
-        "execution/run_detail.html",
         "execution/partials/run_output.html",
         run_output_context(request, thread, execution, in_workspace=bool(request.htmx)),
+        heading="Run in",
     )

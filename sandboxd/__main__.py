@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+# sandboxd is one process with a registry of its own (sandboxd.prometheus). A multiprocess
+# directory meant for the web workers (scripts/run.sh, the tests) must not switch
+# prometheus_client to value files there, which it reads once, on import, and which the
+# server, run as another user, may not even be able to write.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+os.environ.pop("prometheus_multiproc_dir", None)
 
 from sandboxd.config import (
     ConfigError,
