@@ -293,11 +293,12 @@
       box.append(el("img", { class: "result-image", src: "data:image/" + type + ";base64," + result[type], alt: "Image output " + n }));
     } else if (result.svg) {
       box.append(el("img", { class: "result-image", src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(result.svg), alt: "Image output " + n }));
-    } else if (result.html && sanitize(result.html) !== null) {
+    } else if (result.html && window.DOMPurify) {
+      // Sanitised once: each parse of hostile markup is a parse Chromium reports to the CSP.
       const html = el("div", { class: "result-html-inline" });
       html.innerHTML = sanitize(result.html);
       box.append(html);
-    } else if (result.markdown && window.marked && sanitize("") !== null) {
+    } else if (result.markdown && window.marked && window.DOMPurify) {
       const md = el("div", { class: "result-markdown" });
       md.innerHTML = sanitize(window.marked.parse(String(result.markdown)));
       typeset(md);
@@ -387,5 +388,5 @@
     }
   }
 
-  window.AtlasOutput = { RunView: RunView, enhanceStoredRun: enhanceStoredRun, formatDuration: formatDuration, humanSize: humanSize, overwriteLine: overwriteLine };
+  window.AtlasOutput = { RunView: RunView, enhanceStoredRun: enhanceStoredRun, formatDuration: formatDuration, humanSize: humanSize, overwriteLine: overwriteLine, maxRenderedChars: MAX_RENDERED_CHARS };
 })();
