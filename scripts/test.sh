@@ -11,9 +11,9 @@ POSTGRES_URL="postgres://postgres@127.0.0.1:5432/atlaschat"
 REDIS_TEST_URL="redis://127.0.0.1:6379/0"
 failed=()
 
-# Each pass has a time budget, far above what it takes (7–10 and 4–6 minutes on CI's 2-core
-# machine), so that a hang still ends in pytest's summary of what failed, well inside CI's
-# 90 minutes: at the budget pytest gets SIGINT, which makes it stop and report.
+# Each pass has a time budget, far above what it takes (22 and 18 minutes measured here on a
+# loaded 2-core machine), so that a hang still ends in pytest's summary of what failed, well
+# inside CI's 90 minutes: at the budget pytest gets SIGINT, which makes it stop and report.
 # TEST_PASS_BUDGET_SECONDS, when set, replaces every pass's budget.
 # pytest exits 5 when it collected no test: say so, and count it as a failure only when the
 # pass was meant to have tests (always here: an empty pass means a broken collection).
@@ -52,11 +52,11 @@ if [ "${1:-}" = "fast" ]; then
 fi
 
 # The embedded defaults: make sure nothing from the caller's shell switches them.
-run_pass "SQLite + in-memory layer" 35 \
+run_pass "SQLite + in-memory layer" 40 \
   env -u DATABASE_URL -u REDIS_URL "$PY" -m pytest atlaschat accounts execution sandboxd "$@"
 
 if answers 127.0.0.1 5432 && answers 127.0.0.1 6379; then
-  run_pass "PostgreSQL + Redis" 25 \
+  run_pass "PostgreSQL + Redis" 30 \
     env DATABASE_URL="$POSTGRES_URL" REDIS_URL="$REDIS_TEST_URL" \
     "$PY" -m pytest atlaschat accounts execution "$@"
 else
