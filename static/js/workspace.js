@@ -521,6 +521,12 @@
       }
       const id = frame.execution_id;
       if (via === "thread" && catchup && catchup.id === id) return;
+      // Nothing follows a run's `done`. A page that reloaded mid-run follows it on
+      // ws/executions/<id>/, but its new thread socket, seeing the run for the first time,
+      // catches it up from the row on its own and can lag behind: its replayed frames, read
+      // once the other socket closed after `done`, would set the run back to "running" (and
+      // its own `done` would then be dropped as already seen).
+      if (current && current.id === id && current.done) return;
       // A replay the page has already seen through (a second socket's catch-up arriving after
       // the first socket ended) must not redraw the run.
       const seen = Boolean(frame.replay && current && current.id === id && frame.seq <= current.lastSeq && frame.seq !== current.replaySeq);
