@@ -99,6 +99,7 @@ def main() -> None:
             load(5)  # warm: sandboxes, connections, imports
             pid = stack.server.process.pid
             cpu_before = _cpu_seconds(pid)
+            OUT.parent.mkdir(parents=True, exist_ok=True)  # py-spy does not make it
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
                  "--rate", "250", "--format", "raw", "--output", str(OUT), "--nonblocking"],
