@@ -131,6 +131,8 @@ def summarise(path: Path) -> str:
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue  # the last line, cut when py-spy was interrupted mid-write
         count = int(count_text)
         frames = stack.split(";")
         total += count
