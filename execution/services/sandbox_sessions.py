@@ -96,6 +96,10 @@ class _Live:
     synced_listing: frozenset[tuple[str, str, int, dt.datetime]] | None = None
 
 
+# How long a sandbox admission waits for an idle thread's lock before it counts as in use.
+RELEASE_WAIT_SECONDS = 2.0
+
+
 class SandboxSessions:
     """The process-wide registry of threads' live sandboxes (use the module's `sessions`)."""
 
@@ -186,9 +190,12 @@ class SandboxSessions:
 
     def _release_if_free(self, thread: Thread) -> bool:
         """Kill another thread's sandbox for its owner's cap, unless that thread is in use
-        right now (its lock is held: waiting for it could deadlock with its own admission)."""
+        right now. The database says it is idle, but its runner may still hold its lock for
+        the tail of a run already stored as finished (file sync, usage readings): wait for
+        that briefly. Only briefly: a holder waiting for its own admission would deadlock
+        with us, so past RELEASE_WAIT_SECONDS the thread counts as in use."""
         lock = self.thread_lock(thread.id)
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(timeout=RELEASE_WAIT_SECONDS):
             return False
         try:
             self.kill(thread)
