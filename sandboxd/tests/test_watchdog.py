@@ -46,4 +46,6 @@ async def test_a_busy_but_answering_loop_is_not_reported(caplog: pytest.LogCaptu
             await asyncio.sleep(0)
     finally:
         watchdog.stop()
-    assert caplog.records == []
+    # Only the watchdog's own records: the suite's other threads (a Django worker's
+    # heartbeat, say) may log at the same time in this process.
+    assert [r for r in caplog.records if r.name == "sandboxd.watchdog"] == []
