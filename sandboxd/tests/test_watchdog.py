@@ -23,7 +23,7 @@ async def test_a_blocked_loop_is_reported_with_its_stack_then_its_recovery(
     watchdog.start()
     try:
         await asyncio.sleep(0.3)
-        assert caplog.records == []  # a loop that answers is not reported
+        assert [r for r in caplog.records if r.name == "sandboxd.watchdog"] == []  # answers
         a_call_that_blocks_the_loop(1.2)
         await asyncio.sleep(0.5)
     finally:
