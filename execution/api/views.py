@@ -8,6 +8,7 @@ Views parse and shape; the services decide.
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import uuid
@@ -368,7 +369,12 @@ class ExecutionResultView(APIView):
         if value is None or wanted not in RESULT_MIME_TYPES:
             raise not_found("result")
         if wanted in BINARY_FORMATS:
-            content: bytes = base64.b64decode(value)
+            # The value is whatever the run displayed under that MIME type: code can display
+            # text that is not base64, which is then no such picture, not a server error.
+            try:
+                content: bytes = base64.b64decode(value, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise not_found("result") from None
         elif isinstance(value, str):
             content = value.encode("utf-8")
         else:
