@@ -15,7 +15,14 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
-from execution.models import Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
+from execution.models import (
+    Execution,
+    Language,
+    PackageInstall,
+    SecurityEvent,
+    Thread,
+    WorkspaceFile,
+)
 from execution.services.errors import ToolError
 
 
@@ -65,6 +72,15 @@ class ExecutionSerializer(serializers.ModelSerializer):
     agent_id = serializers.UUIDField(read_only=True, allow_null=True)
     websocket_url = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    # Declared rather than derived: a read-only field built from the model loses the
+    # column's blank=True, and a run refused for its language stores "" (the value asked
+    # for is in the audit), so the schema's enum must hold "" too.
+    language = serializers.ChoiceField(
+        choices=Language.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text='The run\'s language; "" for a run refused for an unsupported language.',
+    )
 
     class Meta:
         model = Execution

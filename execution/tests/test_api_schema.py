@@ -60,3 +60,26 @@ def test_the_schema_documents_the_answers_of_execute(schema: dict[str, Any]) -> 
 def test_the_schema_says_downloads_are_raw_bytes(schema: dict[str, Any]) -> None:
     download = schema["paths"]["/api/threads/{thread_id}/files/{file_path}"]["get"]
     assert "application/octet-stream" in download["responses"]["200"]["content"]
+
+
+def test_a_run_refused_for_its_language_reads_back_within_the_schema(
+    schema: dict[str, Any], jwt_client: Any, alice: Any
+) -> None:
+    # The refused run stores "" for the language it could not accept (the value asked for is
+    # in the audit); GET must still answer inside the documented Execution schema.
+    client = jwt_client(alice)
+    refused = client.post(
+        "/api/code/execute", {"code": "1", "language": "cobol"}, format="json"
+    ).json()
+    execution_id = refused["error"]["details"]["execution_id"]
+
+    stored = client.get(f"/api/executions/{execution_id}/").json()
+
+    assert stored["status"] == "rejected" and stored["language"] == ""
+    language = schema["components"]["schemas"]["Execution"]["properties"]["language"]
+    allowed = {
+        value
+        for choice in language["oneOf"]
+        for value in schema["components"]["schemas"][choice["$ref"].rsplit("/", 1)[1]]["enum"]
+    }
+    assert "" in allowed and {"python", "javascript", "typescript", "bash"} <= allowed
