@@ -7,13 +7,15 @@ a socket with the visitor's cookie), authentication (session cookie or JWT, see
 accounts.middleware), and the execution app's routes. HTTP requests for an agent's MCP
 endpoint (`/api/agents/<id>/mcp/`) are served by the MCP SDK in front of Django
 (execution/agents/mcp.py, which authenticates them with the same JWTs); all other HTTP
-goes to Django.
+goes to Django, on pooled request threads that keep their database connections
+(atlaschat/request_threads.py).
 """
 
 from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlaschat.settings")
@@ -23,12 +25,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from accounts.middleware import JWTOrSessionAuthMiddleware  # noqa: E402
+from atlaschat.request_threads import RequestThreads  # noqa: E402
 from execution.agents.mcp import AgentMCPRouter  # noqa: E402
 from execution.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": AgentMCPRouter(django_asgi_app),
+        "http": AgentMCPRouter(RequestThreads(django_asgi_app, keep=settings.REQUEST_THREADS)),
         "websocket": AllowedHostsOriginValidator(
             JWTOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),

@@ -115,7 +115,8 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's, with a health check for a kept connection (see its docstring).
+            "ENGINE": "atlaschat.sqlite3_backend",
             "NAME": str(VAR_DIR / "db.sqlite3"),
             # Streaming output writes while pages read: wait for the lock, don't fail.
             # WAL lets readers and the writer proceed together, and with synchronous=NORMAL
@@ -136,6 +137,13 @@ else:
             },
         }
     }
+# Request threads are pooled (atlaschat/request_threads.py), so a connection serves request
+# after request for up to CONN_MAX_AGE seconds; checked before reuse, so one the database
+# dropped is replaced rather than failing a request.
+DATABASES["default"]["CONN_MAX_AGE"] = 60
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Idle request threads kept per worker process, each with its database connection.
+REQUEST_THREADS = envint("REQUEST_THREADS", 16, min_value=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: in-memory embedded; REDIS_URL in production ---
@@ -358,6 +366,9 @@ LOGGING = {
         "handlers": ["console"],
         "level": envchoice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     },
+    # httpx logs every request it makes at INFO: three or four lines per run (the SDK's calls
+    # to the sandbox), which cost CPU on the run path and bury the service's own log lines.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # --- Monitoring (execution/monitoring) ---

@@ -58,7 +58,9 @@ def test_debug_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_without_database_url_the_database_is_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     database = load_settings(monkeypatch, SECRET_KEY="x")["DATABASES"]["default"]
-    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    # Django's SQLite backend, with the kept-connection health check of sqlite3_backend.
+    assert database["ENGINE"] == "atlaschat.sqlite3_backend"
+    assert database["CONN_HEALTH_CHECKS"] is True
 
 
 def test_database_url_switches_to_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:

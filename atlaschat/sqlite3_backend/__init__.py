@@ -1,0 +1,1 @@
+"""Django's SQLite backend, with a health check that notices a replaced database file."""
