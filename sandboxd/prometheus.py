@@ -25,6 +25,7 @@ import contextlib
 import os
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,20 @@ def _read_key(path: Path, key: str) -> int | None:
     return None
 
 
+# Per-run readings kept per sandbox: a client reads its run's right after the run ends.
+RUN_READINGS_KEPT = 32
+
+
+@dataclass
+class RunReading:
+    """One run's CPU time at its start and end, and the sandbox's memory peak during it."""
+
+    cpu_start: float | None
+    cpu_end: float | None = None
+    memory_peak: int | None = None
+    finished: bool = False
+
+
 class UsageMeter:
     """Reads one jail's CPU time and memory, and resets its memory peak.
 
@@ -177,6 +192,41 @@ class UsageMeter:
         self._peak_fd: int | None = None
         self._reset_once = False
         self._finalizer: weakref.finalize[Any, UsageMeter] | None = None
+        # The readings of the last runs that carried a run id, oldest first.
+        self._runs: OrderedDict[str, RunReading] = OrderedDict()
+
+    def begin_run(self, run_id: str) -> None:
+        """A run with this id starts: reset the memory peak, note the CPU time."""
+        self.reset_peak()
+        self._runs[run_id] = RunReading(cpu_start=self.cpu_seconds())
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > RUN_READINGS_KEPT:
+            self._runs.popitem(last=False)
+
+    def end_run(self, run_id: str) -> None:
+        """The run ended: its CPU time and memory peak are final."""
+        reading = self._runs.get(run_id)
+        if reading is not None:
+            reading.cpu_end = self.cpu_seconds()
+            reading.memory_peak = self.memory_peak_bytes()
+            reading.finished = True
+
+    def run_body(self, run_id: str) -> dict[str, Any] | None:
+        """What run `run_id` used (so far, while it runs); None when it is not known."""
+        reading = self._runs.get(run_id)
+        if reading is None:
+            return None
+        end = reading.cpu_end if reading.finished else self.cpu_seconds()
+        start = reading.cpu_start
+        return {
+            "runID": run_id,
+            "finished": reading.finished,
+            "cpuSeconds": None if start is None or end is None else max(0.0, end - start),
+            "memoryPeakBytes": (
+                reading.memory_peak if reading.finished else self.memory_peak_bytes()
+            ),
+            "peakSince": "reset" if self._reset_once else "start",
+        }
 
     def _dir(self, controller: str) -> Path | None:
         directory = self.dirs.get(controller)
@@ -347,6 +397,22 @@ async def usage_reset_view(request: web.Request) -> web.Response:
     return _sandbox_usage(request, reset=True)
 
 
+async def run_usage_view(request: web.Request) -> web.Response:
+    """``GET /sandboxes/{id}/runs/{run_id}/usage``: the CPU time and memory peak of the run
+    that ``/execute`` was given with that id (``SANDBOXD_RUN_ID`` in its env_vars), so far
+    while it runs; 404 once it is not among the sandbox's last RUN_READINGS_KEPT runs."""
+    from sandboxd.control import ControlError
+
+    sandbox_id, run_id = request.match_info["sandbox_id"], request.match_info["run_id"]
+    sandbox = _plane(request).get(sandbox_id)
+    if sandbox is None:
+        raise ControlError(404, f"sandbox {sandbox_id} not found")
+    body = meter_for(sandbox.jail).run_body(run_id)
+    if body is None:
+        raise ControlError(404, f"no reading of run {run_id} in sandbox {sandbox_id}")
+    return web.json_response(body)
+
+
 def bearer_key(request: web.Request) -> str | None:
     """The key of an ``Authorization: Bearer`` header (how Prometheus sends credentials)."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
@@ -358,6 +424,7 @@ def install(app: web.Application, plane: ControlPlane) -> None:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/sandboxes/{sandbox_id}/usage", usage_view)
     app.router.add_post("/sandboxes/{sandbox_id}/usage/reset", usage_reset_view)
+    app.router.add_get("/sandboxes/{sandbox_id}/runs/{run_id}/usage", run_usage_view)
     collector = ControlPlaneCollector(plane)
     REGISTRY.register(collector)
     tasks: list[asyncio.Task[None]] = []

@@ -1,10 +1,12 @@
 """What one run cost in its sandbox: CPU time and peak memory, read through sandboxd.
 
-sandboxd serves each sandbox's cgroup readings at `/sandboxes/{id}/usage` (sandboxd/metrics.py):
-CPU time is cumulative, so the run's share is the difference of a reading taken just before
-the run (which also resets the memory peak to the current usage) and one just after. The
-sandbox serves one run at a time (the thread's lock), so nothing else of ours runs in it
-meanwhile; its kernels' idle work is the only noise, well under a millisecond per second.
+The runner names each run to sandboxd (`run_id`, the execution's id, in the sandbox
+contract's run_code); sandboxd notes the sandbox's cgroup CPU time and resets its memory peak
+when the run starts, reads both when it ends, and serves the difference at
+`/sandboxes/{id}/runs/{run_id}/usage` (sandboxd/prometheus.py). One call after the run reads
+it, on the runs' event loop beside the workspace listing, off the request thread. The sandbox
+serves one run at a time (the thread's lock), so nothing else of ours runs in it meanwhile;
+its kernels' idle work is the only noise, well under a millisecond per second.
 
 E2B's cloud has no such route: its `get_metrics` gives CPU percentages and memory sampled
 every few seconds, which cannot attribute CPU time or a peak to a run of a second. There the
@@ -20,7 +22,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from execution.monitoring.sandboxd_api import sandboxd_request
+from execution.monitoring.sandboxd_api import sandboxd_request_async
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +46,6 @@ class RunUsage:
         return {"cpu_time_ms": self.cpu_time_ms, "memory_peak_bytes": self.memory_peak_bytes}
 
 
-def _reading(sandbox_id: str, *, reset: bool) -> dict[str, Any] | None:
-    path = f"/sandboxes/{sandbox_id}/usage" + ("/reset" if reset else "")
-    try:
-        response = sandboxd_request("POST" if reset else "GET", path)
-        response.raise_for_status()
-        return response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        # The run itself is unaffected; its cost is just not known.
-        logger.warning("usage of sandbox %s not read: %s", sandbox_id, exc)
-        return None
-
-
 def not_measurable() -> str:
     """Why runs cannot be measured with the configured sandboxes ("" when they can)."""
     if settings.SANDBOX_BACKEND != SANDBOXD_BACKEND:
@@ -65,41 +55,30 @@ def not_measurable() -> str:
     return ""
 
 
-class RunUsageMeter:
-    """`start()` before a run, `stop()` after it, on the same sandbox."""
-
-    def __init__(self, sandbox_id: str) -> None:
-        self.sandbox_id = sandbox_id
-        self._before: dict[str, Any] | None = None
-
-    def start(self) -> None:
-        if not not_measurable():
-            self._before = _reading(self.sandbox_id, reset=True)
-
-    def stop(self, *, sandbox_id: str | None = None) -> RunUsage:
-        """The run's usage. `sandbox_id`: the sandbox the run ended in, if it was replaced
-        during the run (then its share cannot be told apart: unknown)."""
-        reason = not_measurable()
-        if reason:
-            return RunUsage(note=reason)
-        if sandbox_id is not None and sandbox_id != self.sandbox_id:
-            return RunUsage(note="not measured: the sandbox was replaced during the run")
-        before = self._before
-        after = _reading(self.sandbox_id, reset=False) if before is not None else None
-        if before is None or after is None:
-            return RunUsage(note="not measured: sandboxd did not give a reading")
-        cpu_before, cpu_after = before.get("cpuSeconds"), after.get("cpuSeconds")
-        cpu_ms = (
-            max(0, round((cpu_after - cpu_before) * 1000))
-            if isinstance(cpu_before, int | float) and isinstance(cpu_after, int | float)
-            else None
+async def read_run_usage(sandbox_id: str, run_id: str) -> RunUsage:
+    """The usage sandboxd measured for run `run_id` in `sandbox_id` (so far, if it still
+    runs); never raises: what cannot be read is a note."""
+    reason = not_measurable()
+    if reason:
+        return RunUsage(note=reason)
+    try:
+        response = await sandboxd_request_async(
+            "GET", f"/sandboxes/{sandbox_id}/runs/{run_id}/usage"
         )
-        peak = after.get("memoryPeakBytes")
-        note = ""
-        if after.get("peakSince") != "reset":
-            note = "memory peak is the sandbox's since it started (this kernel cannot reset it)"
-        return RunUsage(
-            cpu_time_ms=cpu_ms,
-            memory_peak_bytes=peak if isinstance(peak, int) else None,
-            note=note,
-        )
+        if response.status_code == 404:
+            return RunUsage(note="not measured: sandboxd has no reading of this run")
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        # The run itself is unaffected; its cost is just not known.
+        logger.warning("usage of run %s in sandbox %s not read: %s", run_id, sandbox_id, exc)
+        return RunUsage(note="not measured: sandboxd did not give a reading")
+    cpu, peak = body.get("cpuSeconds"), body.get("memoryPeakBytes")
+    note = ""
+    if body.get("peakSince") != "reset":
+        note = "memory peak is the sandbox's since it started (this kernel cannot reset it)"
+    return RunUsage(
+        cpu_time_ms=max(0, round(cpu * 1000)) if isinstance(cpu, int | float) else None,
+        memory_peak_bytes=peak if isinstance(peak, int) else None,
+        note=note,
+    )

@@ -188,9 +188,13 @@ class Sandbox(ABC):
         time_limit: float,
         on_event: EventCallback,
         allow_input: bool = False,
+        run_id: str | None = None,
     ) -> None:
         """Run `code` in the default context of `language`, calling `on_event` for each
         stdout/stderr line, rich result and code error, in order, as they come.
+
+        `run_id` names the run to a backend that meters runs (sandboxd: its CPU time and
+        memory peak, execution/monitoring/usage.py); others ignore it.
 
         With `allow_input` (only where the backend's `accepts_input`) the code may call
         input(): each call is an `input_request` event, and the run waits for

@@ -66,6 +66,8 @@ RESULT_FORMATS = (
 # env var sandboxd takes out): sandboxd's interpreter/events.py and interpreter/service.py.
 INPUT_REQUEST_MIME = "application/vnd.sandboxd.input-request+json"
 STDIN_ENV = "SANDBOXD_ALLOW_STDIN"
+# The reserved env var that names a run for sandboxd to meter (interpreter/service.py).
+RUN_ID_ENV = "SANDBOXD_RUN_ID"
 # How long answering an input() may take (it is one small POST).
 INPUT_REQUEST_TIMEOUT = 10.0
 
@@ -196,7 +198,13 @@ class E2BSandbox(Sandbox):
         time_limit: float,
         on_event: EventCallback,
         allow_input: bool = False,
+        run_id: str | None = None,
     ) -> None:
+        envs = {STDIN_ENV: "1"} if allow_input else {}
+        if run_id is not None and not settings.E2B_API_KEY:
+            # Only sandboxd takes the variable out; on E2B's cloud the cell would see it.
+            envs[RUN_ID_ENV] = run_id
+
         def on_stdout(message: OutputMessage) -> None:
             on_event({"kind": "stdout", "text": message.line})
 
@@ -221,7 +229,7 @@ class E2BSandbox(Sandbox):
             await self.sdk.run_code(
                 code, language=language, timeout=time_limit, on_stdout=on_stdout,
                 on_stderr=on_stderr, on_result=on_result, on_error=on_error,
-                envs={STDIN_ENV: "1"} if allow_input else None,
+                envs=envs or None,
             )  # fmt: skip
 
     async def send_input(self, language: str, value: str) -> None:

@@ -173,6 +173,7 @@ class MemorySandbox(Sandbox):
         time_limit: float,
         on_event: EventCallback,
         allow_input: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self._check()
         self.runs.append((language, code))

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from execution.models import Execution, Thread, WorkspaceFile, output_order_tokens
 from execution.monitoring.runs import run_finished
-from execution.monitoring.usage import RunUsage, RunUsageMeter
+from execution.monitoring.usage import RunUsage, read_run_usage
 from execution.sandbox import get_backend
 from execution.sandbox.base import (
     FileEntry,
@@ -60,6 +60,10 @@ LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 BATCH_WINDOW_SECONDS = 0.01
 # How often a running execution looks for a cancel asked through another process.
 CANCEL_POLL_SECONDS = 1.0
+# How long reading a stopped run's usage may hold up its final status.
+USAGE_READ_SECONDS = 2.0
+# Items of _stream_run that are not the run's output.
+NOT_OUTPUT = frozenset({"end", "listing", "usage", "finished"})
 
 
 def _utf8_size(text: str) -> int:
@@ -399,10 +403,13 @@ async def _stream_run(
     push: queue.SimpleQueue[tuple[str, Any]],
     *,
     allow_input: bool = False,
+    run_id: str | None = None,
 ) -> None:
     """Run the code through the contract, pushing ("stdout"|…, payload) items and finally
     ("end", RunOutcome). Never raises: cancellation is an outcome too. With `allow_input` the
-    code may call input(): its requests come as ("input_request", {prompt, password})."""
+    code may call input(): its requests come as ("input_request", {prompt, password}). A run
+    that finishes is followed by ("listing", the workspace) and, with `run_id`, ("usage",
+    RunUsage), both read together while the worker thread stores the last output."""
     received = False
 
     def on_event(event: SandboxEvent) -> None:
@@ -423,17 +430,27 @@ async def _stream_run(
         async with asyncio.timeout(time_limit + RUN_GRACE_SECONDS):
             await sandbox.run_code(
                 code, language=language, time_limit=time_limit, on_event=on_event,
-                allow_input=allow_input,
+                allow_input=allow_input, run_id=run_id,
             )  # fmt: skip
         # The code is over: the runner stops flushing by the window and stores the rest of
         # the output with the final status.
         push.put(("finished", None))
-        # List the workspace for file sync here, while the worker thread is still storing
-        # the last output: the round trip overlaps the database writes.
-        try:
-            push.put(("listing", await sandbox.list_files(WORKSPACE_ROOT, depth=SYNC_DEPTH)))
-        except SandboxError:
-            logger.info("listing the workspace after a run failed", exc_info=True)
+        # List the workspace for file sync and read the run's usage here, while the worker
+        # thread is still storing the last output: the round trips overlap the database
+        # writes and each other.
+        listing, usage = await asyncio.gather(
+            sandbox.list_files(WORKSPACE_ROOT, depth=SYNC_DEPTH),
+            read_run_usage(sandbox.sandbox_id, run_id) if run_id else asyncio.sleep(0),
+            return_exceptions=True,
+        )
+        if isinstance(listing, SandboxError):
+            logger.info("listing the workspace after a run failed", exc_info=listing)
+        elif isinstance(listing, BaseException):
+            raise listing
+        else:
+            push.put(("listing", listing))
+        if isinstance(usage, RunUsage):
+            push.put(("usage", usage))
     except asyncio.CancelledError:
         outcome = RunOutcome("cancelled")
     except (RunTimedOut, TimeoutError) as exc:
@@ -501,6 +518,8 @@ class ExecutionRunner:
         self.execution = execution
         # The workspace listing taken right after the run.
         self.listing: list[FileEntry] | None = None
+        # What the run used, read right after it (sandboxd meters runs by execution id).
+        self.usage: RunUsage | None = None
 
     @property
     def row_current(self) -> bool:
@@ -559,8 +578,6 @@ class ExecutionRunner:
                 return
             since = timezone.now()
             timeout = execution.timeout_seconds or settings.EXECUTION_DEFAULT_TIMEOUT
-            meter = RunUsageMeter(lease.sandbox.sandbox_id)
-            meter.start()
             outcome = self._stream(handle, sink, lease.sandbox, execution, timeout)
             if outcome.kind == "gone":
                 # Nothing ran: the sandbox or the context is unknown to the server (killed
@@ -577,7 +594,7 @@ class ExecutionRunner:
                         details={**details, "reason": exc.details.get("reason", "")},
                     )
                     return
-            usage = meter.stop(sandbox_id=lease.sandbox.sandbox_id)
+            usage = self._usage(outcome, lease.sandbox)
             if outcome.kind in ("ok", "timeout", "cancelled"):
                 details["file_sync"] = self._sync_files(sink, thread, lease, execution, since)
             now = timezone.now()
@@ -585,6 +602,20 @@ class ExecutionRunner:
             if thread.last_used_at is None or now - thread.last_used_at > LAST_USED_RESOLUTION:
                 Thread.objects.filter(pk=thread.pk).update(last_used_at=now)
             self._finish(sink, outcome, timeout, details, thread, usage)
+
+    def _usage(self, outcome: RunOutcome, sandbox: Sandbox) -> RunUsage:
+        """The run's usage: read with the listing when the code finished; read now when the
+        run was stopped (a timeout's CPU time is the interesting one), up to its stop."""
+        if self.usage is not None:
+            return self.usage
+        if outcome.kind in ("timeout", "cancelled"):
+            with contextlib.suppress(Exception):
+                return (
+                    service_portal()
+                    .submit(read_run_usage(sandbox.sandbox_id, str(self.execution_id)))
+                    .result(timeout=USAGE_READ_SECONDS)
+                )
+        return RunUsage(note="not measured: the run did not finish in its sandbox")
 
     def _sync_files(
         self,
@@ -622,7 +653,7 @@ class ExecutionRunner:
         handle.future = service_portal().submit(
             _stream_run(
                 sandbox, execution.code, execution.language, timeout, items,
-                allow_input=stdin_allowed(execution),
+                allow_input=stdin_allowed(execution), run_id=str(execution.id),
             )
         )  # fmt: skip
         if handle.cancel.is_set():
@@ -655,9 +686,11 @@ class ExecutionRunner:
             for kind, payload in batch:
                 if kind == "listing":
                     self.listing = payload
+                elif kind == "usage":
+                    self.usage = payload
                 elif kind == "finished":
                     finished = True
-            sink.output([(k, p) for k, p in batch if k not in ("end", "listing", "finished")])
+            sink.output([(k, p) for k, p in batch if k not in NOT_OUTPUT])
             if end is not None:
                 if end.kind == "cancelled" and not handle.cancel.is_set():
                     end.kind = "unavailable"

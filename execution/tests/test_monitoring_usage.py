@@ -8,6 +8,7 @@ other CPU use meanwhile is the kernel's own handling of the cell.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -83,12 +84,22 @@ def test_the_run_page_and_the_admin_show_the_cost(api: Any, alice: Any, staff: A
 
 
 @pytest.mark.django_db
+def test_a_run_stopped_at_its_timeout_records_the_cpu_it_burnt_until_then(api: Any) -> None:
+    spin = "print('spinning', flush=True)\nwhile True:\n    pass"
+    response = api.post(
+        EXECUTE, {"code": spin, "language": "python", "timeout": 1.5}, format="json"
+    )
+    body = response.json()
+    assert body["status"] == "timed_out", body
+    # Read after the stop: the spin's CPU up to the timeout, not nothing.
+    assert 1000 <= body["cpu_time_ms"] <= 3000, body
+    assert "usage_note" not in body["details"]
+
+
 def test_on_e2b_the_cost_is_empty_and_the_details_say_why(settings: Any) -> None:
-    from execution.monitoring.usage import NOT_MEASURED_ON_E2B, RunUsageMeter
+    from execution.monitoring.usage import NOT_MEASURED_ON_E2B, read_run_usage
 
     settings.E2B_API_KEY = "e2b_test"
-    meter = RunUsageMeter("any-sandbox")
-    meter.start()
-    usage = meter.stop()
+    usage = asyncio.run(read_run_usage("any-sandbox", "any-run"))
     assert (usage.cpu_time_ms, usage.memory_peak_bytes) == (None, None)
     assert usage.note == NOT_MEASURED_ON_E2B

@@ -13,6 +13,10 @@ SP's server has already checked the tokens and found the sandbox; it hands every
 * Ours, beyond E2B: a run whose ``env_vars`` hold ``SANDBOXD_ALLOW_STDIN=1`` may call
   ``input()`` (Python); the cell then sends an input-request event (``events.input_request``)
   and waits for ``POST /contexts/{id}/input`` ``{value}`` (204; 409 when nothing waits).
+* Ours too: a run whose ``env_vars`` hold ``SANDBOXD_RUN_ID=<id>`` (letters, digits, ``-``,
+  at most 64) is metered: its CPU time and the memory peak during it are served at
+  ``GET /sandboxes/{sandbox}/runs/{id}/usage`` (sandboxd/prometheus.py), read by the client
+  in one call after the run instead of a reading before and one after.
 
 Errors are JSON ``{"code": <http status>, "error": <stable code>, "message": …}``.
 """
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +44,7 @@ from sandboxd.interpreter.contexts import (
 )
 from sandboxd.interpreter.node_kernel import NodeContext, TypeScriptContext
 from sandboxd.interpreter.python_kernel import PythonContext
+from sandboxd.prometheus import UsageMeter, meter_for
 
 if TYPE_CHECKING:
     from sandboxd.jail import Jail
@@ -49,6 +55,9 @@ KEEPALIVE_SECONDS = 5.0
 # The /execute env var by which a client asks that the cell may call input() (it answers
 # with POST /contexts/{id}/input); without it input() fails at once, as on E2B.
 STDIN_ENV = "SANDBOXD_ALLOW_STDIN"
+# The /execute env var that names a run to meter (see the module doc); taken out like STDIN_ENV.
+RUN_ID_ENV = "SANDBOXD_RUN_ID"
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9-]{1,64}")
 # One line of input, at most (characters).
 MAX_INPUT_CHARS = 64 * 1024
 # How often a quiet run checks whether its client went away (aiohttp does not cancel the
@@ -437,6 +446,11 @@ class Interpreter:
         # A client that will answer input() says so with this reserved variable (the SDK's
         # run_code sends nothing else of ours); it is taken out, never set in the kernel.
         allow_stdin = env_vars.pop(STDIN_ENV, "") == "1"
+        run_id = env_vars.pop(RUN_ID_ENV, None)
+        if run_id is not None and not RUN_ID_PATTERN.fullmatch(run_id):
+            raise RequestError(
+                400, "invalid_argument", f"{RUN_ID_ENV} must be 1 to 64 letters, digits or -"
+            )
         if context_id:
             ctx = self._context(context_id)
         else:
@@ -452,9 +466,13 @@ class Interpreter:
         await response.prepare(request)
         queue = EventPipe()
         running = asyncio.Event()
+        meter = meter_for(self.jail) if run_id is not None else None
         task = asyncio.create_task(
-            self._run_locked(ctx, code, env_vars, queue, running, allow_stdin=allow_stdin)
-        )
+            self._run_locked(
+                ctx, code, env_vars, queue, running, allow_stdin=allow_stdin,
+                metered=(meter, run_id) if meter is not None and run_id is not None else None,
+            )
+        )  # fmt: skip
         try:
             await self._stream(request, response, queue)
         except (asyncio.CancelledError, ConnectionError):
@@ -481,12 +499,21 @@ class Interpreter:
         running: asyncio.Event,
         *,
         allow_stdin: bool = False,
+        metered: tuple[UsageMeter, str] | None = None,
     ) -> None:
         try:
             async with ctx.lock:
                 running.set()
                 ctx.stdin_allowed = allow_stdin
-                await ctx.run(code, env_vars, queue)
+                if metered is not None:
+                    metered[0].begin_run(metered[1])
+                try:
+                    await ctx.run(code, env_vars, queue)
+                finally:
+                    # Before the end of the run is queued: a client that reads the usage
+                    # as soon as it sees the end finds it final.
+                    if metered is not None:
+                        metered[0].end_run(metered[1])
         except ContextError as exc:
             queue(events.error("KernelUnavailable", exc.message, ""))
         except asyncio.CancelledError:

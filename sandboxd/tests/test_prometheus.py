@@ -199,3 +199,67 @@ def test_an_oom_kill_is_counted_and_stays_counted_after_its_sandbox_is_gone(
     finally:
         box.kill()
     assert value(scrape(sandboxd), "sandboxd_oom_kills_total") == before + 1
+
+
+def run_usage(server: RunningSandboxd, sandbox_id: str, run_id: str) -> httpx.Response:
+    return httpx.get(
+        f"{server.url}/sandboxes/{sandbox_id}/runs/{run_id}/usage",
+        headers={"X-API-KEY": server.api_key},
+        timeout=30,
+    )
+
+
+BURN_CODE = (
+    "import os, time\n"
+    "t0 = time.process_time()\n"
+    f"while time.process_time() - t0 < {BURN_SECONDS}:\n"
+    "    pass\n"
+    "print(os.environ.get('SANDBOXD_RUN_ID', 'unset'))"
+)
+
+
+def test_a_named_run_is_metered_alone_and_its_name_never_reaches_the_code(
+    sandboxd: RunningSandboxd, sandbox: Sandbox
+) -> None:
+    burn = sandbox.run_code(BURN_CODE, envs={"SANDBOXD_RUN_ID": "run-burn"})
+    quick = sandbox.run_code("print(1)", envs={"SANDBOXD_RUN_ID": "run-quick"})
+
+    assert burn.logs.stdout == ["unset\n"]  # taken out, never set in the kernel
+    assert quick.logs.stdout == ["1\n"]
+    burnt = run_usage(sandboxd, sandbox.sandbox_id, "run-burn").json()
+    assert burnt["finished"] is True
+    assert CPU_TOLERANCE[0] <= burnt["cpuSeconds"] <= CPU_TOLERANCE[1], burnt
+    small = run_usage(sandboxd, sandbox.sandbox_id, "run-quick").json()
+    assert small["cpuSeconds"] < 0.3, small  # its own run only, not the burn before it
+    assert small["memoryPeakBytes"] > 0
+
+
+def test_an_unknown_run_is_a_404_and_a_malformed_run_name_a_400(
+    sandboxd: RunningSandboxd, sandbox: Sandbox
+) -> None:
+    sandbox.run_code("1", envs={"SANDBOXD_RUN_ID": "known"})
+    response = run_usage(sandboxd, sandbox.sandbox_id, "never-ran")
+    assert response.status_code == 404 and response.json()["code"] == 404
+    assert run_usage(sandboxd, "0" * 20, "known").status_code == 404
+
+    refused = httpx.post(
+        f"{sandboxd.url}/execute",
+        headers={
+            "E2b-Sandbox-Id": sandbox.sandbox_id,
+            "E2b-Sandbox-Port": "49999",
+            "X-Access-Token": sandbox._envd_access_token or "",
+        },
+        json={"code": "1", "env_vars": {"SANDBOXD_RUN_ID": "../x" * 30}},
+        timeout=30,
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "invalid_argument"
+
+
+def test_only_the_last_runs_readings_are_kept(sandboxd: RunningSandboxd, sandbox: Sandbox) -> None:
+    from sandboxd.prometheus import RUN_READINGS_KEPT
+
+    for n in range(RUN_READINGS_KEPT + 1):
+        sandbox.run_code("1", envs={"SANDBOXD_RUN_ID": f"r{n}"})
+    assert run_usage(sandboxd, sandbox.sandbox_id, "r0").status_code == 404
+    assert run_usage(sandboxd, sandbox.sandbox_id, f"r{RUN_READINGS_KEPT}").status_code == 200
