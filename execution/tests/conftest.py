@@ -6,6 +6,8 @@
   at it (and E2B_API_KEY cleared, so the SDK never leaves this machine) for the test.
 * `sandbox_settings` (function): the same overrides without the `db` fixture, for tests that
   manage the database themselves.
+* `live` (module): daphne in front of a live database holding alice and charlie
+  (`live.LiveUsers`), on the session's sandboxd, for a module's tests over real sockets.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from execution.tests.live import LiveUsers, live_users_stack
 from sandboxd.testing import RunningSandboxd, running_sandboxd
 
 
@@ -66,3 +69,19 @@ def sandboxd(sandbox_settings: RunningSandboxd) -> Iterator[RunningSandboxd]:
 
     yield sandbox_settings
     sessions.forget_all(kill=True)
+
+
+@pytest.fixture(scope="module")
+def live(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    sandboxd_server: RunningSandboxd,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[LiveUsers]:
+    name = request.module.__name__.rpartition(".")[2]
+    with (
+        django_db_blocker.unblock(),
+        live_users_stack(tmp_path_factory.mktemp(name), sandboxd_server) as users,
+    ):
+        yield users

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -286,6 +287,20 @@ def session_cookie_header(alias: str, user: AbstractBaseUser) -> dict[str, str]:
         expire_date=timezone.now() + timedelta(hours=1),
     )
     return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"}
+
+
+@contextlib.asynccontextmanager
+async def alice_thread(live: LiveUsers, title: str) -> AsyncIterator[Any]:
+    """A fresh thread of alice's in the live database, deleted (sandbox and all) after."""
+    from execution.models import Thread
+
+    thread = await sync_to_async(Thread.objects.using(live.alias).create)(
+        owner=live.alice, title=title
+    )
+    try:
+        yield thread
+    finally:
+        await delete_thread(live.server, live.alice, thread.id)
 
 
 async def delete_thread(server: DaphneServer, user: AbstractBaseUser, thread_id: Any) -> None:

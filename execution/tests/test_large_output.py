@@ -8,7 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,9 +19,8 @@ from django.conf import settings
 from execution.models import Execution, Thread
 from execution.tests.live import (
     LiveUsers,
+    alice_thread,
     bearer_headers,
-    delete_thread,
-    live_users_stack,
     open_socket,
 )
 
@@ -40,27 +39,10 @@ PNG_10_MB = (
 )
 
 
-@pytest.fixture(scope="module")
-def live(
-    django_db_setup: None,
-    django_db_blocker: Any,
-    sandboxd_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LiveUsers]:
-    with (
-        django_db_blocker.unblock(),
-        live_users_stack(tmp_path_factory.mktemp("large-output"), sandboxd_server) as live,
-    ):
-        yield live
-
-
 @pytest.fixture
 async def thread(live: LiveUsers) -> AsyncIterator[Thread]:
-    thread = await sync_to_async(Thread.objects.using(live.alias).create)(
-        owner=live.alice, title="large"
-    )
-    yield thread
-    await delete_thread(live.server, live.alice, thread.id)
+    async with alice_thread(live, "large") as thread:
+        yield thread
 
 
 async def frames_until_done(socket: Any, within: float = 240) -> list[tuple[int, dict[str, Any]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,10 +24,9 @@ from execution.models import Execution, Source, Thread
 from execution.tests.live import (
     Frames,
     LiveUsers,
+    alice_thread,
     bearer_headers,
     close_code_of,
-    delete_thread,
-    live_users_stack,
     open_socket,
     receive_frame,
     receive_until,
@@ -40,29 +39,10 @@ pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(240)]
 Live = LiveUsers
 
 
-@pytest.fixture(scope="module")
-def live(
-    django_db_setup: None,
-    django_db_blocker: Any,
-    sandboxd_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Live]:
-    """daphne + a shared database + two users, for this module's tests."""
-    with (
-        django_db_blocker.unblock(),
-        live_users_stack(tmp_path_factory.mktemp("ws-live"), sandboxd_server) as live,
-    ):
-        yield live
-
-
 @pytest.fixture
 async def thread(live: Live) -> AsyncIterator[Thread]:
-    """A fresh thread of alice's in the live database, deleted (sandbox and all) after."""
-    thread = await sync_to_async(Thread.objects.using(live.alias).create)(
-        owner=live.alice, title="live"
-    )
-    yield thread
-    await delete_thread(live.server, live.alice, thread.id)
+    async with alice_thread(live, "live") as thread:
+        yield thread
 
 
 async def stored(live: Live, execution_id: str) -> Execution:
