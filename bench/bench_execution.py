@@ -23,7 +23,10 @@ directly, so the ratios are what the Django service adds.
    run (process CPU time / runs), on one worker and on two workers sharing Redis, vs 8
    clients of the SDK direct.
 
-`main()` prints the table and writes `bench/results/execution.json`.
+`main()` prints the table and writes `bench/results/execution.json`, then runs the same again
+in a second process on the production configuration, PostgreSQL and Redis, when both answer
+on 127.0.0.1 (`--database postgres`; `bench/results/execution-postgres.json`): a fresh
+database on that server, the one-worker rows served with the Redis channel layer too.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import logging
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,17 +93,25 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def _setup_django(var_dir: Path) -> None:
-    """Configure Django in this process for the embedded defaults, its data in `var_dir`.
+# The production configuration of `--database postgres` (the machine's local servers).
+POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/atlaschat"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
-    The database is an SQLite file in `var_dir`, the very file the daphne server uses, so
-    the in-process measurement and the database counts see what the server wrote; a
-    DATABASE_URL or REDIS_URL of the caller's environment is ignored, so the bench never
-    touches a real database.
+
+def _setup_django(var_dir: Path, *, postgres: bool = False) -> None:
+    """Configure Django in this process, its data in `var_dir`.
+
+    Embedded defaults: the database is an SQLite file in `var_dir`, the very file the daphne
+    server uses, so the in-process measurement and the database counts see what the server
+    wrote; a DATABASE_URL or REDIS_URL of the caller's environment is ignored, so the bench
+    never touches a real database. With `postgres`: the local PostgreSQL server, where each
+    live stack creates (and drops) a database of its own.
     """
     sys.path.insert(0, str(ROOT))
     for name in ("DATABASE_URL", "REDIS_URL", "E2B_API_KEY", "E2B_DOMAIN"):
         os.environ.pop(name, None)
+    if postgres:
+        os.environ["DATABASE_URL"] = POSTGRES_URL
     os.environ["ATLASCHAT_VAR_DIR"] = str(var_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlaschat.settings")
     # A throwaway key for this process and the servers it starts (they get the same one).
@@ -505,7 +517,7 @@ def bench_rest_load_two_workers(directory: Path, sandboxd: Any) -> dict[str, flo
 # --- the run --------------------------------------------------------------------------------
 
 
-def run_all(directory: Path) -> dict[str, Any]:
+def run_all(directory: Path, *, postgres: bool = False) -> dict[str, Any]:
     from execution.models import Thread
     from execution.tests.live import create_user, live_stack
     from sandboxd.testing import running_sandboxd
@@ -522,6 +534,7 @@ def run_all(directory: Path) -> dict[str, Any]:
             directory / "live",
             sandboxd_url=sandboxd.url,
             sandboxd_api_key=sandboxd.api_key,
+            redis_url=REDIS_URL if postgres else None,
             extra_env=BENCH_SERVER_ENV,
         ) as stack:
             alias = stack.database.alias
@@ -723,8 +736,41 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Run every execution benchmark, print the table, write bench/results/execution.json."""
+def main(argv: list[str] | None = None) -> None:
+    """Run every execution benchmark, print the table, write bench/results/execution.json;
+    then the same on PostgreSQL + Redis in a second process when both answer. With
+    `--database postgres` (that second process): only the PostgreSQL run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default=None)
+    args = parser.parse_args([] if argv is None else argv)
+    if args.database == "postgres":
+        run_configuration(postgres=True)
+        return
+    run_configuration(postgres=False)
+    if args.database is None:
+        if not (_answers(5432) and _answers(6379)):
+            print("\nPostgreSQL or Redis does not answer on 127.0.0.1: no production run.")
+            return
+        print("\n== the same on the production configuration (PostgreSQL + Redis)", flush=True)
+        subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--database", "postgres"],
+            check=True,
+        )
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def run_configuration(*, postgres: bool) -> None:
     saved = {name: os.environ.get(name) for name in BENCH_ENV_NAMES}
     try:
         with tempfile.TemporaryDirectory(prefix="atlaschat-bench-", dir="/tmp") as tmp:
@@ -732,16 +778,16 @@ def main() -> None:
             # sandboxd opens its state as the sandbox uids: the directory must be traversable.
             directory.chmod(0o755)
             (directory / "live").mkdir()
-            _setup_django(directory / "live")
+            _setup_django(directory / "live", postgres=postgres)
             load_before = os.getloadavg()[0]
-            results = run_all(directory)
+            results = run_all(directory, postgres=postgres)
             # Other work on the machine moves every number here: say how busy it was.
             results["machine"] = {
                 "cpus": os.cpu_count(),
                 "load_average_1min_before": round(load_before, 2),
                 "load_average_1min_after": round(os.getloadavg()[0], 2),
-                "database": "SQLite file",
-                "channel_layer": "in-memory",
+                "database": "PostgreSQL" if postgres else "SQLite file",
+                "channel_layer": "Redis" if postgres else "in-memory",
             }
     finally:
         for name, value in saved.items():
@@ -757,10 +803,11 @@ def main() -> None:
         f"{machine['channel_layer']} channel layer and one daphne process except in the "
         "two-worker rows (Redis)."
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    path = RESULTS.with_name("execution-postgres.json") if postgres else RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
