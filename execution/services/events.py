@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -55,8 +56,19 @@ def server_event_loop() -> asyncio.AbstractEventLoop | None:
     """
     if not isinstance(get_channel_layer(), InMemoryChannelLayer):
         return None
+    # A server thread keeps serving the same loop (request threads are pooled): remember it
+    # while it runs, rather than a hop to it and back for every run.
+    known: asyncio.AbstractEventLoop | None = getattr(_server_loops, "loop", None)
+    if known is not None and known.is_running():
+        return known
     loop = async_to_sync(_running_loop)()
-    return loop if loop.is_running() else None
+    if not loop.is_running():
+        return None
+    _server_loops.loop = loop
+    return loop
+
+
+_server_loops = threading.local()
 
 
 class EventPublisher:
