@@ -1,7 +1,8 @@
 """Where a warm run's web-tier time goes: py-spy samples the daphne process (every thread,
 idle ones excluded) while 8 clients run `print(1)` through `POST /api/code/execute`.
 
-Not a benchmark (bench/run.py does not run it): `python bench/profile_run_path.py` prints
+Not a benchmark (bench/run.py does not run it): `python bench/profile_run_path.py
+[--database postgres]` (the embedded defaults, or PostgreSQL + Redis on 127.0.0.1) prints
 the share of samples per part of the path (view/DRF, ToolExecutor and the runner, the
 sandbox contract and SDK, the channel layer, the database, JSON) and writes the collapsed
 stacks to bench/results/run_path.collapsed for a flame graph.
@@ -22,6 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "run_path.collapsed"
 CLIENTS = 8
+# --database postgres: a fresh database on the local server, the Redis channel layer.
+POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/atlaschat"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 RUNS_PER_CLIENT = 60
 SERVER_ENV = {
     "EXECUTION_USER_CONCURRENCY": "64",
@@ -45,10 +49,13 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
+    postgres = sys.argv[1:] == ["--database", "postgres"]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlaschat.settings")
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     for name in ("DATABASE_URL", "REDIS_URL", "E2B_API_KEY"):
         os.environ.pop(name, None)
+    if postgres:
+        os.environ["DATABASE_URL"] = POSTGRES_URL
     with tempfile.TemporaryDirectory(prefix="atlaschat-profile-", dir="/tmp") as tmp:
         directory = Path(tmp)
         directory.chmod(0o755)
@@ -68,7 +75,7 @@ def main() -> None:
             state_dir=directory / "sandboxd", api_key=secrets.token_urlsafe(24), env=env
         ) as sandboxd, live_stack(
             directory / "live", sandboxd_url=sandboxd.url, sandboxd_api_key=sandboxd.api_key,
-            extra_env=SERVER_ENV,
+            redis_url=REDIS_URL if postgres else None, extra_env=SERVER_ENV,
         ) as stack:  # fmt: skip
             alias = stack.database.alias
             users = [create_user(alias, f"profile{n}") for n in range(CLIENTS)]
@@ -129,7 +136,7 @@ def summarise(path: Path) -> str:
     parts: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue  # the last line, cut when py-spy was interrupted mid-write

@@ -207,10 +207,15 @@ class OwnedWebsocketConsumer(AsyncWebsocketConsumer):
         self._channel_layer = None if layer is None else PatientChannelLayer(layer)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "execution.event":
-            # A live event needs no database: skip channels' per-message connection
-            # housekeeping, a hop to this socket's sync thread. With that hop a burst of
-            # output outran the socket, its channel filled up, and the layer dropped events.
+        # Live events need no database: skip channels' per-message connection housekeeping,
+        # a hop to this socket's sync thread. With that hop a burst of output outran the
+        # socket, its channel filled up, and the layer dropped events.
+        kind = message.get("type")
+        if kind == "execution.events":  # a batch, in order (services/events.py)
+            for event in message["events"]:
+                await self.execution_event({"type": "execution.event", "event": event})
+            return
+        if kind == "execution.event":
             await self.execution_event(message)
             return
         await super().dispatch(message)

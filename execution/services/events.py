@@ -1,8 +1,12 @@
 """Publishing an execution's live events to the channel layer (the README's "Websocket
 protocol").
 
-Each event goes to two groups, `thread.<thread hex>` and `execution.<execution hex>`, as
-`{"type": "execution.event", "event": EVENT}` where EVENT is the websocket frame itself. The
+Each batch of events goes to two groups, `thread.<thread hex>` and `execution.<execution hex>`,
+as `{"type": "execution.events", "events": [EVENT, ...]}` where each EVENT is the websocket
+frame itself (a consumer also takes a lone `{"type": "execution.event", "event": EVENT}`).
+One message carries up to MESSAGE_EVENTS events and about MESSAGE_TEXT_CHARS of their text:
+a quick run's events are one message per group rather than one per event, which on Redis is
+a round trip each. The
 caller stores the event's effect and `last_seq` *before* publishing, so a client replaying
 from the row and then following live events sees no gap and no duplicate.
 
@@ -71,6 +75,37 @@ def server_event_loop() -> asyncio.AbstractEventLoop | None:
 _server_loops = threading.local()
 
 
+# What one channel-layer message carries at most (see the module doc).
+MESSAGE_EVENTS = 64
+MESSAGE_TEXT_CHARS = 256 * 1024
+
+
+def _weight(event: dict[str, Any]) -> int:
+    """About how much an event adds to a message: its text, a result as a whole message (an
+    inline result may be up to the reference threshold), anything else a little."""
+    if event.get("type") == "result":
+        return MESSAGE_TEXT_CHARS
+    return len(event.get("text") or "") + 256
+
+
+def message_batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """`events` in order, cut into messages within MESSAGE_EVENTS and MESSAGE_TEXT_CHARS
+    (an event heavier than that alone goes alone)."""
+    batches: list[list[dict[str, Any]]] = []
+    batch: list[dict[str, Any]] = []
+    weight = 0
+    for event in events:
+        event_weight = _weight(event)
+        if batch and (len(batch) >= MESSAGE_EVENTS or weight + event_weight > MESSAGE_TEXT_CHARS):
+            batches.append(batch)
+            batch, weight = [], 0
+        batch.append(event)
+        weight += event_weight
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 class EventPublisher:
     """Sends events of executions to the channel layer, in order, from a plain thread."""
 
@@ -104,8 +139,8 @@ class EventPublisher:
             groups.append(thread_group(thread_id))
 
         async def send() -> None:
-            for event in events:
-                message: dict[str, Any] = {"type": "execution.event", "event": event}
+            for batch in message_batches(events):
+                message: dict[str, Any] = {"type": "execution.events", "events": batch}
                 for group in groups:
                     await layer.group_send(group, message)
 

@@ -210,7 +210,7 @@ def drain(channel: str, *, quiet_seconds: float = 0.5) -> list[dict[str, Any]]:
                 message = await asyncio.wait_for(layer.receive(channel), quiet_seconds)
             except TimeoutError:
                 return events
-            events.append(message["event"])
+            events.extend(message["events"] if "events" in message else [message["event"]])
 
     return async_to_sync(collect)()
 

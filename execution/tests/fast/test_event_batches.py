@@ -117,3 +117,26 @@ def test_a_run_that_changes_no_file_does_no_file_sync_database_work(
     memory_sandboxes.script = deletes
     third = executor.execute_code(code="3", language="python", context=ctx)
     assert third.details["file_sync"]["deleted"] == ["made.txt"]
+
+
+def test_a_batch_travels_as_few_channel_messages_in_order_within_their_bounds() -> None:
+    from execution.services.events import MESSAGE_EVENTS, MESSAGE_TEXT_CHARS, message_batches
+
+    def stdout(n: int, size: int = 10) -> dict[str, Any]:
+        return {"type": "stdout", "seq": n, "text": "x" * size}
+
+    quick = [{"type": "status", "seq": 1}, stdout(2), {"type": "done", "seq": 3}]
+    assert message_batches(quick) == [quick]  # one message, not three
+
+    many = [stdout(n) for n in range(MESSAGE_EVENTS * 2 + 5)]
+    big = [stdout(n, MESSAGE_TEXT_CHARS // 3) for n in range(7)]
+    result = {"type": "result", "seq": 99, "result": {"text/plain": "1"}}
+    for events in (many, big, [stdout(1), result, stdout(2)]):
+        batches = message_batches(events)
+        assert [e for batch in batches for e in batch] == events  # all, in order
+        for batch in batches:
+            text = sum(len(e.get("text", "")) for e in batch)
+            assert len(batch) <= MESSAGE_EVENTS
+            assert len(batch) == 1 or text <= MESSAGE_TEXT_CHARS
+    assert len(message_batches(many)) == 3
+    assert [len(b) for b in message_batches([stdout(1), result, stdout(2)])] == [1, 1, 1]
