@@ -10,4 +10,5 @@ urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("readyz", views.readyz, name="readyz"),
     path("staff/dashboard/", views.staff_dashboard, name="staff-dashboard"),
+    path("me/usage/", views.usage_badge, name="usage-badge"),
 ]

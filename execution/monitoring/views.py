@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -13,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from execution.monitoring import dashboard, health, metrics
+from execution.monitoring.budgets import daily_usage
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -98,4 +100,17 @@ def staff_dashboard(request: HttpRequest) -> HttpResponse:
                 "bucket_minutes": summary["bucket_minutes"],
             },
         },
+    )
+
+
+@never_cache
+@login_required
+@require_safe
+def usage_badge(request: HttpRequest) -> HttpResponse:
+    """The page header's "Today: N runs" badge, again: the workspace asks for it after each
+    run (htmx), so the count a person sees is never the one from when the page loaded."""
+    return render(
+        request,
+        "monitoring/usage_badge.html",
+        {"usage": daily_usage(request.user)},  # type: ignore[arg-type]
     )

@@ -146,6 +146,23 @@ def test_the_page_header_shows_todays_usage(client: Client, alice: Any, settings
 
 
 @pytest.mark.django_db
+def test_the_header_badge_is_fetched_again_with_the_days_count(client: Client, alice: Any) -> None:
+    """The workspace asks for the badge after each run (htmx): it answers today's count, not
+    the page's, and only to the logged-in user."""
+    assert client.get("/me/usage/").status_code == 302  # to the login page
+    thread = Thread.objects.create(owner=alice)
+    client.force_login(alice)
+    page = client.get(f"/threads/{thread.id}/").content.decode()
+    assert "Today: 0 runs · 0.0 CPU s" in page
+    assert 'hx-get="/me/usage/"' in page
+    seed_runs(alice, thread, 1, cpu_ms=200)
+    badge = client.get("/me/usage/", headers={"HX-Request": "true"})
+    assert badge.status_code == 200
+    assert "Today: 1 run · 0.2 CPU s" in badge.content.decode()
+    assert "no-cache" in badge["Cache-Control"]
+
+
+@pytest.mark.django_db
 def test_the_admin_edits_a_users_budget(client: Client, alice: Any, django_user_model: Any) -> None:
     admin = django_user_model.objects.create_superuser("root", "root@example.test", "pw-root-1")
     client.force_login(admin)

@@ -265,6 +265,14 @@ def test_a_person_creates_a_thread_types_code_and_watches_the_output_stream_in(
     run = Execution.objects.using(site.alias).get(thread=thread)
     assert run.status == Execution.Status.SUCCEEDED
     assert run.stdout == "tick 0\ntick 1\ntick 2\n"
+    # So did the header's count of today's runs, without a reload.
+    runs_today = (
+        Execution.objects.using(site.alias)
+        .filter(user_id=thread.owner_id)
+        .exclude(status=Execution.Status.REJECTED)
+        .count()
+    )
+    expect(page.locator(".usage-badge")).to_contain_text(f"Today: {runs_today} run")
 
 
 def test_a_matplotlib_figure_is_shown_inline(page: Page, site: Site) -> None:
