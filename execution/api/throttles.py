@@ -1,4 +1,4 @@
-"""Request-rate limits on the expensive endpoints (DESIGN.md layer 3), per user.
+"""Request-rate limits on the expensive endpoints (README: "Security and fair use"), per user.
 
 Rates come from settings (EXECUTION_THROTTLE_RATE, INSTALL_THROTTLE_RATE) and are read on
 each request, so a deployment changes them with an environment variable. A throttled request

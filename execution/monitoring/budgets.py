@@ -1,4 +1,4 @@
-"""Daily budgets per user: runs and sandbox CPU seconds per UTC day (DESIGN.md layer 3).
+"""Daily budgets per user: runs and sandbox CPU seconds per UTC day (README, "Monitoring").
 
 USER_DAILY_RUNS and USER_DAILY_CPU_SECONDS set the site's defaults (0: no limit); a
 UserBudget row, edited in the admin, overrides either for one user. A run is refused with

@@ -1,10 +1,10 @@
 """One sandbox per thread, through the sandbox contract: create, reconnect, recreate, keep
 alive, kill.
 
-The database is the source of truth and the sandbox a cache (DESIGN.md): a thread stores its
-`sandbox_id` (its `context_ids` column is no longer used); when the sandbox is gone (killed,
-timed out, sandboxd restarted) the next use creates a new one and restores the thread's
-WorkspaceFiles and re-installs its succeeded PackageInstalls, so losing a sandbox loses
+The database is the source of truth and the sandbox a cache (README, "Architecture"): a
+thread stores its `sandbox_id` (its `context_ids` column is no longer used); when the sandbox
+is gone (killed, timed out, sandboxd restarted) the next use creates a new one and restores
+the thread's WorkspaceFiles and re-installs its succeeded PackageInstalls, so losing a sandbox loses
 nothing the user asked for.
 
 Sandboxes come from the configured backend (execution/sandbox/, SANDBOX_BACKEND): the e2b SDK

@@ -1,4 +1,4 @@
-"""Policy checks on everything a caller sends before it reaches a sandbox (DESIGN.md layer 2).
+"""Policy checks on everything a caller sends before it reaches a sandbox (README, "Security").
 
 Pure functions: each takes the value and the limits it needs as arguments (callers pass the
 settings), returns the normalised value, or raises `ValidationRejected` with a stable code.

@@ -1,4 +1,4 @@
-"""envd's Connect wire format on its own (as E2B-PROTOCOL.md states it), spoken with a plain
+"""envd's Connect wire format on its own (as the SDK and E2B's envd speak it), spoken with a plain
 HTTP client: unary JSON in and out with error codes mapped to HTTP statuses, and server
 streams framed as envelopes ending with an end-of-stream envelope."""
 
