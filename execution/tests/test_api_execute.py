@@ -355,3 +355,26 @@ def test_an_allowed_agent_runs_code_and_is_recorded_on_the_execution(
 
     assert response.status_code == 201
     assert (response.json()["agent_id"], response.json()["source"]) == (str(coder.pk), "agent")
+
+
+@pytest.mark.django_db
+def test_any_bytes_a_program_prints_are_stored_and_answered_exactly(client: Any) -> None:
+    """NUL, bytes that are not UTF-8 (each arrives as the lone surrogate U+DC00+byte) and an
+    exception whose message holds a lone surrogate: stored on this pass's database and
+    answered as JSON that decodes to exactly what the program wrote."""
+    printed = b"ok\xff\xfe\x00\x80 end \xc3\xa9\n"
+    shell = "printf '" + "".join(f"\\{byte:03o}" for byte in printed) + "'"
+    response = client.post(EXECUTE, {"code": shell, "language": "bash"}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "succeeded"
+    assert body["stdout"].encode("utf-8", "surrogateescape") == printed
+    stored = Execution.objects.get(pk=body["id"])
+    assert stored.stdout.encode("utf-8", "surrogateescape") == printed
+
+    code = "raise ValueError('nul \\x00 and \\udcff')"
+    response = client.post(EXECUTE, {"code": code, "language": "python"}, format="json")
+    body = response.json()
+    assert body["status"] == "failed"
+    assert body["error"]["value"] == "nul \x00 and \udcff"
+    assert Execution.objects.get(pk=body["id"]).error["value"] == "nul \x00 and \udcff"

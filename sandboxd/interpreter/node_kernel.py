@@ -63,7 +63,7 @@ class FrameParser:
     """
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self._tail = ""  # text that may be the start of a frame mark
         self._frame: list[str] | None = None  # parts of the frame being read, if any
         self._frame_chars = 0
@@ -244,7 +244,7 @@ class NodeContext(ProcessKernelContext):
     async def _read(self, proc: JailProcess) -> None:
         """Follow the process's output; when it exits, end the running cell and restart."""
         parser = FrameParser()
-        stderr = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stderr = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         trace = StartTrace()
         async for event in proc.events():
             if self._run is not None:
@@ -257,7 +257,7 @@ class NodeContext(ProcessKernelContext):
                     elif self._run is not None:
                         self._run.emit(events.stream("stdout", item))
                     elif not self._ready:
-                        trace.add(item.encode())
+                        trace.add(item.encode("utf-8", "surrogateescape"))
             elif event.kind == "stderr":
                 text = stderr.decode(event.data)
                 if text and self._run is not None:

@@ -19,12 +19,21 @@ Three changes to a stock kernel:
   JSON, and PIL images displayed by ``Image.show()`` and ``Image.save(path)``. Nothing heavy is
   imported until the user's code imports it; a template without one of these packages simply
   goes without that result.
-* Messages that carry lone surrogates (``print("\\ud800")``, a decoded file name) are packed as
-  ASCII JSON (``\\ud800``): jupyter_client's packer encodes strictly to UTF-8 and fails, so
-  the kernel lost that output (and all else in the same flush) with a traceback instead.
+* Messages that carry lone surrogates (``print("\\ud800")``, a decoded file name, an
+  exception's message) are packed as ASCII JSON (``\\ud800``). jupyter_client's packer fails
+  on U+D800..U+DC7F (the kernel lost that output, and all else in the same flush) and turns
+  U+DC80..U+DCFF into raw bytes (surrogateescape), which make the message invalid UTF-8: the
+  host could not read it, and ``raise ValueError("\\udc80")`` ended as a success with no error.
+* Bytes written to file descriptors 1 and 2 (a subprocess, ``os.write``) are decoded as UTF-8
+  across reads, and a byte that is not UTF-8 becomes the lone surrogate U+DC00+byte (Python's
+  ``surrogateescape``, PEP 383), so ``text.encode("utf-8", "surrogateescape")`` gives back
+  exactly what was written. ipykernel decodes each 1000-byte read on its own with "replace":
+  binary output became U+FFFD, and so did a character cut by a read's border.
 """
 
+import codecs
 import json
+import os
 import sys
 
 import zmq
@@ -35,6 +44,7 @@ from jupyter_client.session import json_packer
 from traitlets import DottedObjectName, Integer
 
 STREAM_MESSAGE_CHARS = 1 << 20
+FD_READ_BYTES = 64 << 10
 
 
 class SandboxOutStream(OutStream):
@@ -51,6 +61,26 @@ class SandboxOutStream(OutStream):
     def _buffered(self):
         with self._buffer_lock:
             return sum(buffer.tell() for buffer in self._buffers.values())
+
+    def _watch_pipe_fd(self):
+        # Replaces ipykernel's reader of the pipe that fds 1 and 2 are redirected into (see
+        # the module's docstring): the same loop, with an incremental, lossless decoder.
+        if self._fid is None:
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        try:
+            data = os.read(self._fid, FD_READ_BYTES)
+            while data and self._should_watch:
+                text = decoder.decode(data)
+                if text:
+                    self.write(text)
+                os.write(self._original_stdstream_copy, data)
+                data = os.read(self._fid, FD_READ_BYTES)
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                self.write(rest)
+        except Exception:
+            self._exc = sys.exc_info()
 
 
 CHART_MIME = "e2b/chart"
@@ -151,10 +181,20 @@ def _display_pil_images():
 
 
 def lossless_packer(obj):
-    """jupyter_client's JSON packer, falling back to ASCII JSON, which escapes a lone surrogate
-    instead of failing on it; the host's json.loads reads either back to the same text."""
+    """JSON as strict UTF-8, or ASCII JSON (a lone surrogate escaped as ``\\udc80``) when the
+    message holds one; the host's json.loads reads either back to the same text. What JSON
+    cannot hold (NaN, a set) goes to jupyter_client's packer, which cleans it."""
     try:
-        return json_packer(obj)
+        text = json.dumps(obj, default=json_default, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        packed = json_packer(obj)
+        try:
+            packed.decode("utf-8")
+            return packed
+        except UnicodeDecodeError:
+            return json.dumps(json.loads(packed.decode("utf-8", "surrogateescape"))).encode()
+    try:
+        return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, default=json_default, allow_nan=False).encode("ascii")
 
