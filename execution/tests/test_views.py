@@ -131,6 +131,16 @@ def test_it_returns_404_for_a_run_of_another_thread(
     assert client.get(reverse("workspace-run", args=[other.id, run.id])).status_code == 404
 
 
+def test_another_users_run_under_ones_own_thread_page_is_404_and_audited(
+    client: Client, charlie: AbstractBaseUser, run: Execution
+) -> None:
+    own = Thread.objects.create(owner=charlie, title="charlie's")
+    client.force_login(charlie)
+    assert client.get(reverse("workspace-run", args=[own.id, run.id])).status_code == 404
+    event = SecurityEvent.objects.get(user=charlie, code="execution_not_owned")
+    assert event.details["object_id"] == str(run.id)
+
+
 def test_it_redirects_an_anonymous_visitor_to_the_login_page(
     client: Client, thread: Thread, run: Execution
 ) -> None:

@@ -150,6 +150,8 @@ async def test_it_closes_4404_for_another_users_execution(
     )
     communicator, _ = await connect(f"/ws/executions/{execution.id}/", charlie)
     assert await close_code(communicator) == CLOSE_NOT_FOUND
+    event = await SecurityEvent.objects.aget(user=charlie, code="execution_not_owned")
+    assert (event.source, event.details["object_id"]) == (Source.WEBSOCKET, str(execution.id))
 
 
 async def test_it_refuses_the_handshake_from_another_sites_origin(
@@ -280,15 +282,16 @@ async def test_json_nested_100000_deep_is_a_typed_refusal_and_the_socket_stays_u
     assert (await reply(alices_socket, {"type": "nope"}))["error"]["code"] == "unknown_type"
 
 
-async def test_code_with_a_lone_surrogate_is_a_typed_refusal_not_an_internal_error(
-    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser
+@pytest.mark.parametrize("code", ["print('\ud800')", "print('a\x00b')"])
+async def test_code_with_a_lone_surrogate_or_nul_is_a_typed_refusal_not_an_internal_error(
+    alices_socket: WebsocketCommunicator, alice: AbstractBaseUser, code: str
 ) -> None:
-    frame = '{"type": "execute", "code": "print(\'\\ud800\')", "language": "python"}'
+    frame = json.dumps({"type": "execute", "code": code, "language": "python"})
     answer = await reply(alices_socket, frame)
     assert answer["error"]["code"] == "code_invalid"
     # The refusal is on record, with the code as it came.
     rejected = await Execution.objects.aget(user=alice, status=Execution.Status.REJECTED)
-    assert rejected.code == "print('\ud800')"
+    assert rejected.code == code
 
 
 async def test_a_flood_of_refused_frames_writes_one_audit_row_per_refusal_with_its_count(
