@@ -9,6 +9,8 @@ import json
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -16,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pyseccomp
 import pytest
 from e2b_code_interpreter import Sandbox
 
 from sandboxd.interpreter.contexts import MAX_OUTPUT_BYTES
 from sandboxd.interpreter.python_kernel import IOPUB_HOST_QUEUE_MESSAGES, MAX_MESSAGE_BYTES
+from sandboxd.jail import seccomp
 from sandboxd.testing import RunningSandboxd, running_sandboxd, wait_until
 
 pytestmark = pytest.mark.sandboxd
@@ -483,3 +487,58 @@ def test_the_sandbox_sees_neither_the_state_dir_nor_its_own_host_directory(
     assert "/run/sandboxd/egress.sock" in seen  # the egress socket is there, from a tmpfs
     assert str(state_dir) not in seen
     assert attacker.sandbox_id not in seen
+
+
+# --- 13: the seccomp allow-list --------------------------------------------------------------
+
+# A system call neither filter names: Docker's default profile allows get_mempolicy(2) only
+# with CAP_SYS_NICE, our allow-list leaves it out, and the guard does not list it, so only the
+# allow-list's default can answer. It is a harmless query that succeeds unprivileged on the
+# host, so an EPERM in the sandbox is the filter's, not the kernel's.
+UNLISTED_SYSCALL = "get_mempolicy"
+# Calls the allow-list has rules with arguments for (or an answer other than ALLOW).
+CONDITIONAL_SYSCALLS = {"clone", "clone3", "socket", "personality"}
+
+_SYSCALL_PROBE = textwrap.dedent(
+    """
+    import ctypes, errno, json, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+
+    def probe(number, *args):
+        ctypes.set_errno(0)
+        result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+        return {"result": result, "errno": errno.errorcode.get(ctypes.get_errno(), "")}
+
+    print(json.dumps({
+        "unlisted": probe(UNLISTED, 0, 0, 0, 0, 0),
+        "getpid": probe(GETPID),
+        "pid": os.getpid(),
+    }))
+    """
+)
+
+
+def test_a_system_call_no_filter_names_is_refused_with_eperm(attacker: Sandbox) -> None:
+    assert UNLISTED_SYSCALL not in seccomp.ALLOWED_SYSCALLS
+    assert UNLISTED_SYSCALL not in seccomp.DENIED_SYSCALLS
+    assert UNLISTED_SYSCALL not in CONDITIONAL_SYSCALLS
+    assert "getpid" in seccomp.ALLOWED_SYSCALLS
+    # The numbers of this machine's architecture (the sandbox runs on it too).
+    native = pyseccomp.Arch.NATIVE
+    code = _SYSCALL_PROBE.replace(
+        "UNLISTED", str(pyseccomp.resolve_syscall(native, UNLISTED_SYSCALL))
+    ).replace("GETPID", str(pyseccomp.resolve_syscall(native, "getpid")))
+    host = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, check=True, text=True
+        ).stdout
+    )
+
+    execution = attacker.run_code(code)
+
+    assert execution.error is None, execution.error
+    inside = json.loads("".join(execution.logs.stdout))
+    assert host["unlisted"]["errno"] != "EPERM"  # the kernel itself would not refuse it
+    assert inside["unlisted"] == {"result": -1, "errno": "EPERM"}  # not ENOSYS, not success
+    assert inside["getpid"]["result"] == inside["pid"]  # a listed call goes through
