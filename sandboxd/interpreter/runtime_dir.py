@@ -32,21 +32,28 @@ class KernelDir:
     def __init__(self, runtime_dir: Path, sandbox_runtime_dir: str, prefix: str) -> None:
         """Create ``<runtime_dir>/<prefix>-<random>`` (mode 0700, owned by this process).
 
-        Raises RuntimeDirError if what was created is not a directory we own (a race with
-        the sandbox).
+        Raises RuntimeDirError if it cannot be created (the sandbox filled its runtime dir)
+        or if what was created is not a directory we own (a race with the sandbox). The
+        message reaches the client, so it names the directory as the sandbox sees it, never
+        its host path (under the state dir).
         """
         self.name = f"{prefix}-{secrets.token_hex(8)}"
         self.sandbox_path = f"{sandbox_runtime_dir.rstrip('/')}/{self.name}"
         host_path = runtime_dir / self.name
-        os.mkdir(host_path, 0o700)
+        try:
+            os.mkdir(host_path, 0o700)
+        except OSError as exc:
+            raise RuntimeDirError(f"cannot create {self.sandbox_path}: {exc.strerror}") from exc
         try:
             self.fd = os.open(host_path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
-            raise RuntimeDirError(f"kernel dir {host_path} was replaced: {exc}") from exc
+            raise RuntimeDirError(
+                f"kernel dir {self.sandbox_path} was replaced: {exc.strerror}"
+            ) from exc
         st = os.fstat(self.fd)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             os.close(self.fd)
-            raise RuntimeDirError(f"kernel dir {host_path} is not ours")
+            raise RuntimeDirError(f"kernel dir {self.sandbox_path} is not ours")
         self.host_path = host_path
 
     def write_file(

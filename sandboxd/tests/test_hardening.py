@@ -14,14 +14,16 @@ import sys
 import tempfile
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pyseccomp
 import pytest
-from e2b_code_interpreter import Sandbox
+from e2b import SandboxException
+from e2b_code_interpreter import Context, Sandbox
 
+from sandboxd.config import PROJECT_ROOT
 from sandboxd.interpreter.contexts import MAX_OUTPUT_BYTES
 from sandboxd.interpreter.python_kernel import IOPUB_HOST_QUEUE_MESSAGES, MAX_MESSAGE_BYTES
 from sandboxd.jail import seccomp
@@ -487,6 +489,199 @@ def test_the_sandbox_sees_neither_the_state_dir_nor_its_own_host_directory(
     assert "/run/sandboxd/egress.sock" in seen  # the egress socket is there, from a tmpfs
     assert str(state_dir) not in seen
     assert attacker.sandbox_id not in seen
+
+
+def host_secrets(server: RunningSandboxd, state_dir: Path, *sandboxes: Sandbox) -> set[str]:
+    """What no error a sandbox or an API client sees may contain: the state dir, each
+    sandbox's host directory, the server's log directory and the project's host path."""
+    found = {
+        str(state_dir),
+        str(state_dir.resolve()),
+        str(server.log_path.parent),
+        str(PROJECT_ROOT),
+    }
+    found.update(str(state_dir / "jails" / sandbox.sandbox_id) for sandbox in sandboxes)
+    return found
+
+
+def refusal(call: Callable[[], object]) -> str:
+    """What the SDK says when `call` is refused (it must be)."""
+    with pytest.raises(SandboxException) as info:
+        call()
+    return str(info.value)
+
+
+def http_refusal(response: httpx.Response) -> str:
+    """A refused plain-HTTP request's whole body (it must be refused)."""
+    assert response.status_code >= 400, (response.status_code, response.text)
+    return response.text
+
+
+def test_error_messages_name_no_host_path_and_no_other_sandbox(
+    server: RunningSandboxd, state_dir: Path, attacker: Sandbox, neighbour: Sandbox
+) -> None:
+    api = {"X-API-KEY": server.api_key}
+    envd, interpreter = envd_headers(attacker), interpreter_headers(attacker)
+    unknown = "i" + secrets.token_hex(9)
+    attacker.commands.run("mkfifo /home/user/fifo; echo x > /home/user/plain")
+    seen: dict[str, str] = {}
+
+    # The files API, through the SDK and plain HTTP.
+    seen["read a missing file"] = refusal(lambda: attacker.files.read("/home/user/missing"))
+    seen["list a missing dir"] = refusal(lambda: attacker.files.list("/home/user/no/such/dir"))
+    seen["write a read-only path"] = refusal(lambda: attacker.files.write("/etc/evil", "x"))
+    seen["write under a file"] = refusal(lambda: attacker.files.write("/home/user/plain/x", "x"))
+    seen["remove a read-only file"] = refusal(lambda: attacker.files.remove("/usr/bin/env"))
+    seen["remove from /proc"] = refusal(lambda: attacker.files.remove("/proc/1"))
+    seen["make a read-only dir"] = refusal(lambda: attacker.files.make_dir("/usr/evil"))
+    seen["rename a missing file"] = refusal(
+        lambda: attacker.files.rename("/home/user/missing", "/home/user/other")
+    )
+    seen["read a fifo"] = refusal(lambda: attacker.files.read("/home/user/fifo"))
+    seen["read a runtime entry"] = refusal(lambda: attacker.files.read("/run/sandbox/missing"))
+    seen["watch a missing dir"] = refusal(lambda: attacker.files.watch_dir("/home/user/nodir"))
+    seen["GET a missing file"] = http_refusal(
+        httpx.get(f"{server.url}/files", params={"path": "/x/y"}, headers=envd, timeout=60)
+    )
+    seen["Stat over Connect"] = http_refusal(
+        httpx.post(
+            f"{server.url}/filesystem.Filesystem/Stat",
+            headers=envd,
+            json={"path": "/home/user/missing"},
+            timeout=60,
+        )
+    )
+    upload = f"{server.url}/files"
+    seen["upload to a read-only path"] = http_refusal(
+        httpx.post(
+            upload, params={"path": "/etc/u"}, files={"file": ("u", b"x")}, headers=envd, timeout=60
+        )
+    )
+    seen["upload onto a directory"] = http_refusal(
+        httpx.post(
+            upload,
+            params={"path": "/home/user"},
+            files={"file": ("u", b"x")},
+            headers=envd,
+            timeout=60,
+        )
+    )
+    seen["a malformed upload"] = http_refusal(
+        httpx.post(
+            upload,
+            params={"path": "/home/user/u"},
+            headers={**envd, "Content-Type": "multipart/form-data; boundary=zz"},
+            content=b"no parts here",
+            timeout=60,
+        )
+    )
+
+    # Processes.
+    seen["a missing cwd"] = refusal(lambda: attacker.commands.run("true", cwd="/nonexistent"))
+    seen["a missing program"] = refusal(lambda: attacker.commands.run("no-such-program"))
+    seen["a missing process"] = refusal(lambda: attacker.commands.connect(999_999))
+    seen["another user"] = refusal(lambda: attacker.commands.run("id", user="root"))
+
+    # The code interpreter: missing contexts, bad requests, a kernel that fails or dies.
+    missing = Context(context_id="no-such-context", language="python", cwd="/home/user")
+    seen["run_code in a missing context"] = refusal(lambda: attacker.run_code("1", context=missing))
+    seen["remove a missing context"] = refusal(lambda: attacker.remove_code_context(missing))
+    seen["a context in a missing cwd"] = refusal(
+        lambda: attacker.create_code_context(cwd="/nonexistent")
+    )
+    seen["an unknown language"] = refusal(lambda: attacker.run_code("1", language="cobol"))
+    seen["/execute in a missing context"] = http_refusal(
+        httpx.post(
+            f"{server.url}/execute",
+            headers=interpreter,
+            json={"code": "1", "context_id": "no-such-context"},
+            timeout=60,
+        )
+    )
+    for language, code in (
+        ("python", "import json; json.loads('{')"),
+        ("python", "import os; os.kill(os.getpid(), 9)"),
+        ("js", "require('no-such-module')"),
+        ("bash", "cat /no/such/file"),
+    ):
+        error = attacker.run_code(code, language=language).error
+        assert error is not None, code
+        seen[f"{language}: {code}"] = f"{error.name}: {error.value}\n{error.traceback}"
+    attacker.files.write(
+        "/home/user/.local/lib/python-packages/sitecustomize.py", "raise SystemExit('no')"
+    )
+    seen["a kernel that fails to start"] = refusal(
+        lambda: attacker.create_code_context(language="python")
+    )
+    attacker.files.remove("/home/user/.local/lib/python-packages/sitecustomize.py")
+
+    # The control plane: unknown ids, bad bodies, a pause that fails.
+    options = server.sdk_options()
+    seen["connect to an unknown sandbox"] = refusal(lambda: Sandbox.connect(unknown, **options))
+    seen["the timeout of an unknown one"] = refusal(
+        lambda: Sandbox.set_timeout(unknown, 30, **options)
+    )
+    seen["an unknown template"] = refusal(lambda: Sandbox.create(template="nope", **options))
+    for method, path in (
+        ("GET", f"/sandboxes/{unknown}"),
+        ("DELETE", f"/sandboxes/{unknown}"),
+        ("POST", f"/sandboxes/{unknown}/pause"),
+        ("POST", f"/sandboxes/{unknown}/resume"),
+    ):
+        seen[f"{method} {path}"] = http_refusal(
+            httpx.request(method, f"{server.url}{path}", headers=api, json={}, timeout=60)
+        )
+    seen["a body that is not JSON"] = http_refusal(
+        httpx.post(
+            f"{server.url}/sandboxes",
+            headers={**api, "Content-Type": "application/json"},
+            content=b"{",
+            timeout=60,
+        )
+    )
+    seen["an unknown sandbox on the envd port"] = http_refusal(
+        httpx.get(
+            f"{server.url}/files",
+            params={"path": "/x"},
+            headers={**envd, "E2b-Sandbox-Id": unknown},
+            timeout=60,
+        )
+    )
+    # tar cannot read a file its owner made unreadable: the pause fails (and kills it).
+    attacker.commands.run("echo secret > /home/user/locked && chmod 000 /home/user/locked")
+    seen["a pause that fails"] = http_refusal(
+        httpx.post(f"{server.url}/sandboxes/{attacker.sandbox_id}/pause", headers=api, timeout=120)
+    )
+
+    forbidden = host_secrets(server, state_dir, attacker, neighbour) | {neighbour.sandbox_id}
+    leaks = {what: text for what, text in seen.items() if any(s in text for s in forbidden)}
+    assert not leaks, leaks
+    assert_healthy(server, neighbour)
+
+
+def test_a_kernel_that_cannot_get_its_directory_names_no_host_path(
+    server: RunningSandboxd, state_dir: Path, attacker: Sandbox
+) -> None:
+    """The sandbox fills its runtime dir's inodes, so the host cannot make a kernel's
+    directory there: the client is told so with the sandbox's path, not the host's."""
+    filled = attacker.commands.run(
+        "cd /run/sandbox && i=0; while : 2>/dev/null > f$i; do i=$((i+1)); done; echo $i",
+        timeout=120,
+    )
+    assert int(filled.stdout) > 1000
+
+    failures = [
+        refusal(lambda language=language: attacker.create_code_context(language=language))
+        for language in ("python", "bash")
+    ]
+
+    for failure in failures:
+        assert not any(s in failure for s in host_secrets(server, state_dir, attacker)), failure
+        assert "kernel_start_failed" in failure and "No space left on device" in failure
+        assert "/run/sandbox/" in failure  # the path as the sandbox sees it
+    attacker.commands.run("find /run/sandbox -maxdepth 1 -name 'f*' -type f -delete")
+    assert attacker.run_code("echo ok", language="bash").logs.stdout == ["ok\n"]
+    assert attacker.run_code("6 * 7").text == "42"  # kernels start again once there is room
 
 
 # --- 13: the seccomp allow-list --------------------------------------------------------------
