@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from execution.models import Execution, SecurityEvent, Thread
+from execution.models import Execution, SecurityEvent, Thread, WorkspaceFile
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(180)]
 
@@ -378,3 +378,31 @@ def test_any_bytes_a_program_prints_are_stored_and_answered_exactly(client: Any)
     assert body["status"] == "failed"
     assert body["error"]["value"] == "nul \x00 and \udcff"
     assert Execution.objects.get(pk=body["id"]).error["value"] == "nul \x00 and \udcff"
+
+
+@pytest.mark.django_db
+def test_a_file_name_that_is_not_utf8_is_skipped_by_the_sync_and_the_thread_goes_on(
+    client: Any,
+) -> None:
+    """The sandbox lists a name that is not UTF-8 with U+FFFD (as E2B's envd does): the sync
+    after the run stores the other files, reports that one as skipped, and the thread's next
+    run works (issue 14, item 9)."""
+    code = "printf x > \"bad-$(printf '\\xff').txt\"; echo kept > good.txt"
+    response = client.post(EXECUTE, {"code": code, "language": "bash"}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "succeeded"
+    thread_id = body["thread_id"]
+    stored = Execution.objects.get(pk=body["id"])
+    sync = stored.details["file_sync"]
+    assert sync["created"] == ["good.txt"]
+    assert [(entry["path"], entry["reason"]) for entry in sync["skipped"]] == [
+        ("bad-\ufffd.txt", "unreadable")
+    ]
+    assert list(
+        WorkspaceFile.objects.filter(thread_id=thread_id).values_list("path", flat=True)
+    ) == ["good.txt"]
+
+    again = {"code": "print(open('good.txt').read(), end='')", "thread_id": thread_id}
+    response = client.post(EXECUTE, {**again, "language": "python"}, format="json")
+    assert (response.json()["status"], response.json()["stdout"]) == ("succeeded", "kept\n")
