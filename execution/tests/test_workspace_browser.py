@@ -28,7 +28,14 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from accounts.testing import TEST_PASSWORD
-from execution.models import Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
+from execution.models import (
+    Execution,
+    PackageInstall,
+    SecurityEvent,
+    Source,
+    Thread,
+    WorkspaceFile,
+)
 from execution.tests.live import LiveStack, create_user, live_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandboxd, pytest.mark.timeout(300)]
@@ -265,6 +272,7 @@ def test_a_person_creates_a_thread_types_code_and_watches_the_output_stream_in(
     run = Execution.objects.using(site.alias).get(thread=thread)
     assert run.status == Execution.Status.SUCCEEDED
     assert run.stdout == "tick 0\ntick 1\ntick 2\n"
+    assert run.source == Source.BROWSER  # the admin's "Browser" filter finds it
     # So did the header's count of today's runs, without a reload.
     runs_today = (
         Execution.objects.using(site.alias)
@@ -289,6 +297,33 @@ def test_a_matplotlib_figure_is_shown_inline(page: Page, site: Site) -> None:
     width = image.evaluate("img => img.complete ? img.naturalWidth : 0")
     assert width > 100
     screenshot(page, "03-matplotlib-figure")
+
+
+def test_e2b_chart_data_is_drawn_as_an_interactive_chart(page: Page, site: Site) -> None:
+    """A figure's chart data (e2b-charts, as E2B's kernels give it) becomes a Chart.js chart
+    with the figure's points and title; the static picture stays one click away."""
+    create_thread(page, site, "Charts")
+    run_and_wait(
+        page,
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3, 4], [1, 3, 2, 5], label='sales'); plt.title('a line')\n"
+        "plt.xlabel('day'); plt.show()\n",
+    )
+    canvas = page.locator("#output .result-chart canvas")
+    expect(canvas).to_have_count(1)
+    expect(canvas).to_have_attribute("aria-label", "a line")
+    drawn = canvas.evaluate(
+        "c => { const chart = window.Chart.getChart(c); return chart && {"
+        " type: chart.config.type, title: chart.options.plugins.title.text,"
+        " points: chart.data.datasets[0].data.map(p => [p.x, p.y]) }; }"
+    )
+    assert drawn == {
+        "type": "line",
+        "title": "a line",
+        "points": [[1, 1], [2, 3], [3, 2], [4, 5]],
+    }
+    expect(page.locator("#output details.chart-still img.result-image")).to_have_count(1)
+    screenshot(page, "03b-interactive-chart")
 
 
 def test_a_long_run_is_stopped_with_the_stop_button(page: Page, site: Site) -> None:
