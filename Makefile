@@ -59,11 +59,12 @@ run: setup
 	@bash scripts/run.sh
 
 # ruff, then mypy over the Django side ([tool.mypy] in pyproject.toml; the settings it loads
-# need a key, any key).
+# need a key, any key), then mypy --strict over the Python client (atlaschat_client/pyproject.toml).
 lint: $(VENV)/.requirements.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	SECRET_KEY=type-checking-only $(VENV)/bin/mypy
+	cd atlaschat_client && $(abspath $(VENV))/bin/mypy
 
 test: setup test-system-packages lint
 	@bash scripts/test.sh

@@ -1,6 +1,6 @@
 """What both examples need from AtlasChat: a logged-in client and the agent to act as.
 
-Configuration is the environment (see the README, "Agents and clients"):
+Configuration is the environment (see the README, "The Python client and agent runtimes"):
 
 * `ATLASCHAT_URL` (default `http://127.0.0.1:8000`, where `make run` serves);
 * `ATLASCHAT_TOKEN`, an access token, or `ATLASCHAT_USERNAME` and `ATLASCHAT_PASSWORD` to log

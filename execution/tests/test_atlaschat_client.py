@@ -493,6 +493,9 @@ async def test_the_async_clients_other_methods_answer_like_the_sync_ones(live: L
         await client.delete_file(thread.id, "b.bin")
         assert await client.list_files(thread.id) == []
         assert await client.list_packages(thread.id) == []
+        install = await client.install_packages(["six==1.17.0"], thread_id=thread.id)
+        assert install.status == "succeeded", install.log
+        assert [row.packages for row in await client.list_packages(thread.id)] == [["six==1.17.0"]]
         agent = await client.create_agent("async-rest", allowed_tools=["execute_code"])
         assert agent.id in [row.id for row in await client.list_agents()]
         await client.update_agent(agent.id, is_active=False)

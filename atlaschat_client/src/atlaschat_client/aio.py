@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 from atlaschat_client import routes
 from atlaschat_client.auth import Credentials
@@ -208,7 +209,7 @@ class AsyncClient:
         async with connect(
             websocket_url(self.base_url, path),
             additional_headers=self.credentials.headers(),
-            origin=origin_of(self.base_url),  # type: ignore[arg-type]
+            origin=Origin(origin_of(self.base_url)),
             max_size=MAX_FRAME_BYTES,
             open_timeout=30,
         ) as socket:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from atlaschat_client import routes
 from atlaschat_client.auth import Credentials
@@ -209,7 +210,7 @@ class Client:
         socket = connect(
             websocket_url(self.base_url, path),
             additional_headers=self.credentials.headers(),
-            origin=origin_of(self.base_url),  # type: ignore[arg-type]
+            origin=Origin(origin_of(self.base_url)),
             max_size=MAX_FRAME_BYTES,
             open_timeout=30,
         )
