@@ -97,9 +97,18 @@ def input_request(prompt: str, password: bool) -> Event:
     )
 
 
+# Characters that JSON leaves raw inside strings but that str.splitlines() (which the SDK's
+# httpx iter_lines uses) takes for line ends: raw, they cut an event in two and the SDK's
+# json.loads fails (JavaScript `0\x85` made its SyntaxError's message such an event).
+_LINE_BREAKS_IN_STRINGS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 def encode(event: Event) -> bytes:
-    """One event as a line of the streamed body (compact JSON, UTF-8, newline-terminated)."""
+    """One event as a line of the streamed body (compact JSON, UTF-8, newline-terminated),
+    with no character inside it that a line splitter could take for a line end."""
     text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    if "\x85" in text or "\u2028" in text or "\u2029" in text:
+        text = text.translate(_LINE_BREAKS_IN_STRINGS)
     try:
         return text.encode() + b"\n"
     except UnicodeEncodeError:

@@ -78,3 +78,29 @@ def test_printed_lone_surrogates_and_a_json_result_with_them_arrive(sbx: Sandbox
     assert execution.error is None
     assert execution.logs.stdout == ["a\udc80b\ud800c\n"]
     assert execution.results[0].json == {"k": "v\udcff"}
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("python", "print('a\\x85b\\u2028c\\u2029d')"),
+        ("javascript", "console.log('a\\x85b\\u2028c\\u2029d')"),
+        ("bash", "printf 'a\\xc2\\x85b\\xe2\\x80\\xa8c\\xe2\\x80\\xa9d\\n'"),
+    ],
+)
+def test_characters_a_line_splitter_takes_for_line_ends_arrive_whole(
+    sbx: Sandbox, language: str, code: str
+) -> None:
+    """U+0085, U+2028 and U+2029 are line ends to str.splitlines(), which the SDK's stream
+    reader uses: sent raw inside an event, they cut it in two and the SDK raised
+    JSONDecodeError."""
+    execution = sbx.run_code(code, language=language)
+    assert execution.error is None
+    assert execution.logs.stdout == ["a\x85b\u2028c\u2029d\n"]
+
+
+def test_code_with_such_a_character_gets_its_own_error_not_a_broken_stream(sbx: Sandbox) -> None:
+    # What schemathesis sent: JavaScript's SyntaxError quotes the character back.
+    execution = sbx.run_code("0\x85", language="javascript")
+    assert execution.error is not None
+    assert execution.error.name == "SyntaxError"
