@@ -58,10 +58,12 @@ MAX_MESSAGE_BYTES = 40 << 20
 IOPUB_QUEUE_MESSAGES = 200_000
 # Messages the host's end of iopub holds. Shallow on purpose: when it is full ZeroMQ stops
 # reading the socket, the kernel's deep queue fills instead (its memory, its cgroup), and
-# nothing is lost. So one context costs the host at most (this + 2) * MAX_MESSAGE_BYTES
-# (queued, being received, being decoded), a hostile kernel's flood included; a run's events
-# then wait in its EventPipe, which pushes back in turn. Measured (tests/test_hardening.py):
-# a depth of 4 let 32 MiB frames hold 160 MiB, this one 65 MiB.
+# nothing is lost. So one context costs the host at most (this + 3) * MAX_MESSAGE_BYTES
+# (queued, being received, being decoded, and one more that ZeroMQ's I/O thread may hold:
+# its high-water mark is not exact), a hostile kernel's flood included; a run's events then
+# wait in its EventPipe, which pushes back in turn. Measured (tests/test_hardening.py): a
+# depth of 4 let 32 MiB frames hold 160 MiB, this one 65 MiB on a quiet machine and 125 MiB
+# (four such frames) on a loaded one.
 IOPUB_HOST_QUEUE_MESSAGES = 1
 # A message larger than this is checked and decoded on a worker thread (hashlib and the copy
 # release the GIL): a flood of large frames from one sandbox must not stall the event loop
