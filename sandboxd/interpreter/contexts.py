@@ -185,6 +185,7 @@ class KernelContext(ABC):
         self.cwd = cwd
         # Sandbox-level variables (create-time envVars), applied at every (re)start.
         self.envs: dict[str, str] = dict(envs or {})
+        self._envs_changes = 0  # set_envs calls so far: a start compares before and after
         self.lock = asyncio.Lock()
         self.execution_count = 0
         self._start_task: asyncio.Task[None] | None = None
@@ -209,7 +210,7 @@ class KernelContext(ABC):
                 return
             if self._start_task is None or self._start_task.done():
                 self._start_task = asyncio.create_task(
-                    prometheus.timed_kernel_start(self.language, self._start())
+                    prometheus.timed_kernel_start(self.language, self._start_with_envs())
                 )
             task = self._start_task
             try:
@@ -227,10 +228,19 @@ class KernelContext(ABC):
             return
         self._start_task = asyncio.create_task(self._restart_quietly())
 
+    async def _start_with_envs(self) -> None:
+        # A kernel starts with the variables of its launch. Those set while it was starting
+        # (a pooled sandbox's create sets envs while its JavaScript kernel still warms up)
+        # are applied once it is up, or it would never see them.
+        changes = self._envs_changes
+        await self._start()
+        if self._envs_changes != changes and self.alive:
+            await self._apply_envs(dict(self.envs))
+
     async def _restart_quietly(self) -> None:
         try:
             await self._stop()
-            await self._start()
+            await self._start_with_envs()
         except Exception:
             # The next run will try again and report the failure to its caller.
             logger.warning("context %s could not restart", self.id, exc_info=True)
@@ -254,6 +264,7 @@ class KernelContext(ABC):
     async def set_envs(self, envs: Mapping[str, str]) -> None:
         """Add sandbox-level variables: kept for restarts and applied to the live kernel."""
         self.envs.update(envs)
+        self._envs_changes += 1
         if self.alive:
             await self._apply_envs(envs)
 

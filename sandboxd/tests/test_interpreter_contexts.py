@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import httpx
 import pytest
 from e2b import NotFoundException, TimeoutException
 from e2b_code_interpreter import AsyncSandbox, OutputMessage
 
+from sandboxd.interpreter.contexts import Emit, KernelContext
 from sandboxd.testing import RunningSandboxd
 
 pytestmark = pytest.mark.sandboxd
@@ -270,6 +271,74 @@ async def test_sandbox_env_vars_reach_every_language(sandboxd: RunningSandboxd) 
     assert python.logs.stdout == [hostile + "\n"]
     assert js.logs.stdout == [hostile + "\n"]
     assert bash.logs.stdout == [hostile + "\n"]
+
+
+class _SlowStartContext(KernelContext):
+    """A context whose kernel start waits for the test: launched with the variables of then."""
+
+    language = "python"
+
+    def __init__(self) -> None:
+        super().__init__(jail=None, envs={"A": "1"})  # type: ignore[arg-type]
+        self.may_finish_start = asyncio.Event()
+        self.launched = asyncio.Event()
+        self.launched_with: dict[str, str] = {}
+        self.applied: list[dict[str, str]] = []
+        self._up = False
+
+    @property
+    def alive(self) -> bool:
+        return self._up
+
+    async def _start(self) -> None:
+        self.launched_with = dict(self.envs)
+        self.launched.set()
+        await self.may_finish_start.wait()
+        self._up = True
+
+    async def _stop(self) -> None:
+        self._up = False
+
+    async def _apply_envs(self, envs: Mapping[str, str]) -> None:
+        self.applied.append(dict(envs))
+
+    async def run(self, code: str, env_vars: Mapping[str, str], emit: Emit) -> None:
+        raise NotImplementedError
+
+    async def interrupt(self) -> None:
+        raise NotImplementedError
+
+
+async def test_variables_set_while_a_kernel_starts_are_applied_once_it_is_up() -> None:
+    """A pooled sandbox's JavaScript kernel may still be starting when create sets the
+    sandbox's envs: it was launched without them, so they are applied when it is up (E2B's
+    test_env_vars_overwrite failed 1 run in 20 before)."""
+    context = _SlowStartContext()
+    starting = asyncio.create_task(context.ensure_started())
+    await asyncio.wait_for(context.launched.wait(), 5)
+    assert context.launched_with == {"A": "1"}
+    await context.set_envs({"B": "2"})
+    assert context.applied == []  # not up yet
+    context.may_finish_start.set()
+    await starting
+    assert context.applied == [{"A": "1", "B": "2"}]
+    # A start that saw every variable at launch applies nothing more.
+    await context.restart()
+    assert context.applied == [{"A": "1", "B": "2"}]
+
+
+async def test_envs_reach_a_pooled_sandboxs_javascript_however_soon_it_runs(
+    sandboxd: RunningSandboxd,
+) -> None:
+    async def one(n: int) -> str:
+        sandbox = await AsyncSandbox.create(envs={"SK_N": str(n)}, **sandboxd.sdk_options())
+        try:
+            js = await sandbox.run_code("console.log(process.env.SK_N)", language="js")
+            return "".join(js.logs.stdout)
+        finally:
+            await sandbox.kill()
+
+    assert await asyncio.gather(*(one(n) for n in range(6))) == [f"{n}\n" for n in range(6)]
 
 
 async def test_restarting_a_busy_context_ends_its_cell_without_waiting(sbx: AsyncSandbox) -> None:
