@@ -324,10 +324,12 @@ async def sandboxes_metrics(request: web.Request) -> web.Response:
 
 
 async def not_supported(request: web.Request) -> web.Response:
-    """Pause, resume, snapshots, forks, metrics, logs and network updates: sandboxd has none
-    of these; say so instead of pretending."""
+    """Snapshots, forks, sandbox logs and network updates: sandboxd has none of these (README,
+    "What sandboxd does not do"); say so instead of pretending."""
     return error_response(
-        501, f"sandboxd does not support {request.method} {request.path} (no pause/snapshots)"
+        501,
+        f"sandboxd does not support {request.method} {request.path} "
+        "(no snapshots, forks, sandbox logs or network updates)",
     )
 
 

@@ -167,6 +167,11 @@ def restarted_error() -> events.Event:
     )
 
 
+def _retrieve_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class KernelContext(ABC):
     """Shared state and life cycle of a context; subclasses provide the kernel itself."""
 
@@ -212,6 +217,9 @@ class KernelContext(ABC):
                 self._start_task = asyncio.create_task(
                     prometheus.timed_kernel_start(self.language, self._start_with_envs())
                 )
+                # Its failure is the waiters' to report; when they all went away (the sandbox
+                # was killed during a background warm-up) it is not an unhandled error.
+                self._start_task.add_done_callback(_retrieve_exception)
             task = self._start_task
             try:
                 # shield: a client giving up must not cancel a start others may be waiting on.
