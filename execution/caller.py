@@ -1,27 +1,24 @@
 """Who is calling: one value built at every entry point, from a request or a websocket scope.
 
 A `Caller` is the user, the agent acting for them (if any), the entry point (`source`) and
-the client's address. Every entry point builds one here and hands it on; selectors, the
-audit and the throttle adapter take it. This is the one place that reads the client's IP
-(`client_ip`): behind a proxy, have the proxy (or daphne's `--proxy-headers`) set the
-address, and every entry point sees the same value.
+the client's address. Every entry point builds one here and hands it on; the ToolExecutor
+(with the thread as its own argument), selectors, the audit and the throttle adapter take
+it. This is the one place that reads the client's IP (`client_ip`): behind a proxy, have
+the proxy (or daphne's `--proxy-headers`) set the address, and every entry point sees the
+same value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from execution.models import Agent, Source
-
-if TYPE_CHECKING:
-    from execution.models import Thread
-    from execution.services.tool_executor import ExecutionContext
 
 # The longest request path kept in the audit (a path is caller-chosen text).
 AUDIT_PATH_CHARS = 300
@@ -92,15 +89,3 @@ class Caller:
     def acting_as(self, agent: Agent | None, *, source: str | None = None) -> Caller:
         """The same caller with `agent` acting (and, if given, another source)."""
         return replace(self, agent=agent, source=source or self.source)
-
-    def for_thread(self, thread: Thread | None) -> ExecutionContext:
-        """What the ToolExecutor takes: this caller working in `thread` (None: a new one)."""
-        from execution.services.tool_executor import ExecutionContext
-
-        return ExecutionContext(
-            user=self.account,
-            thread=thread,
-            agent=self.agent,
-            source=self.source,
-            client_ip=self.client_ip,
-        )

@@ -404,7 +404,8 @@ class ThreadConsumer(OwnedWebsocketConsumer):
         return ToolExecutor().start_execution(
             code=request.code,
             language=request.language,
-            context=self.caller.for_thread(self.thread),
+            caller=self.caller,
+            thread=self.thread,
             timeout=request.timeout,
         )
 

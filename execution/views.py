@@ -58,7 +58,7 @@ from execution.selectors import execution_get_owned, thread_get_owned
 from execution.services import validation
 from execution.services.errors import ToolError
 from execution.services.runtime import service_portal
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 from execution.stream import result_reference
 from execution.terminal import strip_ansi
 from execution.throttling import check_rate
@@ -109,11 +109,6 @@ def owned_execution(request: HtmxHttpRequest, thread: Thread, execution_id: uuid
         )
     except ToolError as error:
         raise Http404(error.message) from None
-
-
-def tool_context(request: HtmxHttpRequest, thread: Thread) -> ExecutionContext:
-    """The ToolExecutor context of a page request: this user, this thread, source browser."""
-    return page_caller(request).for_thread(thread)
 
 
 def page_or_partial(
@@ -357,7 +352,7 @@ def file_create(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     form = NewFileForm(request.POST)
     if form.is_valid():
         raw_path = form.cleaned_data["path"]
-        executor, context = ToolExecutor(), tool_context(request, thread)
+        executor, caller = ToolExecutor(), page_caller(request)
         try:
             try:
                 path = validation.validate_workspace_path(
@@ -365,12 +360,12 @@ def file_create(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
                 )
             except ToolError:
                 # Refused by the policy: let write_file refuse it too, which audits it.
-                executor.write_file(file_path=raw_path, content=b"", context=context)
+                executor.write_file(file_path=raw_path, content=b"", caller=caller, thread=thread)
                 raise
             if WorkspaceFile.objects.filter(thread=thread, path=path).exists():
                 form.add_error("path", f"{path} exists already; open it from the list.")
             else:
-                row = executor.write_file(file_path=path, content=b"", context=context)
+                row = executor.write_file(file_path=path, content=b"", caller=caller, thread=thread)
                 trigger = {"workspace:file-open": {"path": row.path}}
                 return render_files(request, thread, status=201, trigger=trigger)
         except ToolError as error:
@@ -391,7 +386,8 @@ def file_save(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
         row = ToolExecutor().write_file(
             file_path=form.cleaned_data["path"],
             content=form.cleaned_data["content"],
-            context=tool_context(request, thread),
+            caller=page_caller(request),
+            thread=thread,
         )
     except ToolError as error:
         return render_files(
@@ -414,7 +410,7 @@ def file_upload(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
     try:
         validation.validate_file_size(upload.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES)
         ToolExecutor().write_file(
-            file_path=path, content=upload.read(), context=tool_context(request, thread)
+            file_path=path, content=upload.read(), caller=page_caller(request), thread=thread
         )
     except ToolError as error:
         add_tool_error(form, error)
@@ -432,7 +428,7 @@ def file_delete(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpResponse:
         return render_files(request, thread, status=400, file_error=_first_error(form))
     try:
         ToolExecutor().delete_file(
-            file_path=form.cleaned_data["path"], context=tool_context(request, thread)
+            file_path=form.cleaned_data["path"], caller=page_caller(request), thread=thread
         )
     except ToolError as error:
         return render_files(
@@ -518,7 +514,7 @@ def package_install(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpRespo
     language = form.cleaned_data["language"]
     specs = form.cleaned_data["packages"]
     executor = ToolExecutor()
-    context = tool_context(request, thread)
+    caller = page_caller(request)
     throttled = install_throttled(request)
     if throttled is not None:
         add_tool_error(form, throttled, "packages")
@@ -532,7 +528,9 @@ def package_install(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpRespo
         )
     except ToolError:
         try:
-            executor.install_packages(packages=specs, language=language, context=context)
+            executor.install_packages(
+                packages=specs, language=language, caller=caller, thread=thread
+            )
         except ToolError as error:
             add_tool_error(form, error, "packages")
             return render_packages(request, thread, status=error.status, form=form)
@@ -540,7 +538,11 @@ def package_install(request: HtmxHttpRequest, thread_id: uuid.UUID) -> HttpRespo
     # The service portal's background work, like a run started without waiting.
     service_portal().start_background(
         functools.partial(
-            _install_in_background, packages=specs, language=language, context=context
+            _install_in_background,
+            packages=specs,
+            language=language,
+            caller=caller,
+            thread=thread,
         ),
         name=f"install-{thread.id.hex[:8]}",
     )
@@ -561,17 +563,19 @@ def install_throttled(request: HtmxHttpRequest) -> ToolError | None:
 
 
 def _install_in_background(
-    *, packages: list[str], language: str, context: ExecutionContext
+    *, packages: list[str], language: str, caller: Caller, thread: Thread
 ) -> None:
     """Run one install to its end in a background worker; the PackageInstall row is its record
     (a sandbox failure is stored there as `failed` with the reason)."""
     close_old_connections()
     try:
-        ToolExecutor().install_packages(packages=packages, language=language, context=context)
+        ToolExecutor().install_packages(
+            packages=packages, language=language, caller=caller, thread=thread
+        )
     except ToolError as error:
-        logger.info("install in thread %s refused: %s", context.thread, error.code)
+        logger.info("install in thread %s refused: %s", thread, error.code)
     except Exception:
-        logger.exception("install in thread %s failed", context.thread)
+        logger.exception("install in thread %s failed", thread)
     finally:
         connection.close()
 

@@ -41,7 +41,6 @@ from execution.api.views import errors
 from execution.caller import Caller
 from execution.models import Agent, Source
 from execution.services.errors import ToolError
-from execution.services.tool_executor import ExecutionContext
 
 # --- serializers ----------------------------------------------------------------------------
 
@@ -130,8 +129,8 @@ class ToolCallResultSerializer(serializers.Serializer):
 # --- views ----------------------------------------------------------------------------------
 
 
-def _context(request: Request, agent: Agent | None = None) -> ExecutionContext:
-    return Caller.from_request(request, source=Source.AGENT, agent=agent).for_thread(None)
+def _agent_caller(request: Request, agent: Agent | None = None) -> Caller:
+    return Caller.from_request(request, source=Source.AGENT, agent=agent)
 
 
 def _agent_of(request: Request, agent_id: Any) -> Agent:
@@ -207,7 +206,7 @@ class AgentToolsView(APIView):
     )
     def get(self, request: Request, agent_id: Any) -> Response:
         agent = _agent_of(request, agent_id)
-        require_active(agent, _context(request, agent))
+        require_active(agent, _agent_caller(request, agent))
         dialect = request.query_params.get("format", "openai")
         if dialect not in DIALECTS:
             raise ToolError(

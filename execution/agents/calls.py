@@ -2,7 +2,7 @@
 
 `call_tool(...)` checks the agent (active, tool allowed), parses and validates the arguments
 with the tool's serializer (see tools.py), resolves the thread, runs the tool through the
-ToolExecutor as the agent's owner with source "agent" and the agent in the context (so the
+ToolExecutor as a Caller: the agent's owner, with the agent acting and source "agent" (so the
 Execution, WorkspaceFile and PackageInstall rows name it), and returns a `ToolCallOutcome`:
 a text rendering for the model plus the structured result (the REST API's own shapes).
 
@@ -28,9 +28,6 @@ from execution.caller import Caller
 from execution.models import Agent, SecurityEvent, Source
 from execution.selectors import agent_get_owned, thread_get_owned
 from execution.services.errors import ToolError, not_found
-from execution.services.tool_executor import (
-    ExecutionContext,
-)
 from execution.throttling import check_rate
 
 
@@ -68,8 +65,9 @@ def find_agent(*, agent_id: Any, caller: Caller) -> Agent:
     return agent_get_owned(caller=caller, agent_id=agent_id)
 
 
-def require_active(agent: Agent, context: ExecutionContext) -> None:
-    """Raise ToolError 403 `agent_inactive` (audited) unless the agent is active."""
+def require_active(agent: Agent, caller: Caller) -> None:
+    """Raise ToolError 403 `agent_inactive` (audited as `caller`'s) unless the agent is
+    active."""
     if not agent.is_active:
         raise refuse(
             ToolError(
@@ -79,7 +77,7 @@ def require_active(agent: Agent, context: ExecutionContext) -> None:
                 {"agent_id": str(agent.id)},
                 kind=SecurityEvent.Kind.AUTHORIZATION,
             ),
-            context,
+            caller,
         )
 
 
@@ -161,11 +159,10 @@ def call_tool(
     raises (policy 400/413, quota 429, sandbox 503).
     """
     caller = caller.acting_as(agent, source=Source.AGENT)
-    context = caller.for_thread(None)
-    if agent.owner_id != caller.user.pk:
+    if agent.owner_id != caller.account.pk:
         # Callers look agents up by owner; this guards a caller that did not.
         raise not_found("agent")
-    require_active(agent, context)
+    require_active(agent, caller)
     if not isinstance(name, str) or name not in TOOLS:
         raise refuse(
             _invalid(
@@ -173,7 +170,7 @@ def call_tool(
                 f"There is no tool named {str(name)[:100]!r}.",
                 {"tool": str(name)[:100], "tools": list(TOOLS)},
             ),
-            context,
+            caller,
         )
     if not agent.allows(name):
         raise refuse(
@@ -184,7 +181,7 @@ def call_tool(
                 {"agent_id": str(agent.id), "tool": name},
                 kind=SecurityEvent.Kind.AUTHORIZATION,
             ),
-            context,
+            caller,
         )
     spec = TOOLS[name]
     try:
@@ -200,7 +197,7 @@ def call_tool(
             args = {**args, "thread_id": str(thread_id)}
         data = validate_arguments(spec, args)
     except ToolError as error:
-        raise refuse(error, context) from None
+        raise refuse(error, caller) from None
     given = data.get("thread_id")
     thread = None if given is None else thread_get_owned(caller=caller, thread_id=given)
-    return spec.runner(data, caller.for_thread(thread), origin)
+    return spec.runner(data, caller=caller, thread=thread, origin=origin)

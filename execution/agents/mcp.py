@@ -247,7 +247,7 @@ async def _send_error(
 @database_sync_to_async
 def _agent_for(agent_id: str, caller: Caller) -> Agent:
     agent = find_agent(agent_id=agent_id, caller=caller)
-    require_active(agent, caller.acting_as(agent).for_thread(None))
+    require_active(agent, caller.acting_as(agent))
     return agent
 
 

@@ -16,13 +16,10 @@ from execution.api.serializers import (
     read_file_content,
     write_file_content,
 )
+from execution.caller import Caller
 from execution.models import Execution, PackageInstall, Thread
 from execution.services.errors import ToolError, execution_failure
-from execution.services.tool_executor import (
-    ExecutionContext,
-    ToolExecutor,
-    record_security_event,
-)
+from execution.services.tool_executor import ToolExecutor, record_security_event
 from execution.terminal import strip_ansi
 
 # Result formats a model client can be handed as images (MCP image content).
@@ -59,14 +56,14 @@ class ToolCallOutcome:
         }
 
 
-def refuse(error: ToolError, context: ExecutionContext) -> ToolError:
+def refuse(error: ToolError, caller: Caller, *, thread: Thread | None = None) -> ToolError:
     """Record `error` as a SecurityEvent (kind from the error) and return it for raising."""
-    record_security_event(error, context)
+    record_security_event(error, caller, thread=thread)
     return error
 
 
-def _thread_or_new(context: ExecutionContext) -> Thread:
-    return context.thread or Thread.objects.create(owner=context.user)
+def _thread_or_new(caller: Caller, thread: Thread | None) -> Thread:
+    return thread or Thread.objects.create(owner=caller.account)
 
 
 def _plain(data: Any) -> Any:
@@ -78,10 +75,14 @@ def _plain(data: Any) -> Any:
 
 
 def run_execute_code(
-    data: dict[str, Any], context: ExecutionContext, origin: Any
+    data: dict[str, Any], *, caller: Caller, thread: Thread | None, origin: Any
 ) -> ToolCallOutcome:
     execution = ToolExecutor().execute_code(
-        code=data["code"], language=data["language"], context=context, timeout=data.get("timeout")
+        code=data["code"],
+        language=data["language"],
+        caller=caller,
+        thread=thread,
+        timeout=data.get("timeout"),
     )
     if execution.status == Execution.Status.ERROR:
         # The sandbox service failed, not the code: the same 503 as the REST API gives.
@@ -140,17 +141,17 @@ def render_execution(execution: Execution) -> str:
     return "\n\n".join(parts)
 
 
-def run_write_file(data: dict[str, Any], context: ExecutionContext, origin: Any) -> ToolCallOutcome:
+def run_write_file(
+    data: dict[str, Any], *, caller: Caller, thread: Thread | None, origin: Any
+) -> ToolCallOutcome:
     try:
         content = write_file_content(data)
     except ToolError as exc:
-        raise refuse(exc, context) from None
-    thread = _thread_or_new(context)
-    context = ExecutionContext(
-        user=context.user, thread=thread, agent=context.agent,
-        source=context.source, client_ip=context.client_ip,
-    )  # fmt: skip
-    row = ToolExecutor().write_file(file_path=data["path"], content=content, context=context)
+        raise refuse(exc, caller, thread=thread) from None
+    thread = _thread_or_new(caller, thread)
+    row = ToolExecutor().write_file(
+        file_path=data["path"], content=content, caller=caller, thread=thread
+    )
     return ToolCallOutcome(
         name="write_file",
         thread_id=str(thread.id),
@@ -160,10 +161,11 @@ def run_write_file(data: dict[str, Any], context: ExecutionContext, origin: Any)
     )
 
 
-def run_read_file(data: dict[str, Any], context: ExecutionContext, origin: Any) -> ToolCallOutcome:
-    thread = context.thread
+def run_read_file(
+    data: dict[str, Any], *, caller: Caller, thread: Thread | None, origin: Any
+) -> ToolCallOutcome:
     assert thread is not None  # thread_id is a required argument of read_file
-    path, content = ToolExecutor().read_file(file_path=data["path"], context=context)
+    path, content = ToolExecutor().read_file(file_path=data["path"], caller=caller, thread=thread)
     encoding, text = read_file_content(content, data.get("encoding"))
     body = {
         "thread_id": thread.id, "path": path, "size": len(content),
@@ -179,10 +181,11 @@ def run_read_file(data: dict[str, Any], context: ExecutionContext, origin: Any) 
     )
 
 
-def run_list_files(data: dict[str, Any], context: ExecutionContext, origin: Any) -> ToolCallOutcome:
-    thread = context.thread
+def run_list_files(
+    data: dict[str, Any], *, caller: Caller, thread: Thread | None, origin: Any
+) -> ToolCallOutcome:
     assert thread is not None  # thread_id is a required argument of list_files
-    rows = ToolExecutor().list_files(context=context)
+    rows = ToolExecutor().list_files(caller=caller, thread=thread)
     lines = [f"{len(rows)} file(s) in thread_id {thread.id}:"]
     lines += [f"{row.path} ({row.size} bytes)" for row in rows]
     return ToolCallOutcome(
@@ -195,15 +198,11 @@ def run_list_files(data: dict[str, Any], context: ExecutionContext, origin: Any)
 
 
 def run_install_packages(
-    data: dict[str, Any], context: ExecutionContext, origin: Any
+    data: dict[str, Any], *, caller: Caller, thread: Thread | None, origin: Any
 ) -> ToolCallOutcome:
-    thread = _thread_or_new(context)
-    context = ExecutionContext(
-        user=context.user, thread=thread, agent=context.agent,
-        source=context.source, client_ip=context.client_ip,
-    )  # fmt: skip
+    thread = _thread_or_new(caller, thread)
     install = ToolExecutor().install_packages(
-        packages=data["packages"], language=data["language"], context=context
+        packages=data["packages"], language=data["language"], caller=caller, thread=thread
     )
     log = install.log or ""
     if len(log) > INSTALL_LOG_TAIL_CHARS:

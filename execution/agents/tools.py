@@ -14,9 +14,9 @@ function-tool shape or Anthropic's tool shape; the MCP server uses `tool_input_s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from rest_framework import serializers
 from rest_framework.throttling import SimpleRateThrottle
@@ -30,8 +30,8 @@ from execution.api.serializers import (
     WriteFileRequestSerializer,
 )
 from execution.api.throttles import ExecuteRateThrottle, InstallRateThrottle
-from execution.models import Agent
-from execution.services.tool_executor import ExecutionContext
+from execution.caller import Caller
+from execution.models import Agent, Thread
 
 THREAD_HELP = (
     "The thread (workspace) to use: its files, packages and variables persist between calls. "
@@ -75,7 +75,14 @@ class InstallPackagesArguments(InstallPackagesRequestSerializer):
     agent_id = None  # type: ignore[assignment]  # DRF: None removes an inherited field
 
 
-Runner = Callable[[dict[str, Any], ExecutionContext, Any], ToolCallOutcome]
+class Runner(Protocol):
+    """What runs a tool (runners.py): its validated arguments, the caller (the agent's owner
+    with the agent acting), the thread (None: a new one where the tool makes one) and the
+    request's origin (for absolute URLs in results)."""
+
+    def __call__(
+        self, data: dict[str, Any], *, caller: Caller, thread: Thread | None, origin: Any
+    ) -> ToolCallOutcome: ...
 
 
 @dataclass(frozen=True)

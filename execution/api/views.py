@@ -68,11 +68,7 @@ from execution.selectors import (
     thread_get_owned_or_new,
 )
 from execution.services.errors import ToolError, execution_failure, not_found
-from execution.services.tool_executor import (
-    ExecutionContext,
-    ToolExecutor,
-    record_security_event,
-)
+from execution.services.tool_executor import ToolExecutor, record_security_event
 from execution.services.validation import validate_file_size
 from execution.stream import BINARY_FORMATS, RESULT_MIME_TYPES
 
@@ -98,12 +94,6 @@ def owned_agent(request: Request, agent_id: Any) -> Agent | None:
 
 def _thread_or_new(request: Request, thread_id: Any) -> Thread:
     return thread_get_owned_or_new(caller=api_caller(request), thread_id=thread_id)
-
-
-def tool_context(
-    request: Request, *, thread: Thread | None, agent: Agent | None
-) -> ExecutionContext:
-    return api_caller(request, agent).for_thread(thread)
 
 
 ERRORS = {
@@ -150,12 +140,12 @@ class ExecuteView(APIView):
         data = params.validated_data
         thread = owned_thread(request, data["thread_id"]) if data.get("thread_id") else None
         agent = owned_agent(request, data.get("agent_id"))
-        context = tool_context(request, thread=thread, agent=agent)
         executor = ToolExecutor()
         kwargs = {
             "code": data["code"],
             "language": data["language"],
-            "context": context,
+            "caller": api_caller(request, agent),
+            "thread": thread,
             "timeout": data.get("timeout"),
         }
         if not data["wait"]:
@@ -198,7 +188,8 @@ class WriteFileView(APIView):
         row = ToolExecutor().write_file(
             file_path=data["path"],
             content=content,
-            context=tool_context(request, thread=thread, agent=agent),
+            caller=api_caller(request, agent),
+            thread=thread,
         )
         return Response(WorkspaceFileSerializer(row).data, status=status.HTTP_201_CREATED)
 
@@ -218,7 +209,7 @@ class ReadFileView(APIView):
         thread = owned_thread(request, data["thread_id"])
         agent = owned_agent(request, data.get("agent_id"))
         path, content = ToolExecutor().read_file(
-            file_path=data["path"], context=tool_context(request, thread=thread, agent=agent)
+            file_path=data["path"], caller=api_caller(request, agent), thread=thread
         )
         encoding, text = read_file_content(content, data.get("encoding"))
         body = {
@@ -249,7 +240,8 @@ class InstallPackagesView(APIView):
         install = ToolExecutor().install_packages(
             packages=data["packages"],
             language=data["language"],
-            context=tool_context(request, thread=thread, agent=agent),
+            caller=api_caller(request, agent),
+            thread=thread,
         )
         return Response(PackageInstallSerializer(install).data, status=status.HTTP_201_CREATED)
 
@@ -436,14 +428,16 @@ class ThreadFileListView(generics.ListAPIView):
         params = UploadFileSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         upload = params.validated_data["file"]
-        context = tool_context(request, thread=thread, agent=None)
+        caller = api_caller(request)
         try:
             validate_file_size(upload.size, max_bytes=settings.EXECUTION_MAX_FILE_BYTES)
         except ToolError as error:
-            record_security_event(error, context)
+            record_security_event(error, caller, thread=thread)
             raise
         path = params.validated_data.get("path") or upload.name
-        row = ToolExecutor().write_file(file_path=path, content=upload.read(), context=context)
+        row = ToolExecutor().write_file(
+            file_path=path, content=upload.read(), caller=caller, thread=thread
+        )
         return Response(WorkspaceFileSerializer(row).data, status=status.HTTP_201_CREATED)
 
 
@@ -460,7 +454,7 @@ class ThreadFileDetailView(APIView):
     def get(self, request: Request, thread_id: uuid.UUID, file_path: str) -> FileResponse:
         thread = owned_thread(request, thread_id)
         path, content = ToolExecutor().read_file(
-            file_path=file_path, context=tool_context(request, thread=thread, agent=None)
+            file_path=file_path, caller=api_caller(request), thread=thread
         )
         # Always a download, never rendered on our origin: a workspace .html or .svg is user
         # content and must not run as our page. FileResponse writes Content-Disposition (with
@@ -477,9 +471,7 @@ class ThreadFileDetailView(APIView):
     )
     def delete(self, request: Request, thread_id: uuid.UUID, file_path: str) -> Response:
         thread = owned_thread(request, thread_id)
-        ToolExecutor().delete_file(
-            file_path=file_path, context=tool_context(request, thread=thread, agent=None)
-        )
+        ToolExecutor().delete_file(file_path=file_path, caller=api_caller(request), thread=thread)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

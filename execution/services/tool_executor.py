@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -35,11 +35,9 @@ from django.utils import timezone
 from execution.audit import audit_refusal
 from execution.caller import Caller
 from execution.models import (
-    Agent,
     Execution,
     PackageInstall,
     SecurityEvent,
-    Source,
     Thread,
     WorkspaceFile,
 )
@@ -71,33 +69,24 @@ INSTALL_LOG_FLUSH_SECONDS = 0.5
 Status = Execution.Status
 
 
-@dataclass(frozen=True)
-class ExecutionContext:
-    """Who is calling and where: the user (owner of everything touched), the thread (None:
-    a new one for runs), the agent acting for the user, the source and the client's IP."""
-
-    user: User
-    thread: Thread | None = None
-    agent: Agent | None = None
-    source: str = Source.API
-    client_ip: str | None = None
-
-
 def record_security_event(
-    error: ToolError, context: ExecutionContext, *, execution: Execution | None = None
+    error: ToolError,
+    caller: Caller,
+    *,
+    thread: Thread | None = None,
+    execution: Execution | None = None,
 ) -> SecurityEvent:
-    """Store a refusal for the audit (kind from the error, default validation), through the
-    one audit writer (execution/audit.py: one shape, repeats aggregated)."""
-    caller = Caller(
-        user=context.user, source=context.source, client_ip=context.client_ip, agent=context.agent
-    )
+    """Store a refusal of `caller` (signed in: `Caller.account`) in `thread` for the audit
+    (kind from the error, default validation), through the one audit writer
+    (execution/audit.py: one shape, repeats aggregated). The services' refusals name no
+    request path, so the caller's `where` is left out."""
     return audit_refusal(
-        caller=caller,
+        caller=replace(caller, user=caller.account, where=""),
         kind=error.kind or SecurityEvent.Kind.VALIDATION,
         code=error.code,
         message=error.message,
         details=error.details,
-        thread=context.thread,
+        thread=thread,
         execution=execution,
     )
 
@@ -107,15 +96,22 @@ def record_security_event(
 
 class ToolExecutor:
     """The tools of the execution service. Every method takes keyword arguments only and
-    raises ToolError for anything the caller should be told."""
+    raises ToolError for anything the caller should be told.
+
+    A tool is called by a `Caller` (the signed-in user, who owns everything touched, the
+    agent acting for them, the source and the client's IP) in a `thread` (for runs, None is
+    a new thread). An anonymous caller gets no further: every tool that takes a caller starts
+    with `_check_agent`, which reads `Caller.account` (PermissionDenied when not signed in).
+    """
 
     # --- guards ---------------------------------------------------------------------------
 
-    def _check_agent(self, context: ExecutionContext, tool: str) -> None:
-        agent = context.agent
+    def _check_agent(self, caller: Caller, tool: str, thread: Thread | None) -> None:
+        owner = caller.account  # first in every tool: an anonymous caller is refused here
+        agent = caller.agent
         if agent is None:
             return
-        if agent.owner_id != context.user.pk or not agent.allows(tool):
+        if agent.owner_id != owner.pk or not agent.allows(tool):
             error = ToolError(
                 "tool_not_allowed",
                 f"Agent {agent.name!r} may not use the {tool} tool.",
@@ -123,21 +119,20 @@ class ToolExecutor:
                 {"agent_id": str(agent.id), "tool": tool},
                 kind=SecurityEvent.Kind.AUTHORIZATION,
             )
-            record_security_event(error, context)
+            record_security_event(error, caller, thread=thread)
             raise error
 
-    def _check_thread(self, context: ExecutionContext) -> Thread | None:
-        thread = context.thread
-        if thread is not None and thread.owner_id != context.user.pk:
+    def _check_thread(self, caller: Caller, thread: Thread | None) -> Thread | None:
+        if thread is not None and thread.owner_id != caller.account.pk:
             raise not_found("thread")
         return thread
 
-    def _validated(self, context: ExecutionContext, check, *args, **kwargs):
+    def _validated(self, caller: Caller, thread: Thread | None, check, *args, **kwargs):
         """Run a validation function; on refusal record a SecurityEvent and re-raise."""
         try:
             return check(*args, **kwargs)
         except ToolError as error:
-            record_security_event(error, context)
+            record_security_event(error, caller, thread=thread)
             raise
 
     # --- runs ---------------------------------------------------------------------------
@@ -147,7 +142,8 @@ class ToolExecutor:
         *,
         code: str,
         language: str,
-        context: ExecutionContext,
+        caller: Caller,
+        thread: Thread | None = None,
         timeout: float | None = None,
     ) -> Execution:
         """Validate, create `Execution(queued)`, publish its `execution` event and run it as
@@ -158,7 +154,7 @@ class ToolExecutor:
         429 when a concurrency cap is reached.
         """
         execution, publisher = self._create_execution(
-            code=code, language=language, context=context, timeout=timeout
+            code=code, language=language, caller=caller, thread=thread, timeout=timeout
         )
         # Published at once: the client learns the run's id before it waits for a worker.
         publisher.publish(
@@ -174,12 +170,18 @@ class ToolExecutor:
         return execution
 
     def _create_execution(
-        self, *, code: str, language: str, context: ExecutionContext, timeout: float | None
+        self,
+        *,
+        code: str,
+        language: str,
+        caller: Caller,
+        thread: Thread | None,
+        timeout: float | None,
     ) -> tuple[Execution, EventPublisher]:
         """Validate, check quotas and create the queued row (its `execution` event is the
         caller's to publish)."""
-        self._check_agent(context, "execute_code")
-        thread = self._check_thread(context)
+        self._check_agent(caller, "execute_code", thread)
+        thread = self._check_thread(caller, thread)
         try:
             language = validation.validate_language(language)
             validation.validate_code(
@@ -193,17 +195,17 @@ class ToolExecutor:
                 maximum=settings.EXECUTION_MAX_TIMEOUT,
             )
         except ToolError as error:
-            self._record_rejected_run(error, context, code=code, language=language)
+            self._record_rejected_run(error, caller, thread=thread, code=code, language=language)
             raise
         try:
             # The count and the insert share one transaction (see quotas.py).
             with transaction.atomic():
-                check_run_concurrency(context.user)
-                check_daily_budget(context.user)
-                execution = self._insert_execution(thread, context, language, code, timeout)
+                check_run_concurrency(caller.account)
+                check_daily_budget(caller.account)
+                execution = self._insert_execution(thread, caller, language, code, timeout)
         except ToolError as error:
             # Recorded outside the rolled-back transaction, or the audit entry would vanish.
-            record_security_event(error, context)
+            record_security_event(error, caller, thread=thread)
             raise
         publisher = EventPublisher(server_event_loop())
         return execution, publisher
@@ -220,17 +222,17 @@ class ToolExecutor:
     @staticmethod
     def _insert_execution(
         thread: Thread | None,
-        context: ExecutionContext,
+        caller: Caller,
         language: str,
         code: str,
         timeout: float,
     ) -> Execution:
         if thread is None:
-            thread = Thread.objects.create(owner=context.user)
+            thread = Thread.objects.create(owner=caller.account)
         return Execution.objects.create(
-            thread=thread, user=context.user, agent=context.agent, language=language,
-            code=code, status=Status.QUEUED, source=context.source,
-            client_ip=context.client_ip, timeout_seconds=timeout, last_seq=0,
+            thread=thread, user=caller.account, agent=caller.agent, language=language,
+            code=code, status=Status.QUEUED, source=caller.source,
+            client_ip=caller.client_ip, timeout_seconds=timeout, last_seq=0,
             worker_id=current_worker_id(),
         )  # fmt: skip
 
@@ -243,23 +245,28 @@ class ToolExecutor:
             connection.close()
 
     def _record_rejected_run(
-        self, error: ToolError, context: ExecutionContext, *, code: object, language: object
+        self,
+        error: ToolError,
+        caller: Caller,
+        *,
+        thread: Thread | None,
+        code: object,
+        language: object,
     ) -> None:
-        thread = context.thread
         stored_code, stored_language = validation.refused_run_record(code, language)
         execution = Execution.objects.create(
             thread=thread,
-            user=context.user,
-            agent=context.agent,
+            user=caller.account,
+            agent=caller.agent,
             language=stored_language,
             code=stored_code,
             status=Status.REJECTED,
-            source=context.source,
-            client_ip=context.client_ip,
+            source=caller.source,
+            client_ip=caller.client_ip,
             error={"code": error.code, "message": error.message},
             finished_at=timezone.now(),
         )
-        record_security_event(error, context, execution=execution)
+        record_security_event(error, caller, thread=thread, execution=execution)
         error.details = {**error.details, "execution_id": str(execution.id)}
 
     def execute_code(
@@ -267,7 +274,8 @@ class ToolExecutor:
         *,
         code: str,
         language: str,
-        context: ExecutionContext,
+        caller: Caller,
+        thread: Thread | None = None,
         timeout: float | None = None,
     ) -> Execution:
         """Run code to a final status in the calling thread and return the stored Execution.
@@ -276,7 +284,7 @@ class ToolExecutor:
         exception: it comes back with status `error` (the API turns that into a 503).
         """
         execution, publisher = self._create_execution(
-            code=code, language=language, context=context, timeout=timeout
+            code=code, language=language, caller=caller, thread=thread, timeout=timeout
         )
         # The `execution` event goes out with the run's first batch: one publication fewer.
         runner = ExecutionRunner(
@@ -366,30 +374,31 @@ class ToolExecutor:
 
     # --- files ----------------------------------------------------------------------------
 
-    def _file_path(self, context: ExecutionContext, file_path: object) -> str:
+    def _file_path(self, caller: Caller, thread: Thread, file_path: object) -> str:
         return self._validated(
-            context,
+            caller,
+            thread,
             validation.validate_workspace_path,
             file_path,
             suspicious_extensions=settings.EXECUTION_SUSPICIOUS_EXTENSIONS,
         )
 
     def write_file(
-        self, *, file_path: str, content: bytes | str, context: ExecutionContext
+        self, *, file_path: str, content: bytes | str, caller: Caller, thread: Thread | None
     ) -> WorkspaceFile:
         """Store a file in the thread's workspace (database and, when the thread has a sandbox,
         the sandbox too) and return its row. Raises ToolError: path rules, 413 too large,
         403/404 as for every tool, 503 when the thread's sandbox cannot be reached."""
-        self._check_agent(context, "write_file")
-        thread = self._require_thread(context)
-        path = self._file_path(context, file_path)
+        self._check_agent(caller, "write_file", thread)
+        thread = self._require_thread(caller, thread)
+        path = self._file_path(caller, thread, file_path)
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         self._validated(
-            context, validation.validate_file_size, len(data),
+            caller, thread, validation.validate_file_size, len(data),
             max_bytes=settings.EXECUTION_MAX_FILE_BYTES,
         )  # fmt: skip
         self._validated(
-            context, validation.validate_path_fits, path,
+            caller, thread, validation.validate_path_fits, path,
             conflicts=workspace_path_conflicts(thread=thread, path=path),
         )  # fmt: skip
         with sessions.thread_lock(thread.id):
@@ -405,19 +414,21 @@ class ToolExecutor:
             if row is None:
                 row = WorkspaceFile(thread=thread, path=path)
             row.written_by = (
-                WorkspaceFile.WrittenBy.AGENT if context.agent else WorkspaceFile.WrittenBy.USER
+                WorkspaceFile.WrittenBy.AGENT if caller.agent else WorkspaceFile.WrittenBy.USER
             )
             with transaction.atomic():
                 row.set_content(data)
         return row
 
-    def read_file(self, *, file_path: str, context: ExecutionContext) -> tuple[str, bytes]:
+    def read_file(
+        self, *, file_path: str, caller: Caller, thread: Thread | None
+    ) -> tuple[str, bytes]:
         """Return (normalised path, bytes) of a workspace file: from the database, or, for a
         file code made that was not synced (e.g. over the sync limits), from the sandbox.
         Raises ToolError 404 `file_not_found`, path rules, 413, 503."""
-        self._check_agent(context, "read_file")
-        thread = self._require_thread(context)
-        path = self._file_path(context, file_path)
+        self._check_agent(caller, "read_file", thread)
+        thread = self._require_thread(caller, thread)
+        path = self._file_path(caller, thread, file_path)
         row = WorkspaceFile.objects.filter(thread=thread, path=path).first()
         if row is not None:
             return path, row.read_content()
@@ -439,19 +450,19 @@ class ToolExecutor:
                 raise not_found("file") from None
         return path, data
 
-    def list_files(self, *, context: ExecutionContext) -> list[WorkspaceFile]:
+    def list_files(self, *, caller: Caller, thread: Thread | None) -> list[WorkspaceFile]:
         """Return the thread's workspace files (database rows, ordered by path)."""
-        self._check_agent(context, "list_files")
-        thread = self._require_thread(context)
+        self._check_agent(caller, "list_files", thread)
+        thread = self._require_thread(caller, thread)
         return list(WorkspaceFile.objects.filter(thread=thread).order_by("path"))
 
-    def delete_file(self, *, file_path: str, context: ExecutionContext) -> None:
+    def delete_file(self, *, file_path: str, caller: Caller, thread: Thread | None) -> None:
         """Delete a workspace file from the database and the thread's sandbox. Raises ToolError
         404 `file_not_found`, 503 when the sandbox exists but cannot be reached (so the file
         cannot come back on the next sync)."""
-        self._check_agent(context, "write_file")
-        thread = self._require_thread(context)
-        path = self._file_path(context, file_path)
+        self._check_agent(caller, "write_file", thread)
+        thread = self._require_thread(caller, thread)
+        path = self._file_path(caller, thread, file_path)
         with sessions.thread_lock(thread.id):
             row = WorkspaceFile.objects.filter(thread=thread, path=path).first()
             if row is None:
@@ -464,8 +475,8 @@ class ToolExecutor:
             row.content.delete(save=False)
             row.delete()
 
-    def _require_thread(self, context: ExecutionContext) -> Thread:
-        thread = self._check_thread(context)
+    def _require_thread(self, caller: Caller, thread: Thread | None) -> Thread:
+        thread = self._check_thread(caller, thread)
         if thread is None:
             raise ToolError("thread_required", "A thread is required for file operations.", 400)
         return thread
@@ -473,7 +484,7 @@ class ToolExecutor:
     # --- packages -----------------------------------------------------------------------
 
     def install_packages(
-        self, *, packages: list[str], language: str, context: ExecutionContext
+        self, *, packages: list[str], language: str, caller: Caller, thread: Thread | None
     ) -> PackageInstall:
         """Install pip (python) or npm (javascript/typescript) packages in the thread's
         sandbox and return the PackageInstall (status succeeded or failed, with its log).
@@ -482,8 +493,8 @@ class ToolExecutor:
         SecurityEvent), 403/404 as for every tool, 503 when the sandbox cannot be reached
         (the install is then stored as failed).
         """
-        self._check_agent(context, "install_packages")
-        thread = self._require_thread(context)
+        self._check_agent(caller, "install_packages", thread)
+        thread = self._require_thread(caller, thread)
         try:
             language = validation.validate_language(language)
             manager, specs = validation.validate_package_specs(
@@ -491,16 +502,16 @@ class ToolExecutor:
             )
         except ToolError as error:
             PackageInstall.objects.create(
-                thread=thread, user=context.user, agent=context.agent,
+                thread=thread, user=caller.account, agent=caller.agent,
                 language=language if language in validation.LANGUAGES else "python",
                 packages=[str(p)[:200] for p in packages] if isinstance(packages, list) else [],
                 status=PackageInstall.Status.REJECTED, log=f"{error.code}: {error.message}",
                 finished_at=timezone.now(),
             )  # fmt: skip
-            record_security_event(error, context)
+            record_security_event(error, caller, thread=thread)
             raise
         install = PackageInstall.objects.create(
-            thread=thread, user=context.user, agent=context.agent, language=language,
+            thread=thread, user=caller.account, agent=caller.agent, language=language,
             packages=specs, status=PackageInstall.Status.RUNNING, worker_id=current_worker_id(),
         )  # fmt: skip
         try:

@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from e2b import NotFoundException
 
+from execution.caller import Caller
 from execution.models import (
     Agent,
     Execution,
@@ -24,7 +25,7 @@ from execution.models import (
 )
 from execution.services.errors import ToolError
 from execution.services.events import execution_group, thread_group
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(180)]
 
@@ -37,12 +38,16 @@ def thread(alice: Any, sandboxd: Any) -> Thread:
 
 
 @pytest.fixture
-def ctx(alice: Any, thread: Thread) -> ExecutionContext:
-    return ExecutionContext(user=alice, thread=thread, client_ip="127.0.0.1")
+def caller(alice: Any) -> Caller:
+    return Caller(user=alice, client_ip="127.0.0.1")
 
 
-def run(ctx: ExecutionContext, code: str, language: str = "python", **kwargs: Any) -> Execution:
-    return ToolExecutor().execute_code(code=code, language=language, context=ctx, **kwargs)
+def run(
+    caller: Caller, thread: Thread | None, code: str, language: str = "python", **kwargs: Any
+) -> Execution:
+    return ToolExecutor().execute_code(
+        code=code, language=language, caller=caller, thread=thread, **kwargs
+    )
 
 
 def wait_until(predicate, timeout: float = 30.0) -> None:
@@ -72,9 +77,9 @@ def wait_until(predicate, timeout: float = 30.0) -> None:
     ],
 )
 def test_it_runs_code_in_each_language_and_stores_its_output(
-    ctx: ExecutionContext, language: str, code: str, stdout: str
+    caller: Caller, thread: Thread, language: str, code: str, stdout: str
 ) -> None:
-    execution = run(ctx, code, language)
+    execution = run(caller, thread, code, language)
 
     assert execution.status == Status.SUCCEEDED
     assert execution.stdout == stdout
@@ -85,11 +90,11 @@ def test_it_runs_code_in_each_language_and_stores_its_output(
 
 
 @pytest.mark.django_db
-def test_it_keeps_state_between_runs_of_the_same_thread(ctx: ExecutionContext) -> None:
-    run(ctx, "counter = 41")
-    second = run(ctx, "counter += 1\nprint(counter)")
-    run(ctx, "let greeting = 'hi'", "javascript")
-    third = run(ctx, "console.log(greeting + ' again')", "javascript")
+def test_it_keeps_state_between_runs_of_the_same_thread(caller: Caller, thread: Thread) -> None:
+    run(caller, thread, "counter = 41")
+    second = run(caller, thread, "counter += 1\nprint(counter)")
+    run(caller, thread, "let greeting = 'hi'", "javascript")
+    third = run(caller, thread, "console.log(greeting + ' again')", "javascript")
 
     assert second.stdout == "42\n"
     assert third.stdout == "hi again\n"
@@ -97,7 +102,7 @@ def test_it_keeps_state_between_runs_of_the_same_thread(ctx: ExecutionContext) -
 
 @pytest.mark.django_db
 def test_it_starts_a_new_thread_when_none_is_given(alice: Any, sandboxd: Any) -> None:
-    execution = run(ExecutionContext(user=alice), "print('new thread')")
+    execution = run(Caller(user=alice), None, "print('new thread')")
 
     assert execution.status == Status.SUCCEEDED
     assert execution.thread.owner == alice
@@ -105,16 +110,16 @@ def test_it_starts_a_new_thread_when_none_is_given(alice: Any, sandboxd: Any) ->
 
 
 @pytest.mark.django_db
-def test_it_stores_rich_results_of_the_last_expression(ctx: ExecutionContext) -> None:
-    execution = run(ctx, "x = 20\nx + 22")
+def test_it_stores_rich_results_of_the_last_expression(caller: Caller, thread: Thread) -> None:
+    execution = run(caller, thread, "x = 20\nx + 22")
 
     assert execution.results == [{"text": "42", "is_main_result": True}]
 
 
 @pytest.mark.django_db
-def test_it_returns_a_matplotlib_figure_as_a_png_result(ctx: ExecutionContext) -> None:
+def test_it_returns_a_matplotlib_figure_as_a_png_result(caller: Caller, thread: Thread) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
-    execution = run(ctx, code)
+    execution = run(caller, thread, code)
 
     assert execution.status == Status.SUCCEEDED
     pngs = [r["png"] for r in execution.results if "png" in r]
@@ -126,9 +131,10 @@ def test_it_returns_a_matplotlib_figure_as_a_png_result(ctx: ExecutionContext) -
 
 @pytest.mark.django_db
 def test_it_marks_a_user_exception_failed_with_its_name_value_and_traceback(
-    ctx: ExecutionContext,
+    caller: Caller,
+    thread: Thread,
 ) -> None:
-    execution = run(ctx, "print('before')\n1 / 0")
+    execution = run(caller, thread, "print('before')\n1 / 0")
 
     assert execution.status == Status.FAILED
     assert execution.stdout == "before\n"
@@ -148,17 +154,17 @@ def test_it_marks_a_user_exception_failed_with_its_name_value_and_traceback(
     ],
 )
 def test_it_marks_syntax_and_runtime_errors_failed(
-    ctx: ExecutionContext, language: str, code: str, name: str
+    caller: Caller, thread: Thread, language: str, code: str, name: str
 ) -> None:
-    execution = run(ctx, code, language)
+    execution = run(caller, thread, code, language)
 
     assert execution.status == Status.FAILED
     assert execution.error["name"] == name
 
 
 @pytest.mark.django_db
-def test_it_marks_a_failing_bash_command_failed(ctx: ExecutionContext) -> None:
-    execution = run(ctx, "echo partial; exit 3", "bash")
+def test_it_marks_a_failing_bash_command_failed(caller: Caller, thread: Thread) -> None:
+    execution = run(caller, thread, "echo partial; exit 3", "bash")
 
     assert execution.status == Status.FAILED
     assert execution.stdout == "partial\n"
@@ -166,26 +172,28 @@ def test_it_marks_a_failing_bash_command_failed(ctx: ExecutionContext) -> None:
 
 
 @pytest.mark.django_db
-def test_it_times_out_a_run_and_the_thread_keeps_working(ctx: ExecutionContext) -> None:
-    run(ctx, "kept = 'still here'")
+def test_it_times_out_a_run_and_the_thread_keeps_working(caller: Caller, thread: Thread) -> None:
+    run(caller, thread, "kept = 'still here'")
     started = time.monotonic()
-    execution = run(ctx, "import time\nprint('start', flush=True)\ntime.sleep(30)", timeout=1.5)
+    execution = run(
+        caller, thread, "import time\nprint('start', flush=True)\ntime.sleep(30)", timeout=1.5
+    )
     elapsed = time.monotonic() - started
 
     assert execution.status == Status.TIMED_OUT
     assert execution.error["code"] == "execution_timeout"
     assert execution.stdout == "start\n"
     assert elapsed < 15
-    after = run(ctx, "print(kept)")
+    after = run(caller, thread, "print(kept)")
     assert (after.status, after.stdout) == (Status.SUCCEEDED, "still here\n")
 
 
 @pytest.mark.django_db
 def test_it_flags_output_over_the_cap_truncated_and_stores_no_more(
-    ctx: ExecutionContext, settings: Any
+    caller: Caller, thread: Thread, settings: Any
 ) -> None:
     settings.EXECUTION_MAX_OUTPUT_BYTES = 2000
-    execution = run(ctx, "for i in range(2000):\n    print('line', i)")
+    execution = run(caller, thread, "for i in range(2000):\n    print('line', i)")
 
     assert execution.status == Status.SUCCEEDED
     assert execution.truncated is True
@@ -217,13 +225,13 @@ def drain(channel: str, *, quiet_seconds: float = 0.5) -> list[dict[str, Any]]:
 
 @pytest.mark.django_db
 def test_it_publishes_each_event_once_in_order_to_the_thread_and_execution_groups(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(thread_group(thread.id), channel)
 
-    execution = run(ctx, "print('a')\nimport sys\nprint('b', file=sys.stderr)\n1 + 1")
+    execution = run(caller, thread, "print('a')\nimport sys\nprint('b', file=sys.stderr)\n1 + 1")
     events = drain(channel)
 
     assert [e["seq"] for e in events] == list(range(len(events)))
@@ -257,14 +265,15 @@ def test_it_publishes_each_event_once_in_order_to_the_thread_and_execution_group
 
 @pytest.mark.django_db(transaction=True)
 def test_it_cancels_a_running_execution_and_the_kernel_state_survives(
-    ctx: ExecutionContext, alice: Any
+    caller: Caller, thread: Thread, alice: Any
 ) -> None:
-    run(ctx, "survivor = 'alive'")
+    run(caller, thread, "survivor = 'alive'")
     executor = ToolExecutor()
     execution = executor.start_execution(
         code="import time\nfor i in range(300):\n    print(i, flush=True)\n    time.sleep(0.05)",
         language="python",
-        context=ctx,
+        caller=caller,
+        thread=thread,
     )
     wait_until(lambda: "3\n" in Execution.objects.get(pk=execution.pk).stdout)
 
@@ -276,17 +285,21 @@ def test_it_cancels_a_running_execution_and_the_kernel_state_survives(
     assert 3 <= len(printed) < 300
     time.sleep(0.3)
     assert Execution.objects.get(pk=execution.pk).stdout == cancelled.stdout  # it stopped
-    after = run(ctx, "print(survivor)")
+    after = run(caller, thread, "print(survivor)")
     assert after.stdout == "alive\n"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_cancels_a_queued_execution_before_it_runs(ctx: ExecutionContext, alice: Any) -> None:
+def test_it_cancels_a_queued_execution_before_it_runs(
+    caller: Caller, thread: Thread, alice: Any
+) -> None:
     executor = ToolExecutor()
     first = executor.start_execution(
-        code="import time\ntime.sleep(3)", language="python", context=ctx
+        code="import time\ntime.sleep(3)", language="python", caller=caller, thread=thread
     )
-    second = executor.start_execution(code="print('never')", language="python", context=ctx)
+    second = executor.start_execution(
+        code="print('never')", language="python", caller=caller, thread=thread
+    )
 
     cancelled = executor.cancel_execution(execution_id=second.id, user=alice)
 
@@ -299,9 +312,9 @@ def test_it_cancels_a_queued_execution_before_it_runs(ctx: ExecutionContext, ali
 
 @pytest.mark.django_db
 def test_it_refuses_to_cancel_a_finished_execution_with_409(
-    ctx: ExecutionContext, alice: Any
+    caller: Caller, thread: Thread, alice: Any
 ) -> None:
-    execution = run(ctx, "1")
+    execution = run(caller, thread, "1")
     with pytest.raises(ToolError) as info:
         ToolExecutor().cancel_execution(execution_id=execution.id, user=alice)
     assert (info.value.code, info.value.status) == ("execution_not_cancellable", 409)
@@ -309,9 +322,9 @@ def test_it_refuses_to_cancel_a_finished_execution_with_409(
 
 @pytest.mark.django_db
 def test_it_answers_404_when_cancelling_another_users_execution(
-    ctx: ExecutionContext, charlie: Any
+    caller: Caller, thread: Thread, charlie: Any
 ) -> None:
-    execution = run(ctx, "1")
+    execution = run(caller, thread, "1")
     with pytest.raises(ToolError) as info:
         ToolExecutor().cancel_execution(execution_id=execution.id, user=charlie)
     assert (info.value.code, info.value.status) == ("execution_not_found", 404)
@@ -322,10 +335,10 @@ def test_it_answers_404_when_cancelling_another_users_execution(
 
 @pytest.mark.django_db
 def test_it_records_a_rejected_execution_and_a_security_event_for_a_refused_run(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     with pytest.raises(ToolError) as info:
-        run(ctx, "puts 1", "ruby")
+        run(caller, thread, "puts 1", "ruby")
 
     assert info.value.code == "unsupported_language"
     rejected = Execution.objects.get(pk=info.value.details["execution_id"])
@@ -341,42 +354,42 @@ def test_it_records_a_rejected_execution_and_a_security_event_for_a_refused_run(
 
 @pytest.mark.django_db
 def test_it_refuses_code_matching_a_configured_dangerous_pattern(
-    ctx: ExecutionContext, settings: Any
+    caller: Caller, thread: Thread, settings: Any
 ) -> None:
     settings.EXECUTION_DANGEROUS_PATTERNS = [r"\bos\.system\("]
     with pytest.raises(ToolError) as info:
-        run(ctx, "import os\nos.system('id')")
+        run(caller, thread, "import os\nos.system('id')")
     assert info.value.code == "dangerous_pattern"
     assert SecurityEvent.objects.filter(code="dangerous_pattern").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_429_with_retry_after_at_the_users_concurrency_cap(
-    ctx: ExecutionContext, settings: Any, alice: Any
+    caller: Caller, thread: Thread, settings: Any, alice: Any
 ) -> None:
     settings.EXECUTION_USER_CONCURRENCY = 1
     executor = ToolExecutor()
     running = executor.start_execution(
-        code="import time\ntime.sleep(2)", language="python", context=ctx
+        code="import time\ntime.sleep(2)", language="python", caller=caller, thread=thread
     )
 
     with pytest.raises(ToolError) as info:
-        executor.start_execution(code="print(1)", language="python", context=ctx)
+        executor.start_execution(code="print(1)", language="python", caller=caller, thread=thread)
 
     assert (info.value.code, info.value.status) == ("concurrency_limit_user", 429)
     assert info.value.headers["Retry-After"] == str(settings.EXECUTION_CONCURRENCY_RETRY_AFTER)
     assert SecurityEvent.objects.filter(kind="quota", code="concurrency_limit_user").exists()
     assert executor.wait_for(running.id, 30)
-    assert run(ctx, "print('free again')").status == Status.SUCCEEDED
+    assert run(caller, thread, "print('free again')").status == Status.SUCCEEDED
 
 
 @pytest.mark.django_db
 def test_it_refuses_a_tool_the_agent_is_not_allowed_with_403(alice: Any, thread: Thread) -> None:
     agent = Agent.objects.create(owner=alice, name="reader", allowed_tools=["read_file"])
-    ctx = ExecutionContext(user=alice, thread=thread, agent=agent, source="agent")
+    caller = Caller(user=alice, agent=agent, source="agent")
 
     with pytest.raises(ToolError) as info:
-        run(ctx, "print(1)")
+        run(caller, thread, "print(1)")
 
     assert (info.value.code, info.value.status) == ("tool_not_allowed", 403)
     event = SecurityEvent.objects.get(code="tool_not_allowed")
@@ -387,9 +400,9 @@ def test_it_refuses_a_tool_the_agent_is_not_allowed_with_403(alice: Any, thread:
 @pytest.mark.django_db
 def test_it_records_the_agent_of_an_allowed_run(alice: Any, thread: Thread) -> None:
     agent = Agent.objects.create(owner=alice, name="coder", allowed_tools=["execute_code"])
-    ctx = ExecutionContext(user=alice, thread=thread, agent=agent, source="agent")
+    caller = Caller(user=alice, agent=agent, source="agent")
 
-    execution = run(ctx, "print('by agent')")
+    execution = run(caller, thread, "print('by agent')")
 
     assert (execution.agent, execution.source, execution.status) == (
         agent,
@@ -403,21 +416,26 @@ def test_it_records_the_agent_of_an_allowed_run(alice: Any, thread: Thread) -> N
 
 @pytest.mark.django_db
 def test_it_writes_a_file_code_can_read_and_reads_a_file_code_wrote(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     executor = ToolExecutor()
-    row = executor.write_file(file_path="data/input.txt", content="from the user", context=ctx)
+    row = executor.write_file(
+        file_path="data/input.txt", content="from the user", caller=caller, thread=thread
+    )
     assert (row.path, row.size, row.written_by) == ("data/input.txt", 13, "user")
 
     execution = run(
-        ctx,
+        caller,
+        thread,
         "print(open('data/input.txt').read())\n"
         "import os\nos.makedirs('out', exist_ok=True)\n"
         "open('out/result.bin', 'wb').write(bytes(range(256)))",
     )
     assert execution.stdout == "from the user\n"
 
-    path, content = executor.read_file(file_path="/home/user/out/result.bin", context=ctx)
+    path, content = executor.read_file(
+        file_path="/home/user/out/result.bin", caller=caller, thread=thread
+    )
     assert (path, content) == ("out/result.bin", bytes(range(256)))
     synced = WorkspaceFile.objects.get(thread=thread, path="out/result.bin")
     assert (synced.written_by, synced.size) == ("code", 256)
@@ -426,15 +444,16 @@ def test_it_writes_a_file_code_can_read_and_reads_a_file_code_wrote(
 
 @pytest.mark.django_db
 def test_it_syncs_changes_and_deletions_by_code_and_skips_hidden_files(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     executor = ToolExecutor()
-    run(ctx, "print('warm')")  # the thread has a sandbox: writes go through to it
-    executor.write_file(file_path="keep.txt", content="v1", context=ctx)
-    executor.write_file(file_path="gone.txt", content="bye", context=ctx)
+    run(caller, thread, "print('warm')")  # the thread has a sandbox: writes go through to it
+    executor.write_file(file_path="keep.txt", content="v1", caller=caller, thread=thread)
+    executor.write_file(file_path="gone.txt", content="bye", caller=caller, thread=thread)
 
     execution = run(
-        ctx,
+        caller,
+        thread,
         "import os\nopen('keep.txt', 'w').write('v2 from code')\nos.remove('gone.txt')\n"
         "os.makedirs('.cache', exist_ok=True)\nopen('.cache/x', 'w').write('tool state')",
     )
@@ -450,27 +469,28 @@ def test_it_syncs_changes_and_deletions_by_code_and_skips_hidden_files(
 
 @pytest.mark.django_db
 def test_it_syncs_a_same_size_change_made_right_after_a_write(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
-    run(ctx, "print('warm')")
-    ToolExecutor().write_file(file_path="same.txt", content="aaaa", context=ctx)
+    run(caller, thread, "print('warm')")
+    ToolExecutor().write_file(file_path="same.txt", content="aaaa", caller=caller, thread=thread)
 
-    execution = run(ctx, "open('same.txt', 'w').write('bbbb')")
+    execution = run(caller, thread, "open('same.txt', 'w').write('bbbb')")
 
     assert execution.details["file_sync"]["updated"] == ["same.txt"]
     assert WorkspaceFile.objects.get(thread=thread, path="same.txt").read_content() == b"bbbb"
     # And a run that changes nothing leaves it alone.
-    assert run(ctx, "print(1)").details["file_sync"]["updated"] == []
+    assert run(caller, thread, "print(1)").details["file_sync"]["updated"] == []
 
 
 @pytest.mark.django_db
 def test_it_reports_files_over_the_sync_limits_instead_of_dropping_them_silently(
-    ctx: ExecutionContext, thread: Thread, settings: Any
+    caller: Caller, thread: Thread, settings: Any
 ) -> None:
     settings.EXECUTION_MAX_FILE_BYTES = 1000
     settings.EXECUTION_SYNC_MAX_FILES = 2
     execution = run(
-        ctx,
+        caller,
+        thread,
         "open('big.bin', 'wb').write(b'x' * 5000)\n"
         "for i in range(3):\n    open(f'small{i}.txt', 'w').write(str(i))",
     )
@@ -482,21 +502,24 @@ def test_it_reports_files_over_the_sync_limits_instead_of_dropping_them_silently
     ]  # fmt: skip
     # A file left out of sync can still be read straight from the sandbox when small enough.
     settings.EXECUTION_MAX_FILE_BYTES = 10_000
-    assert ToolExecutor().read_file(file_path="big.bin", context=ctx)[1] == b"x" * 5000
+    assert (
+        ToolExecutor().read_file(file_path="big.bin", caller=caller, thread=thread)[1]
+        == b"x" * 5000
+    )
 
 
 @pytest.mark.django_db
 def test_it_deletes_a_file_from_the_database_and_the_sandbox(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     executor = ToolExecutor()
-    run(ctx, "open('note.txt', 'w').write('n')")
-    executor.delete_file(file_path="note.txt", context=ctx)
+    run(caller, thread, "open('note.txt', 'w').write('n')")
+    executor.delete_file(file_path="note.txt", caller=caller, thread=thread)
 
     assert not WorkspaceFile.objects.filter(thread=thread, path="note.txt").exists()
-    assert run(ctx, "import os\nprint(os.path.exists('note.txt'))").stdout == "False\n"
+    assert run(caller, thread, "import os\nprint(os.path.exists('note.txt'))").stdout == "False\n"
     with pytest.raises(ToolError) as info:
-        executor.read_file(file_path="note.txt", context=ctx)
+        executor.read_file(file_path="note.txt", caller=caller, thread=thread)
     assert (info.value.code, info.value.status) == ("file_not_found", 404)
 
 
@@ -509,20 +532,24 @@ def test_it_deletes_a_file_from_the_database_and_the_sandbox(
         ("run.exe", "path_suspicious_extension"),
     ],
 )
-def test_it_refuses_bad_paths_and_audits_them(ctx: ExecutionContext, path: str, code: str) -> None:
+def test_it_refuses_bad_paths_and_audits_them(
+    caller: Caller, thread: Thread, path: str, code: str
+) -> None:
     with pytest.raises(ToolError) as info:
-        ToolExecutor().write_file(file_path=path, content="x", context=ctx)
+        ToolExecutor().write_file(file_path=path, content="x", caller=caller, thread=thread)
     assert info.value.code == code
     assert SecurityEvent.objects.get(code=code).details["path"] == path
 
 
 @pytest.mark.django_db
 def test_it_refuses_a_file_over_the_size_limit_with_413(
-    ctx: ExecutionContext, settings: Any
+    caller: Caller, thread: Thread, settings: Any
 ) -> None:
     settings.EXECUTION_MAX_FILE_BYTES = 10
     with pytest.raises(ToolError) as info:
-        ToolExecutor().write_file(file_path="big.txt", content="x" * 11, context=ctx)
+        ToolExecutor().write_file(
+            file_path="big.txt", content="x" * 11, caller=caller, thread=thread
+        )
     assert (info.value.code, info.value.status) == ("file_too_large", 413)
 
 
@@ -531,33 +558,37 @@ def test_it_refuses_a_file_over_the_size_limit_with_413(
 
 @pytest.mark.django_db
 def test_it_installs_a_real_pip_package_that_code_can_then_import(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     install = ToolExecutor().install_packages(
-        packages=["six==1.17.0"], language="python", context=ctx
+        packages=["six==1.17.0"], language="python", caller=caller, thread=thread
     )
 
     assert install.status == PackageInstall.Status.SUCCEEDED, install.log
     assert "Successfully installed six-1.17.0" in install.log
-    execution = run(ctx, "import six\nprint(six.__version__)")
+    execution = run(caller, thread, "import six\nprint(six.__version__)")
     assert execution.stdout == "1.17.0\n"
 
 
 @pytest.mark.django_db
-def test_it_installs_a_real_npm_package_that_javascript_can_require(ctx: ExecutionContext) -> None:
+def test_it_installs_a_real_npm_package_that_javascript_can_require(
+    caller: Caller, thread: Thread
+) -> None:
     install = ToolExecutor().install_packages(
-        packages=["left-pad@1.3.0"], language="javascript", context=ctx
+        packages=["left-pad@1.3.0"], language="javascript", caller=caller, thread=thread
     )
 
     assert install.status == PackageInstall.Status.SUCCEEDED, install.log
-    execution = run(ctx, "console.log(require('left-pad')('7', 3, '0'))", "javascript")
+    execution = run(caller, thread, "console.log(require('left-pad')('7', 3, '0'))", "javascript")
     assert execution.stdout == "007\n"
 
 
 @pytest.mark.django_db
-def test_it_stores_a_failed_install_with_the_installers_log(ctx: ExecutionContext) -> None:
+def test_it_stores_a_failed_install_with_the_installers_log(caller: Caller, thread: Thread) -> None:
     name = f"atlaschat-no-such-package-{uuid.uuid4().hex[:8]}"
-    install = ToolExecutor().install_packages(packages=[name], language="python", context=ctx)
+    install = ToolExecutor().install_packages(
+        packages=[name], language="python", caller=caller, thread=thread
+    )
 
     assert install.status == PackageInstall.Status.FAILED
     assert name in install.log
@@ -565,11 +596,14 @@ def test_it_stores_a_failed_install_with_the_installers_log(ctx: ExecutionContex
 
 @pytest.mark.django_db
 def test_it_refuses_a_package_url_stores_a_rejected_install_and_audits_it(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     with pytest.raises(ToolError) as info:
         ToolExecutor().install_packages(
-            packages=["git+https://github.com/psf/requests"], language="python", context=ctx
+            packages=["git+https://github.com/psf/requests"],
+            language="python",
+            caller=caller,
+            thread=thread,
         )
     assert info.value.code == "package_spec_url"
     install = PackageInstall.objects.get(thread=thread)
@@ -582,12 +616,12 @@ def test_it_refuses_a_package_url_stores_a_rejected_install_and_audits_it(
 
 @pytest.mark.django_db
 def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
-    ctx: ExecutionContext, thread: Thread, alice: Any
+    caller: Caller, thread: Thread, alice: Any
 ) -> None:
     from execution.sandbox.e2b import E2BBackend
     from execution.services.sandbox_sessions import sessions
 
-    execution = run(ctx, "print(1)")
+    execution = run(caller, thread, "print(1)")
     sandbox_id = Thread.objects.get(pk=thread.pk).sandbox_id
 
     ToolExecutor().delete_thread(thread=thread, user=alice)
@@ -600,17 +634,22 @@ def test_deleting_a_thread_kills_its_sandbox_and_keeps_the_history(
 
 @pytest.mark.django_db
 def test_a_stored_file_the_sandbox_cannot_hold_is_skipped_and_reported_not_fatal(
-    ctx: ExecutionContext, thread: Thread
+    caller: Caller, thread: Thread
 ) -> None:
     # Stored before validation refused such pairs: a file `a`, and `a/b` under it.
     for path, data in (("a", b"file a"), ("a/b", b"cannot be"), ("ok.txt", b"fine")):
         WorkspaceFile(thread=thread, path=path).set_content(data)
     first = ToolExecutor().execute_code(
-        code="print(open('ok.txt').read(), open('a').read())", language="python", context=ctx
+        code="print(open('ok.txt').read(), open('a').read())",
+        language="python",
+        caller=caller,
+        thread=thread,
     )
     assert (first.status, first.stdout) == ("succeeded", "fine file a\n")
     failures = first.details["restored"]["failures"]
     assert [failure["path"] for failure in failures] == ["a/b"]
     # The thread keeps working: the next run needs no restore and succeeds too.
-    second = ToolExecutor().execute_code(code="print(2)", language="python", context=ctx)
+    second = ToolExecutor().execute_code(
+        code="print(2)", language="python", caller=caller, thread=thread
+    )
     assert (second.status, second.stdout) == ("succeeded", "2\n")

@@ -14,10 +14,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from e2b import NotFoundException
 
+from execution.caller import Caller
 from execution.models import Execution, Thread
 from execution.sandbox.e2b import E2BBackend, client_options
 from execution.services.sandbox_sessions import sessions
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(120)]
 
@@ -30,7 +31,7 @@ def test_reap_sandboxes_kills_idle_sandboxes_and_the_next_run_gets_a_new_one(
     busy = Thread.objects.create(owner=alice, title="recent")
     for thread in (idle, busy):
         ToolExecutor().execute_code(
-            code="v = 1", language="python", context=ExecutionContext(user=alice, thread=thread)
+            code="v = 1", language="python", caller=Caller(user=alice), thread=thread
         )
     Thread.objects.filter(pk=idle.pk).update(last_used_at=timezone.now() - dt.timedelta(hours=2))
     idle.refresh_from_db()
@@ -46,7 +47,7 @@ def test_reap_sandboxes_kills_idle_sandboxes_and_the_next_run_gets_a_new_one(
     with pytest.raises(NotFoundException):
         sessions.call(E2BBackend().sdk_class.connect(old_sandbox))
     again = ToolExecutor().execute_code(
-        code="print('fresh')", language="python", context=ExecutionContext(user=alice, thread=idle)
+        code="print('fresh')", language="python", caller=Caller(user=alice), thread=idle
     )
     assert again.stdout == "fresh\n"
 
@@ -80,7 +81,8 @@ def test_a_cancel_recorded_in_the_database_reaches_a_run_of_this_process(
     execution = executor.start_execution(
         code="import time\nprint('started', flush=True)\ntime.sleep(30)",
         language="python",
-        context=ExecutionContext(user=alice, thread=thread),
+        caller=Caller(user=alice),
+        thread=thread,
     )
     deadline = time.monotonic() + 30
     while Execution.objects.get(pk=execution.pk).stdout != "started\n":
@@ -100,9 +102,11 @@ def test_a_cancel_recorded_in_the_database_reaches_a_run_of_this_process(
 def test_concurrent_first_runs_of_a_thread_share_one_new_sandbox(alice: Any, sandboxd: Any) -> None:
     thread = Thread.objects.create(owner=alice)
     executor = ToolExecutor()
-    context = ExecutionContext(user=alice, thread=thread)
+    caller = Caller(user=alice)
     runs = [
-        executor.start_execution(code=f"print({n})", language="python", context=context)
+        executor.start_execution(
+            code=f"print({n})", language="python", caller=caller, thread=thread
+        )
         for n in range(3)
     ]
     for run in runs:
@@ -122,12 +126,16 @@ def test_a_used_sandbox_is_kept_alive_past_its_original_timeout(
 ) -> None:
     settings.SANDBOX_TIMEOUT_SECONDS = 6
     thread = Thread.objects.create(owner=alice)
-    context = ExecutionContext(user=alice, thread=thread)
-    first = ToolExecutor().execute_code(code="kept = 1", language="python", context=context)
+    caller = Caller(user=alice)
+    first = ToolExecutor().execute_code(
+        code="kept = 1", language="python", caller=caller, thread=thread
+    )
 
     for _ in range(4):  # 8 s of use, longer than the 6 s the sandbox was created with
         time.sleep(2)
-        run = ToolExecutor().execute_code(code="print(kept)", language="python", context=context)
+        run = ToolExecutor().execute_code(
+            code="print(kept)", language="python", caller=caller, thread=thread
+        )
         assert (run.status, run.stdout) == ("succeeded", "1\n")
     assert run.details["sandbox_id"] == first.details["sandbox_id"]
 

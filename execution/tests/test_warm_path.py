@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from execution.caller import Caller
 from execution.models import Thread
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 from sandboxd.testing import RunningSandboxd, wait_until
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(180), pytest.mark.django_db]
@@ -30,10 +31,15 @@ def pool_ready(server: RunningSandboxd) -> int:
     return int(answer.json()["pool_ready"])
 
 
-def timed_run(context: ExecutionContext, code: str, language: str) -> tuple[float, float]:
-    """(age of the kernel that ran `code`, seconds the request took)."""
+def timed_run(
+    caller: Caller, thread: Thread | None, code: str, language: str
+) -> tuple[float, float]:
+    """(age of the kernel that ran `code` in `thread` (None: a new one), seconds the request
+    took)."""
     started = time.monotonic()
-    execution = ToolExecutor().execute_code(code=code, language=language, context=context)
+    execution = ToolExecutor().execute_code(
+        code=code, language=language, caller=caller, thread=thread
+    )
     elapsed = time.monotonic() - started
     assert execution.status == "succeeded", (execution.stderr, execution.error)
     return float(execution.stdout), elapsed
@@ -44,12 +50,12 @@ def test_a_new_threads_first_python_and_javascript_runs_find_their_kernels_start
 ) -> None:
     # A pooled sandbox is what a new thread gets when the pool has one ready.
     assert wait_until(lambda: pool_ready(sandboxd) >= 1, 120)
-    context = ExecutionContext(user=alice)
+    caller = Caller(user=alice)
 
-    python_age, python_elapsed = timed_run(context, PYTHON_KERNEL_AGE, "python")
+    python_age, python_elapsed = timed_run(caller, None, PYTHON_KERNEL_AGE, "python")
     thread = Thread.objects.get(owner=alice)
     javascript_age, javascript_elapsed = timed_run(
-        ExecutionContext(user=alice, thread=thread), JAVASCRIPT_KERNEL_AGE, "javascript"
+        caller, thread, JAVASCRIPT_KERNEL_AGE, "javascript"
     )
 
     # Each kernel existed before the request that used it began.

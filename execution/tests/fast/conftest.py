@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from execution.caller import Caller
 from execution.models import Thread
 from execution.sandbox import get_backend, reset_backends
 from execution.sandbox.memory import MemoryBackend
 from execution.services.runs import wait_for_background_runs
 from execution.services.sandbox_sessions import sessions
-from execution.services.tool_executor import ExecutionContext
 
 
 @pytest.fixture
@@ -46,5 +46,6 @@ def thread(alice: Any) -> Thread:
 
 
 @pytest.fixture
-def ctx(alice: Any, thread: Thread, memory_sandboxes: MemoryBackend) -> ExecutionContext:
-    return ExecutionContext(user=alice, thread=thread)
+def caller(alice: Any, memory_sandboxes: MemoryBackend) -> Caller:
+    """Alice calling the services directly (source api), with the in-memory sandboxes."""
+    return Caller(user=alice)

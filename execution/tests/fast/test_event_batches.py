@@ -11,11 +11,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from execution.caller import Caller
 from execution.models import Execution, Thread
 from execution.sandbox.memory import MemoryBackend, MemoryRun
 from execution.services.events import EventPublisher
 from execution.services.runs import ExecutionRunner
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -93,7 +94,7 @@ def test_a_long_runs_output_is_published_while_it_still_runs(
 
 
 def test_a_run_that_changes_no_file_does_no_file_sync_database_work(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def writes_once(r: MemoryRun) -> None:
         if not r.sandbox.files:
@@ -101,21 +102,21 @@ def test_a_run_that_changes_no_file_does_no_file_sync_database_work(
 
     memory_sandboxes.script = writes_once
     executor = ToolExecutor()
-    first = executor.execute_code(code="1", language="python", context=ctx)
+    first = executor.execute_code(code="1", language="python", caller=caller, thread=thread)
     assert first.details["file_sync"]["created"] == ["made.txt"]
 
     with CaptureQueriesContext(connection) as queries:
-        second = executor.execute_code(code="2", language="python", context=ctx)
+        second = executor.execute_code(code="2", language="python", caller=caller, thread=thread)
 
     assert second.status == "succeeded"
     assert not [q for q in queries.captured_queries if "execution_workspacefile" in q["sql"]]
-    executor.write_file(file_path="made.txt", content="changed", context=ctx)
+    executor.write_file(file_path="made.txt", content="changed", caller=caller, thread=thread)
 
     async def deletes(r: MemoryRun) -> None:
         del r.sandbox.files["/home/user/made.txt"]
 
     memory_sandboxes.script = deletes
-    third = executor.execute_code(code="3", language="python", context=ctx)
+    third = executor.execute_code(code="3", language="python", caller=caller, thread=thread)
     assert third.details["file_sync"]["deleted"] == ["made.txt"]
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from execution.caller import Caller
 from execution.models import Execution, PackageInstall, SecurityEvent, Thread, WorkspaceFile
 from execution.sandbox.base import ResultData
 from execution.sandbox.memory import MemoryBackend, MemoryRun
 from execution.services.errors import ToolError
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 from execution.stream import FRAME_TEXT_CHARS, StreamCursor, result_size
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -21,12 +22,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 Status = Execution.Status
 
 
-def run(ctx: ExecutionContext, code: str = "print(1)", **kwargs: Any) -> Execution:
-    return ToolExecutor().execute_code(code=code, language="python", context=ctx, **kwargs)
+def run(caller: Caller, thread: Thread | None, code: str = "print(1)", **kwargs: Any) -> Execution:
+    return ToolExecutor().execute_code(
+        code=code, language="python", caller=caller, thread=thread, **kwargs
+    )
 
 
 def test_a_run_stores_its_output_and_succeeds(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def script(r: MemoryRun) -> None:
         r.stdout("hello\n")
@@ -34,7 +37,7 @@ def test_a_run_stores_its_output_and_succeeds(
         r.result({"text": "42", "is_main_result": True})
 
     memory_sandboxes.script = script
-    execution = run(ctx)
+    execution = run(caller, thread)
 
     assert (execution.status, execution.exit_code) == (Status.SUCCEEDED, 0)
     assert (execution.stdout, execution.stderr) == ("hello\n", "careful\n")
@@ -44,41 +47,41 @@ def test_a_run_stores_its_output_and_succeeds(
 
 
 def test_a_code_error_fails_the_run_with_exit_code_1(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def script(r: MemoryRun) -> None:
         r.error("ValueError", "nope", "Traceback …")
 
     memory_sandboxes.script = script
-    execution = run(ctx)
+    execution = run(caller, thread)
 
     assert (execution.status, execution.exit_code) == (Status.FAILED, 1)
     assert execution.error == {"name": "ValueError", "value": "nope", "traceback": "Traceback …"}
 
 
 def test_a_run_past_its_time_limit_is_timed_out_and_the_next_run_works(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def sleeper(r: MemoryRun) -> None:
         await asyncio.sleep(30)
 
     memory_sandboxes.script = sleeper
-    execution = run(ctx, timeout=1)
+    execution = run(caller, thread, timeout=1)
     assert execution.status == Status.TIMED_OUT
     assert execution.error["code"] == "execution_timeout"
 
     memory_sandboxes.script = lambda r: asyncio.sleep(0)
-    assert run(ctx).status == Status.SUCCEEDED
+    assert run(caller, thread).status == Status.SUCCEEDED
 
 
 def test_a_5_mb_line_is_stored_capped_and_flagged_and_replays_in_frames(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend, settings: Any
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend, settings: Any
 ) -> None:
     async def flood(r: MemoryRun) -> None:
         r.stdout("x" * (5 * 1024 * 1024) + "\n")
 
     memory_sandboxes.script = flood
-    execution = run(ctx)
+    execution = run(caller, thread)
 
     assert execution.status == Status.SUCCEEDED and execution.truncated
     assert len(execution.stdout) == settings.EXECUTION_MAX_OUTPUT_BYTES
@@ -91,7 +94,7 @@ def test_a_5_mb_line_is_stored_capped_and_flagged_and_replays_in_frames(
 
 
 def test_a_result_over_the_runs_result_budget_is_stored_as_a_stated_placeholder(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend, settings: Any
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend, settings: Any
 ) -> None:
     settings.EXECUTION_MAX_RESULT_BYTES = 1024 * 1024
 
@@ -102,7 +105,7 @@ def test_a_result_over_the_runs_result_budget_is_stored_as_a_stated_placeholder(
         r.result(chart)
 
     memory_sandboxes.script = plot
-    execution = run(ctx)
+    execution = run(caller, thread)
 
     (result,) = execution.results
     assert result["omitted"] == {"mime_types": ["text/plain", "image/png"], "size": size}
@@ -110,9 +113,11 @@ def test_a_result_over_the_runs_result_budget_is_stored_as_a_stated_placeholder(
     assert execution.status == Status.SUCCEEDED and execution.truncated
 
 
-def test_a_refused_run_is_stored_rejected_with_a_security_event(ctx: ExecutionContext) -> None:
+def test_a_refused_run_is_stored_rejected_with_a_security_event(
+    caller: Caller, thread: Thread
+) -> None:
     with pytest.raises(ToolError) as refused:
-        ToolExecutor().execute_code(code="1", language="cobol", context=ctx)
+        ToolExecutor().execute_code(code="1", language="cobol", caller=caller, thread=thread)
 
     assert refused.value.code == "unsupported_language"
     rejected = Execution.objects.get(pk=refused.value.details["execution_id"])
@@ -124,7 +129,7 @@ def test_another_users_thread_is_not_found(
     charlie: Any, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     with pytest.raises(ToolError) as refused:
-        run(ExecutionContext(user=charlie, thread=thread))
+        run(Caller(user=charlie), thread)
 
     assert (refused.value.status, refused.value.code) == (404, "thread_not_found")
     assert not Execution.objects.filter(thread=thread).exists()
@@ -132,7 +137,7 @@ def test_another_users_thread_is_not_found(
 
 
 def test_a_user_at_the_concurrency_cap_gets_429_and_a_slot_frees_when_a_run_ends(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend, settings: Any
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend, settings: Any
 ) -> None:
     settings.EXECUTION_USER_CONCURRENCY = 1
     release = threading.Event()
@@ -142,20 +147,20 @@ def test_a_user_at_the_concurrency_cap_gets_429_and_a_slot_frees_when_a_run_ends
 
     memory_sandboxes.script = blocked
     executor = ToolExecutor()
-    first = executor.start_execution(code="1", language="python", context=ctx)
+    first = executor.start_execution(code="1", language="python", caller=caller, thread=thread)
     with pytest.raises(ToolError) as refused:
-        executor.start_execution(code="2", language="python", context=ctx)
+        executor.start_execution(code="2", language="python", caller=caller, thread=thread)
     assert (refused.value.status, refused.value.code) == (429, "concurrency_limit_user")
     assert refused.value.headers["Retry-After"] == str(settings.EXECUTION_CONCURRENCY_RETRY_AFTER)
 
     release.set()
     assert executor.wait_for(first.id, 30)
     assert Execution.objects.get(pk=first.pk).status == Status.SUCCEEDED
-    assert run(ctx).status == Status.SUCCEEDED
+    assert run(caller, thread).status == Status.SUCCEEDED
 
 
 def test_a_cancel_ends_a_running_run_cancelled(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     started = threading.Event()
 
@@ -165,25 +170,25 @@ def test_a_cancel_ends_a_running_run_cancelled(
 
     memory_sandboxes.script = endless
     executor = ToolExecutor()
-    execution = executor.start_execution(code="1", language="python", context=ctx)
+    execution = executor.start_execution(code="1", language="python", caller=caller, thread=thread)
     assert started.wait(30)
-    cancelled = executor.cancel_execution(execution_id=execution.id, user=ctx.user)
+    cancelled = executor.cancel_execution(execution_id=execution.id, user=caller.account)
 
     assert cancelled.status == Status.CANCELLED
     with pytest.raises(ToolError) as again:
-        executor.cancel_execution(execution_id=execution.id, user=ctx.user)
+        executor.cancel_execution(execution_id=execution.id, user=caller.account)
     assert (again.value.status, again.value.code) == (409, "execution_not_cancellable")
 
 
 def test_files_code_writes_are_synced_back_to_the_thread(
-    ctx: ExecutionContext, thread: Thread, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def writer(r: MemoryRun) -> None:
         r.write_file("/home/user/out/report.txt", b"done")
         r.write_file("/home/user/.cache/skip", b"tool state")
 
     memory_sandboxes.script = writer
-    execution = run(ctx)
+    execution = run(caller, thread)
 
     assert execution.details["file_sync"]["created"] == ["out/report.txt"]
     stored = WorkspaceFile.objects.get(thread=thread)
@@ -193,18 +198,18 @@ def test_files_code_writes_are_synced_back_to_the_thread(
 
 
 def test_a_lost_sandbox_is_replaced_with_the_threads_files_and_packages_restored(
-    ctx: ExecutionContext, thread: Thread, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     executor = ToolExecutor()
-    first = run(ctx)
-    executor.write_file(file_path="data.csv", content="a,b\n", context=ctx)
+    first = run(caller, thread)
+    executor.write_file(file_path="data.csv", content="a,b\n", caller=caller, thread=thread)
     install = executor.install_packages(
-        packages=["requests==2.32.3"], language="python", context=ctx
+        packages=["requests==2.32.3"], language="python", caller=caller, thread=thread
     )
     assert install.status == PackageInstall.Status.SUCCEEDED
     memory_sandboxes.lose(first.details["sandbox_id"])
 
-    second = run(ctx)
+    second = run(caller, thread)
 
     assert second.status == Status.SUCCEEDED
     assert second.details["recreated"] is True
@@ -226,14 +231,14 @@ def test_a_lost_sandbox_is_replaced_with_the_threads_files_and_packages_restored
 
 
 def test_a_sandbox_that_dies_during_the_run_ends_it_sandbox_lost_and_the_next_run_recovers(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def dies(r: MemoryRun) -> None:
         r.stdout("partial\n")
         r.sandbox.alive = False
 
     memory_sandboxes.script = dies
-    lost = run(ctx)
+    lost = run(caller, thread)
     assert (lost.status, lost.error["code"], lost.stdout) == (
         Status.ERROR,
         "sandbox_lost",
@@ -241,26 +246,28 @@ def test_a_sandbox_that_dies_during_the_run_ends_it_sandbox_lost_and_the_next_ru
     )
 
     memory_sandboxes.script = lambda r: asyncio.sleep(0)
-    again = run(ctx)
+    again = run(caller, thread)
     assert again.status == Status.SUCCEEDED
     assert again.details["sandbox_id"] != lost.details["sandbox_id"]
 
 
 def test_an_unreachable_sandbox_server_ends_the_run_in_error_with_sandbox_unavailable(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     memory_sandboxes.unavailable = True
-    execution = run(ctx)
+    execution = run(caller, thread)
 
     assert (execution.status, execution.error["code"]) == (Status.ERROR, "sandbox_unavailable")
 
 
 def test_an_install_against_an_unreachable_server_is_stored_failed_and_answers_503(
-    ctx: ExecutionContext, thread: Thread, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     memory_sandboxes.unavailable = True
     with pytest.raises(ToolError) as refused:
-        ToolExecutor().install_packages(packages=["numpy"], language="python", context=ctx)
+        ToolExecutor().install_packages(
+            packages=["numpy"], language="python", caller=caller, thread=thread
+        )
 
     assert (refused.value.status, refused.value.code) == (503, "sandbox_unavailable")
     install = PackageInstall.objects.get(thread=thread)
@@ -270,13 +277,11 @@ def test_an_install_against_an_unreachable_server_is_stored_failed_and_answers_5
 def test_a_new_thread_runs_in_the_sandboxs_default_context_of_each_language(
     alice: Any, memory_sandboxes: MemoryBackend
 ) -> None:
-    ctx = ExecutionContext(user=alice)
-    first = run(ctx)
+    caller = Caller(user=alice)
+    first = run(caller, None)
     thread = Thread.objects.get(pk=first.thread_id)
     ToolExecutor().execute_code(
-        code="console.log(1)",
-        language="javascript",
-        context=ExecutionContext(user=alice, thread=thread),
+        code="console.log(1)", language="javascript", caller=caller, thread=thread
     )
 
     (sandbox,) = memory_sandboxes.sandboxes.values()
@@ -284,7 +289,7 @@ def test_a_new_thread_runs_in_the_sandboxs_default_context_of_each_language(
 
 
 def test_the_execution_a_waited_run_returns_is_what_the_database_stores(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     async def everything(r: MemoryRun) -> None:
         r.stdout("out\n")
@@ -293,7 +298,7 @@ def test_the_execution_a_waited_run_returns_is_what_the_database_stores(
         r.error("KeyError", "'k'")
 
     memory_sandboxes.script = everything
-    returned = run(ctx)
+    returned = run(caller, thread)
     stored = Execution.objects.get(pk=returned.pk)
 
     fields = (

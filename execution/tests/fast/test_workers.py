@@ -13,9 +13,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from execution.caller import Caller
 from execution.models import Execution, PackageInstall, Thread, Worker
 from execution.sandbox.memory import MemoryBackend, MemoryRun
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 from execution.services.workers import Recovery, current_worker_id, recover_dead_workers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -42,7 +43,7 @@ def work_of(owner: Worker, thread: Thread, alice: Any) -> tuple[Execution, Packa
 
 
 def test_recovery_marks_only_a_dead_workers_runs_and_installs_and_the_live_run_completes(
-    ctx: ExecutionContext,
+    caller: Caller,
     thread: Thread,
     alice: Any,
     memory_sandboxes: MemoryBackend,
@@ -57,7 +58,7 @@ def test_recovery_marks_only_a_dead_workers_runs_and_installs_and_the_live_run_c
 
     memory_sandboxes.script = long_run
     executor = ToolExecutor()
-    ours = executor.start_execution(code="long()", language="python", context=ctx)
+    ours = executor.start_execution(code="long()", language="python", caller=caller, thread=thread)
     assert started.wait(30)
     # A worker that stopped mid-run (its heartbeat ended past the lease) and one that is alive.
     stopped = worker(silent_for=settings.EXECUTION_WORKER_LEASE_SECONDS + 5)

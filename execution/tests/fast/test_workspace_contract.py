@@ -17,11 +17,12 @@ from django.db import connections
 
 from accounts.testing import bearer_headers_for
 from atlaschat.asgi import application
+from execution.caller import Caller
 from execution.models import Execution, PackageInstall, Source, TerminalSession, Thread
 from execution.sandbox.base import CommandResult, OutputCallback
 from execution.sandbox.memory import MemoryBackend, MemoryRun, MemorySandbox
 from execution.services.errors import ToolError
-from execution.services.tool_executor import ExecutionContext, ToolExecutor
+from execution.services.tool_executor import ToolExecutor
 from execution.stream import StreamCursor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -42,9 +43,9 @@ def until(condition: Callable[[], Any], limit: float = 30.0) -> Any:
 
 
 @pytest.fixture
-def page(alice: Any, thread: Thread, memory_sandboxes: MemoryBackend) -> ExecutionContext:
+def page_caller(alice: Any, memory_sandboxes: MemoryBackend) -> Caller:
     """A person in the workspace page: runs from it may call input()."""
-    return ExecutionContext(user=alice, thread=thread, source=Source.BROWSER)
+    return Caller(user=alice, source=Source.BROWSER)
 
 
 async def ask_name(r: MemoryRun) -> None:
@@ -55,11 +56,13 @@ async def ask_name(r: MemoryRun) -> None:
 
 
 def test_a_page_run_waits_in_input_and_the_answer_reaches_the_code(
-    page: ExecutionContext, alice: Any, memory_sandboxes: MemoryBackend
+    page_caller: Caller, thread: Thread, alice: Any, memory_sandboxes: MemoryBackend
 ) -> None:
     memory_sandboxes.script = ask_name
     executor = ToolExecutor()
-    execution = executor.start_execution(code="input()", language="python", context=page)
+    execution = executor.start_execution(
+        code="input()", language="python", caller=page_caller, thread=thread
+    )
 
     def waiting() -> dict[str, Any] | None:
         row = Execution.objects.get(pk=execution.pk)
@@ -85,10 +88,12 @@ def test_a_page_run_waits_in_input_and_the_answer_reaches_the_code(
 
 
 def test_an_api_run_cannot_wait_for_input_and_fails_at_once(
-    ctx: ExecutionContext, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     memory_sandboxes.script = ask_name
-    execution = ToolExecutor().execute_code(code="input()", language="python", context=ctx)
+    execution = ToolExecutor().execute_code(
+        code="input()", language="python", caller=caller, thread=thread
+    )
 
     assert execution.status == Status.FAILED
     assert execution.error["name"] == "StdinNotImplementedError"
@@ -96,7 +101,7 @@ def test_an_api_run_cannot_wait_for_input_and_fails_at_once(
 
 
 def test_an_answer_when_no_input_is_awaited_is_refused_409(
-    page: ExecutionContext, alice: Any, memory_sandboxes: MemoryBackend
+    page_caller: Caller, thread: Thread, alice: Any, memory_sandboxes: MemoryBackend
 ) -> None:
     release = threading.Event()
 
@@ -105,7 +110,9 @@ def test_an_answer_when_no_input_is_awaited_is_refused_409(
 
     memory_sandboxes.script = busy
     executor = ToolExecutor()
-    execution = executor.start_execution(code="busy()", language="python", context=page)
+    execution = executor.start_execution(
+        code="busy()", language="python", caller=page_caller, thread=thread
+    )
     until(lambda: Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).exists())
     try:
         with pytest.raises(ToolError) as refused:
@@ -117,7 +124,7 @@ def test_an_answer_when_no_input_is_awaited_is_refused_409(
 
 
 def test_an_installs_log_is_stored_while_it_runs_and_whole_when_it_ends(
-    ctx: ExecutionContext, thread: Thread, memory_sandboxes: MemoryBackend
+    caller: Caller, thread: Thread, memory_sandboxes: MemoryBackend
 ) -> None:
     release = threading.Event()
 
@@ -134,7 +141,9 @@ def test_an_installs_log_is_stored_while_it_runs_and_whole_when_it_ends(
     def install() -> None:
         try:
             done.append(
-                ToolExecutor().install_packages(packages=["numpy"], language="python", context=ctx)
+                ToolExecutor().install_packages(
+                    packages=["numpy"], language="python", caller=caller, thread=thread
+                )
             )
         finally:
             connections.close_all()  # this thread's own connection
@@ -212,12 +221,12 @@ async def test_a_shell_that_exits_by_itself_ends_the_terminal_as_exited(
 
 
 async def test_a_page_that_reloads_while_input_waits_gets_each_line_once(
-    page: ExecutionContext, alice: Any, memory_sandboxes: MemoryBackend
+    page_caller: Caller, thread: Thread, alice: Any, memory_sandboxes: MemoryBackend
 ) -> None:
     memory_sandboxes.script = ask_name
     executor = ToolExecutor()
     execution = await sync_to_async(executor.start_execution)(
-        code="input()", language="python", context=page
+        code="input()", language="python", caller=page_caller, thread=thread
     )
     token = (await sync_to_async(bearer_headers_for)(alice))["Authorization"]
     # The reloaded page follows the run on its own socket, as workspace.js does.
