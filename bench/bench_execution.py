@@ -162,18 +162,19 @@ def bench_in_process(sandboxd: Any, user: Any, thread: Any) -> list[float]:
     """The service alone: `ToolExecutor.execute_code` in this process, no HTTP, same DB."""
     from django.conf import settings
 
+    from execution.caller import Caller
     from execution.services.sandbox_sessions import sessions
-    from execution.services.tool_executor import ExecutionContext, ToolExecutor
+    from execution.services.tool_executor import ToolExecutor
 
     settings.SANDBOXD_URL = sandboxd.url
     settings.SANDBOXD_API_KEY = sandboxd.api_key
-    context = ExecutionContext(user=user, thread=thread, source="api", client_ip="127.0.0.1")
+    caller = Caller(user=user, source="api", client_ip="127.0.0.1")
     timings: list[float] = []
     try:
         for n in range(WARMUP + REST_RUNS):
             started = time.perf_counter()
             execution = ToolExecutor().execute_code(
-                code="print(1)", language="python", context=context
+                code="print(1)", language="python", caller=caller, thread=thread
             )
             elapsed = time.perf_counter() - started
             if execution.stdout != "1\n":
@@ -418,10 +419,27 @@ def _process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_rest_load(stack: Any, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
-    """LOAD_CLIENTS clients, each running warm `print(1)` through `POST /api/code/execute`
-    in sequence on its own thread, spread over the stack's servers: runs/s and the servers'
-    CPU time per run."""
+def _execute_print(http: Any, thread: Any) -> str | None:
+    """One warm `print(1)` through `POST /api/code/execute`: None, or what went wrong."""
+    body = {"code": "print(1)", "language": "python", "thread_id": str(thread.id)}
+    response = http.post("/api/code/execute", json=body)
+    if response.status_code != 201 or response.json()["stdout"] != "1\n":
+        return f"{response.status_code} {response.text[:200]}"
+    return None
+
+
+def _get_me(http: Any, thread: Any) -> str | None:
+    """One `GET /api/auth/me/`, the cheapest authenticated request: the floor of any run."""
+    response = http.get("/api/auth/me/")
+    return None if response.status_code == 200 else f"{response.status_code} {response.text}"
+
+
+def bench_rest_load(
+    stack: Any, pairs: list[tuple[Any, Any]], request: Any = _execute_print
+) -> dict[str, float]:
+    """LOAD_CLIENTS clients, each sending `request` (by default a warm `print(1)` through
+    `POST /api/code/execute`) in sequence on its own thread, spread over the stack's servers:
+    requests/s and the servers' CPU time per request."""
     import threading
 
     import httpx
@@ -433,14 +451,13 @@ def bench_rest_load(stack: Any, pairs: list[tuple[Any, Any]]) -> dict[str, float
     def client(index: int, runs: int) -> None:
         user, thread = pairs[index]
         server = stack.servers[index % len(stack.servers)]
-        body = {"code": "print(1)", "language": "python", "thread_id": str(thread.id)}
         with httpx.Client(
             base_url=server.http_url, headers=bearer_headers(user), timeout=60
         ) as http:
             for _ in range(runs):
-                response = http.post("/api/code/execute", json=body)
-                if response.status_code != 201 or response.json()["stdout"] != "1\n":
-                    failures.append(f"{response.status_code} {response.text[:200]}")
+                failure = request(http, thread)
+                if failure is not None:
+                    failures.append(failure)
 
     def load(runs: int) -> float:
         workers = [threading.Thread(target=client, args=(i, runs)) for i in range(len(pairs))]
@@ -544,9 +561,9 @@ def run_all(directory: Path, *, postgres: bool = False) -> dict[str, Any]:
             ]
             in_process_thread = Thread.objects.using(alias).create(owner=users[0], title="direct")
             new_thread_api, new_thread_sdk = bench_new_thread(stack, users[1], options)
-            rest_load = bench_rest_load(
-                stack, list(zip(users, threads, strict=True))[:LOAD_CLIENTS]
-            )
+            load_pairs = list(zip(users, threads, strict=True))[:LOAD_CLIENTS]
+            rest_load = bench_rest_load(stack, load_pairs)
+            floor_load = bench_rest_load(stack, load_pairs, _get_me)
             # In process, the service uses the default database: only the SQLite run's
             # default is the stack's own file.
             in_process_timings = (
@@ -588,6 +605,7 @@ def run_all(directory: Path, *, postgres: bool = False) -> dict[str, Any]:
         "new_thread_first_result": summary_ms(new_thread_api),
         "sdk_create_and_run": summary_ms(new_thread_sdk),
         "rest_load_one_worker": rest_load,
+        "get_me_load_one_worker": floor_load,
         "rest_load_two_workers_redis": rest_load_two,
         "sdk_load_runs_per_s": sdk_load,
         "targets": {
@@ -655,6 +673,18 @@ def issue_10_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         ),
         ("  web-tier CPU per run (daphne)", f"{one['cpu_ms_per_run']} ms", "", "", "<= 4 ms"),
     ]
+    floor = results.get("get_me_load_one_worker")
+    if floor:
+        rows += [
+            (
+                f"  floor: {LOAD_CLIENTS} clients GET /api/auth/me/, 1 worker",
+                f"{floor['runs_per_s']} requests/s",
+                "",
+                "",
+                "",
+            ),
+            ("    its CPU per request (daphne)", f"{floor['cpu_ms_per_run']} ms", "", "", ""),
+        ]
     if two is None:
         rows.append(
             (f"{LOAD_CLIENTS} clients REST, 2 workers + Redis", "skipped: no Redis", "", "", "")
