@@ -30,21 +30,22 @@ def written(lines: list[str]) -> bytes:
     return "".join(lines).encode("utf-8", "surrogateescape")
 
 
-def test_bytes_a_python_process_writes_to_its_fds_arrive_exactly(sbx: Sandbox) -> None:
-    execution = sbx.run_code(
-        "import os, subprocess\n"
-        "os.write(1, open('/home/user/awkward.bin', 'rb').read())\n"
-        "subprocess.run(['cat', '/home/user/awkward.bin'], stdout=2)\n"
-    )
-    assert execution.error is None
-    assert written(execution.logs.stdout) == AWKWARD
-    assert written(execution.logs.stderr) == AWKWARD
-
-
-def test_bytes_a_bash_cell_writes_arrive_exactly(sbx: Sandbox) -> None:
-    execution = sbx.run_code(
-        "cat /home/user/awkward.bin; cat /home/user/awkward.bin >&2", language="bash"
-    )
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        (
+            "python",  # fds 1 and 2 written below the kernel's streams: os.write, a subprocess
+            "import os, subprocess\n"
+            "os.write(1, open('/home/user/awkward.bin', 'rb').read())\n"
+            "subprocess.run(['cat', '/home/user/awkward.bin'], stdout=2)\n",
+        ),
+        ("bash", "cat /home/user/awkward.bin; cat /home/user/awkward.bin >&2"),
+    ],
+)
+def test_bytes_a_cell_writes_to_stdout_and_stderr_arrive_exactly(
+    sbx: Sandbox, language: str, code: str
+) -> None:
+    execution = sbx.run_code(code, language=language)
     assert execution.error is None
     assert written(execution.logs.stdout) == AWKWARD
     assert written(execution.logs.stderr) == AWKWARD
