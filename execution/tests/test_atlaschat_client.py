@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from atlaschat_client.errors import ServerError, error_from_response
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -33,7 +34,7 @@ from atlaschat_client import (
     TokenPair,
 )
 from execution.models import Execution, SecurityEvent, Source
-from execution.tests.live import LiveUsers, live_users_stack
+from execution.tests.live import LiveUsers, create_user, live_users_stack
 
 pytestmark = [pytest.mark.sandboxd, pytest.mark.timeout(300)]
 
@@ -493,9 +494,6 @@ async def test_the_async_clients_other_methods_answer_like_the_sync_ones(live: L
         await client.delete_file(thread.id, "b.bin")
         assert await client.list_files(thread.id) == []
         assert await client.list_packages(thread.id) == []
-        install = await client.install_packages(["six==1.17.0"], thread_id=thread.id)
-        assert install.status == "succeeded", install.log
-        assert [row.packages for row in await client.list_packages(thread.id)] == [["six==1.17.0"]]
         agent = await client.create_agent("async-rest", allowed_tools=["execute_code"])
         assert agent.id in [row.id for row in await client.list_agents()]
         await client.update_agent(agent.id, is_active=False)
@@ -510,6 +508,21 @@ async def test_the_async_clients_other_methods_answer_like_the_sync_ones(live: L
     async with AsyncClient(live.server.http_url, refresh_token=refresh) as stale:
         with pytest.raises(AuthenticationError):
             await stale.refresh()
+
+
+async def test_the_async_client_installs_packages_and_lists_them(live: LiveUsers) -> None:
+    # A user of its own: this server's install throttle is low (INSTALL_RATE a minute) and
+    # alice's other tests spend it.
+    await sync_to_async(create_user)(live.alias, "installer", PASSWORD)
+    async with AsyncClient(live.server.http_url) as client:
+        await client.login("installer", PASSWORD)
+        thread = await client.create_thread("async install")
+        install = await client.install_packages(["six==1.17.0"], thread_id=thread.id)
+        assert install.status == "succeeded", install.log
+        assert [row.packages for row in await client.list_packages(thread.id)] == [["six==1.17.0"]]
+        run = await client.execute("import six; print(six.__version__)", thread_id=thread.id)
+        assert run.stdout == "1.17.0\n"
+        await client.delete_thread(thread.id)
 
 
 # --- error mapping of answers the server sends rarely ---------------------------------------
