@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -435,7 +436,9 @@ def _get_me(http: Any, thread: Any) -> str | None:
 
 
 def bench_rest_load(
-    stack: Any, pairs: list[tuple[Any, Any]], request: Any = _execute_print
+    stack: Any,
+    pairs: list[tuple[Any, Any]],
+    request: Callable[[Any, Any], str | None] = _execute_print,
 ) -> dict[str, float]:
     """LOAD_CLIENTS clients, each sending `request` (by default a warm `print(1)` through
     `POST /api/code/execute`) in sequence on its own thread, spread over the stack's servers:

@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from execution.monitoring import dashboard, health, metrics
-from execution.monitoring.budgets import daily_usage
+from execution.templatetags.monitoring import usage_badge as usage_badge_context
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -109,8 +109,4 @@ def staff_dashboard(request: HttpRequest) -> HttpResponse:
 def usage_badge(request: HttpRequest) -> HttpResponse:
     """The page header's "Today: N runs" badge, again: the workspace asks for it after each
     run (htmx), so the count a person sees is never the one from when the page loaded."""
-    return render(
-        request,
-        "monitoring/usage_badge.html",
-        {"usage": daily_usage(request.user)},  # type: ignore[arg-type]
-    )
+    return render(request, "monitoring/usage_badge.html", usage_badge_context({"request": request}))

@@ -4,8 +4,8 @@ alive, kill.
 The database is the source of truth and the sandbox a cache (README, "Architecture"): a
 thread stores its `sandbox_id` (its `context_ids` column is no longer used); when the sandbox
 is gone (killed, timed out, sandboxd restarted) the next use creates a new one and restores
-the thread's WorkspaceFiles and re-installs its succeeded PackageInstalls, so losing a sandbox loses
-nothing the user asked for.
+the thread's WorkspaceFiles and re-installs its succeeded PackageInstalls, so losing a
+sandbox loses nothing the user asked for.
 
 Sandboxes come from the configured backend (execution/sandbox/, SANDBOX_BACKEND): the e2b SDK
 in production. Code runs in each sandbox's default context per language, which a pooled

@@ -39,8 +39,7 @@ import sys
 import zmq
 from ipykernel.iostream import OutStream
 from ipykernel.kernelapp import IPKernelApp
-from jupyter_client.jsonutil import json_default
-from jupyter_client.session import json_packer
+from jupyter_client.jsonutil import json_clean, json_default
 from traitlets import DottedObjectName, Integer
 
 STREAM_MESSAGE_CHARS = 1 << 20
@@ -183,20 +182,20 @@ def _display_pil_images():
 def lossless_packer(obj):
     """JSON as strict UTF-8, or ASCII JSON (a lone surrogate escaped as ``\\udc80``) when the
     message holds one; the host's json.loads reads either back to the same text. What JSON
-    cannot hold (NaN, a set) goes to jupyter_client's packer, which cleans it."""
+    cannot hold (NaN, a set) is cleaned first, as jupyter_client's packer does."""
     try:
-        text = json.dumps(obj, default=json_default, ensure_ascii=False, allow_nan=False)
+        text = _dumps(obj)
     except (TypeError, ValueError):
-        packed = json_packer(obj)
-        try:
-            packed.decode("utf-8")
-            return packed
-        except UnicodeDecodeError:
-            return json.dumps(json.loads(packed.decode("utf-8", "surrogateescape"))).encode()
+        obj = json_clean(obj)
+        text = _dumps(obj)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(obj, default=json_default, allow_nan=False).encode("ascii")
+        return _dumps(obj, ensure_ascii=True).encode("ascii")
+
+
+def _dumps(obj, ensure_ascii=False):
+    return json.dumps(obj, default=json_default, ensure_ascii=ensure_ascii, allow_nan=False)
 
 
 class SandboxKernelApp(IPKernelApp):
